@@ -1,0 +1,140 @@
+"""``reguide-eval``: lmms-eval with our tasks on the include path, the batched two-stage runner, a data
+check before any model loads, and an exit code that says whether the run worked.
+
+Every lmms-eval argument is forwarded unchanged. Our own options (removed before lmms-eval sees them):
+``--data_root DIR`` (sets ``REGUIDE_DATA_ROOT``) and ``--sequential`` (keep lmms-eval's per-document
+agentic loop instead of the batched runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from reguide_tasks.documents import DATA_ROOT_ENV, DataError, check_unique, require_images
+from reguide_tasks.paths import REPO_TASKS_DIR
+from reguide_tasks.task_yamls import task_variants
+
+TAGS = {"reguide_all": ("reguide",), "reguide_baseline_all": ("baseline",)}
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def our_tasks(task_arg: str | None) -> list:
+    """The task variants of ours named in ``--tasks`` (names or our tags)."""
+    if not task_arg:
+        return []
+    variants = {v.name: v for v in task_variants()}
+    chosen = []
+    for name in (t.strip() for t in task_arg.split(",")):
+        if name in variants:
+            chosen.append(variants[name])
+        elif name in TAGS:
+            chosen.extend(v for v in variants.values() if v.default and v.stage in TAGS[name])
+    return chosen
+
+
+def preflight(variants: Sequence) -> None:
+    """Expand each task's documents and check every image exists, before any model is loaded."""
+    from reguide_tasks.task_hooks import document_set
+
+    for variant in variants:
+        path = f"reguide_documents/{variant.benchmark}.jsonl" if variant.subset == "file" else ""
+        docs = document_set(variant.benchmark, variant.subset, path)
+        check_unique(docs)
+        try:
+            require_images(docs)
+        except DataError as exc:
+            raise DataError(f"task {variant.name}: {exc}") from None
+
+
+def _split_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--data_root", default=None)
+    own.add_argument("--sequential", action="store_true")
+    return own.parse_known_args(list(argv))
+
+
+def _include_path(user_value):
+    paths = [str(REPO_TASKS_DIR)]
+    if user_value:
+        paths = (user_value if isinstance(user_value, list) else [user_value]) + paths
+    return paths
+
+
+def run(argv: Sequence[str]) -> None:
+    """Run lmms-eval; raise :class:`RunFailed` / :class:`DataError` when it did not produce results."""
+    own, rest = _split_own_args(argv)
+    if own.data_root:
+        os.environ[DATA_ROOT_ENV] = own.data_root
+
+    import lmms_eval.__main__ as lmms_main
+
+    sys.argv = ["lmms-eval", *rest]
+    _, args = lmms_main.parse_eval_args()
+    args.include_path = _include_path(args.include_path)
+
+    listing = args.tasks is None or args.tasks.startswith("list")
+    if not listing:
+        preflight(our_tasks(args.tasks))
+        if not own.sequential:
+            from reguide_tasks import two_stage
+
+            two_stage.install()
+
+    outcomes: list = []
+    evaluate_single = lmms_main.cli_evaluate_single
+
+    def recording_evaluate_single(single_args):
+        try:
+            outcome = evaluate_single(single_args)
+        except BaseException as exc:  # recorded, then re-raised for lmms-eval's own handling
+            outcomes.append(exc)
+            raise
+        outcomes.append(outcome)
+        return outcome
+
+    lmms_main.cli_evaluate_single = recording_evaluate_single
+    try:
+        lmms_main.cli_evaluate(args)
+    finally:
+        lmms_main.cli_evaluate_single = evaluate_single
+    if listing:
+        return
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if errors:
+        raise RunFailed(f"evaluation failed: {type(errors[0]).__name__}: {errors[0]}")
+    if not outcomes:
+        raise RunFailed("lmms-eval ran no evaluation")
+    if _is_main_process() and any(o is None or o[0] is None for o in outcomes):
+        raise RunFailed("lmms-eval returned no results")
+
+
+def _is_main_process() -> bool:
+    try:
+        import torch.distributed as dist
+
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    except ImportError:  # pragma: no cover
+        return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run(argv)
+    except (DataError, RunFailed) as exc:
+        print(f"reguide-eval: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            print(f"reguide-eval: error: lmms-eval exited with status {exc.code}", file=sys.stderr, flush=True)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Documents: one row per image of a benchmark, as lmms-eval loads them.
+
+A document is a flat dict (see :data:`DOCUMENT_FIELDS`). Images are NOT stored in documents: they are
+opened lazily from the data root (``REGUIDE_DATA_ROOT``, default ``./data`` as in OpenOOD and the
+release), so a document set of the full OpenOOD lists is paths only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from reguide_tasks.benchmarks import Benchmark, get_benchmark
+from reguide_tasks.release import normalize_image_path, read_release_file
+
+DATA_ROOT_ENV = "REGUIDE_DATA_ROOT"
+DEFAULT_DATA_ROOT = "./data"
+DOCUMENT_FIELDS = ("doc_key", "image", "benchmark", "dataset", "role", "label", "label_name")
+
+
+class DataError(RuntimeError):
+    """Documents or images are not where they should be; the message says what to do."""
+
+
+def data_root(override: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``images_classic/`` and ``images_largescale/`` (OpenOOD layout)."""
+    return Path(override or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
+
+
+def make_document(benchmark: Benchmark, dataset: str, image_id: str, label_name: str = "") -> dict:
+    path = normalize_image_path(image_id)
+    if not path.startswith(("images_classic/", "images_largescale/")):
+        path = f"{benchmark.image_roots[dataset]}/{path}"
+    role = benchmark.role(dataset)
+    label = benchmark.classes.index(label_name) if role == "id" else -1
+    return {
+        "doc_key": path,
+        "image": path,
+        "benchmark": benchmark.name,
+        "dataset": dataset,
+        "role": role,
+        "label": label,
+        "label_name": label_name,
+    }
+
+
+def _ordered(benchmark: Benchmark, docs: Iterable[dict]) -> list[dict]:
+    """ID first, then near, then far, each in the benchmark's dataset order; stable within."""
+    order = {name: i for i, name in enumerate(benchmark.datasets)}
+    return sorted(docs, key=lambda doc: order[doc["dataset"]])
+
+
+def subset_documents(benchmark_name: str, subset: str) -> list[dict]:
+    """Documents of one of the authors' released subsets (``subset25``, ``subset5``)."""
+    benchmark = get_benchmark(benchmark_name)
+    released = read_release_file(benchmark.subset_path(subset))
+    docs = []
+    for released_name, images in released.items():
+        dataset = benchmark.release_names.get(released_name, released_name)
+        if isinstance(images, dict):
+            for label_name, ids in images.items():
+                docs.extend(make_document(benchmark, dataset, image_id, str(label_name)) for image_id in ids)
+        else:
+            docs.extend(make_document(benchmark, dataset, image_id) for image_id in images)
+    return _ordered(benchmark, docs)
+
+
+def parse_imglist_line(line: str) -> tuple[str, str] | None:
+    """``'<path> <label>'`` -> (path, label); a blank line -> None. Paths may not contain spaces."""
+    parts = line.split()
+    if not parts:
+        return None
+    return parts[0], (parts[1] if len(parts) > 1 else "")
+
+
+def full_documents(benchmark_name: str, imglist_dir: str | os.PathLike) -> list[dict]:
+    """Documents of the full OpenOOD v1.5 test lists, from ``benchmark_imglist/<benchmark>/``.
+
+    ``imglist_dir`` is the folder holding ``test_<dataset>.txt`` for every dataset of the benchmark
+    (OpenOOD's download script puts it at ``data/benchmark_imglist/<benchmark>``). ID labels in the
+    lists are class indices in the same order as :attr:`Benchmark.classes`.
+    """
+    benchmark = get_benchmark(benchmark_name)
+    imglist_dir = Path(imglist_dir)
+    missing = [benchmark.imglist_name(d) for d in benchmark.datasets if not (imglist_dir / benchmark.imglist_name(d)).is_file()]
+    if missing:
+        raise DataError(
+            f"OpenOOD image lists missing in {imglist_dir}: {', '.join(missing)}. "
+            "Run OpenOOD's download script (it writes data/benchmark_imglist/), or pass the folder that holds them."
+        )
+    classes = benchmark.classes
+    docs = []
+    for dataset in benchmark.datasets:
+        lines = (imglist_dir / benchmark.imglist_name(dataset)).read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            parsed = parse_imglist_line(line)
+            if parsed is None:
+                continue
+            path, label = parsed
+            label_name = ""
+            if dataset == benchmark.id_dataset:
+                try:
+                    label_name = classes[int(label)]
+                except (ValueError, IndexError):
+                    raise DataError(f"{imglist_dir / benchmark.imglist_name(dataset)}:{number}: ID label {label!r} is not a class index 0..{len(classes) - 1}") from None
+            docs.append(make_document(benchmark, dataset, path, label_name))
+    return _ordered(benchmark, docs)
+
+
+def check_unique(docs: Sequence[Mapping]) -> None:
+    """Duplicated documents would count an image twice in every metric: refuse them."""
+    counts = Counter(doc["doc_key"] for doc in docs)
+    duplicated = [key for key, n in counts.items() if n > 1]
+    if duplicated:
+        raise DataError(f"{len(duplicated)} duplicated documents, e.g. {duplicated[0]}: fix the document list (each image once).")
+
+
+@dataclass(frozen=True)
+class MissingImages:
+    root: Path
+    total: int
+    missing_by_dataset: dict[str, int]
+    examples: tuple[str, ...]
+
+    @property
+    def missing(self) -> int:
+        return sum(self.missing_by_dataset.values())
+
+    def message(self) -> str:
+        if not self.root.is_dir():
+            head = f"data root {self.root.resolve()} does not exist"
+        else:
+            head = f"{self.missing} of {self.total} images missing under data root {self.root.resolve()}"
+        per_dataset = ", ".join(f"{name}: {n}" for name, n in self.missing_by_dataset.items())
+        return (
+            f"{head} ({per_dataset}); e.g. {', '.join(self.examples)}. "
+            f"Set {DATA_ROOT_ENV} (or reguide-eval --data_root) to the folder holding images_classic/ and images_largescale/ "
+            "(OpenOOD v1.5 layout), or write test images with utils/make_fixture_images.py."
+        )
+
+
+def find_missing_images(docs: Sequence[Mapping], root: Path | None = None) -> MissingImages:
+    root = data_root(root)
+    missing: Counter[str] = Counter()
+    examples: list[str] = []
+    root_exists = root.is_dir()
+    for doc in docs:
+        if not root_exists or not (root / doc["image"]).is_file():
+            missing[doc["dataset"]] += 1
+            if len(examples) < 3:
+                examples.append(str(root / doc["image"]))
+    return MissingImages(root, len(docs), dict(missing), tuple(examples))
+
+
+def require_images(docs: Sequence[Mapping], root: Path | None = None) -> None:
+    """Raise :class:`DataError` naming how many images of which dataset are missing, and where."""
+    report = find_missing_images(docs, root)
+    if report.missing:
+        raise DataError(report.message())
+
+
+def load_image(doc: Mapping, root: Path | None = None):
+    """Open the document's image as RGB; a missing or corrupt file raises DataError naming the doc."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = data_root(root) / doc["image"]
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"image of document {doc['doc_key']} not found at {path}; check {DATA_ROOT_ENV}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"image of document {doc['doc_key']} at {path} is unreadable ({exc}); replace the file or remove the document") from None
+
+
+def write_documents(docs: Iterable[Mapping], path: str | os.PathLike) -> Path:
+    """Write documents as JSON lines (gzipped when the name ends in .gz)."""
+    import gzip
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8") as handle:
+        for doc in docs:
+            handle.write(json.dumps({field: doc[field] for field in DOCUMENT_FIELDS}, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_documents(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON-lines document file; a relative path is taken under the data root."""
+    import gzip
+    import json
+
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = data_root() / path
+    if not path.is_file():
+        raise DataError(f"document file {path} not found; build it with utils/build_full_documents.py or utils/make_fixture_images.py")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    docs = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path}:{number}: not a JSON document ({exc})") from None
+            absent = [f for f in DOCUMENT_FIELDS if f not in doc]
+            if absent:
+                raise DataError(f"{path}:{number}: document lacks {', '.join(absent)}")
+            docs.append(doc)
+    return docs

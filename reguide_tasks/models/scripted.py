@@ -1,0 +1,106 @@
+"""``reguide_scripted``: a deterministic lmms-eval model whose OoDD metrics are known exactly.
+
+It answers every prompt of our tasks in the authors' format from the document alone (no weights, no
+images needed beyond what the task loads): the ID confidence of a document is
+:func:`scripted_score`, a hash of its key, higher on ID than on OoD documents with overlap, so tests
+can compute the expected AUROC / FPR with scikit-learn and compare. Stage 1 returns 40 suggestions
+(two of them ID classes and one duplicate, which filtering must drop); stage 2 lowers OoD scores.
+
+Model args: ``fail_every`` (every k-th document by hash answers a refusal; 0 = never),
+``call_latency`` / ``item_latency`` (seconds slept per ``generate_until`` call and per request: a
+stand-in for a batched backend's cost, used by ``bench/``).
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+import zlib
+from typing import Mapping, Sequence
+
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
+
+NEAR_SUGGESTIONS = tuple(f"scripted lookalike {i}" for i in range(1, 19))
+FAR_SUGGESTIONS = tuple(f"scripted faraway {i}" for i in range(1, 20))
+REFUSAL = "I'm sorry, I can't help with that."
+
+
+def _hash(doc_key: str) -> int:
+    return zlib.crc32(doc_key.encode("utf-8"))
+
+
+def scripted_score(doc_key: str, role: str, stage: str = "baseline") -> float:
+    """The max ID confidence the scripted model gives a document (a multiple of 0.1)."""
+    base = 50.0 if role == "id" else 10.0
+    score = base + (_hash(doc_key) % 500) / 10.0
+    if stage == "stage2" and role != "id":
+        score = round(score / 2, 1)
+    return score
+
+
+def scripted_fails(doc_key: str, fail_every: int) -> bool:
+    return fail_every > 0 and (_hash(doc_key) // 7) % fail_every == 0
+
+
+def scripted_suggestions(id_classes: Sequence[str]) -> list[str]:
+    """18 near + an ID class + a duplicate, then 19 far + another ID class: 40 items, 37 survive filtering."""
+    return [*NEAR_SUGGESTIONS, id_classes[0], NEAR_SUGGESTIONS[0], *FAR_SUGGESTIONS, id_classes[-1].upper()]
+
+
+def _options_of(prompt: str) -> list[str]:
+    start = prompt.index("[")
+    end = prompt.index("] and assign", start)
+    return list(ast.literal_eval(prompt[start : end + 1]))
+
+
+def _classification_answer(doc: Mapping, options: Sequence[str], score: float, aux: Sequence[str]) -> str:
+    id_classes = get_benchmark(doc["benchmark"]).classes
+    top = doc["label_name"] if doc["role"] == "id" else id_classes[0]
+    confidences = {name: 0.0 for name in options}
+    confidences[top] = score
+    if aux and doc["role"] != "id":
+        confidences[aux[0]] = 90.0
+    confidences[REJECTION_CLASS] = round(100.0 - score, 1)
+    prediction = max(confidences, key=lambda name: confidences[name])
+    body = ", ".join(f"'{name}': {value}" for name, value in confidences.items())
+    return f"Prediction: {prediction}\nConfidence: {{{body}}}"
+
+
+class ScriptedOoDModel(lmms):
+    def __init__(self, fail_every: int | str = 0, call_latency: float | str = 0.0, item_latency: float | str = 0.0, **kwargs) -> None:
+        super().__init__()
+        self.fail_every = int(fail_every)
+        self.call_latency = float(call_latency)
+        self.item_latency = float(item_latency)
+        self.calls = 0
+        self.requests_seen = 0
+
+    def answer(self, context: str, doc: Mapping) -> str:
+        if scripted_fails(doc["doc_key"], self.fail_every):
+            return REFUSAL
+        id_classes = get_benchmark(doc["benchmark"]).classes
+        if context.lstrip().startswith("Your task is to provide"):
+            return "Class suggested: " + ", ".join(scripted_suggestions(id_classes))
+        options = _options_of(context)
+        aux = [name for name in options[len(id_classes) : -1]]
+        stage = "stage2" if aux else "baseline"
+        return _classification_answer(doc, options, scripted_score(doc["doc_key"], doc["role"], stage), aux)
+
+    def generate_until(self, requests) -> list[str]:
+        self.calls += 1
+        self.requests_seen += len(requests)
+        time.sleep(self.call_latency + self.item_latency * len(requests))
+        answers = []
+        for request in tqdm(requests, disable=self.rank != 0 or len(requests) < 2, desc="Scripted answers"):
+            context, _gen_kwargs, _doc_to_visual, doc_id, task, split = request.args
+            answers.append(self.answer(context, self.task_dict[task][split][doc_id]))
+        return answers
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError("reguide_scripted only generates text")
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError("reguide_scripted answers generate_until (and agentic rounds) only")

@@ -1,0 +1,97 @@
+"""Per-document OoDD records and the aggregation of each metric key over them.
+
+A record (the sample log's ``oodd`` entry) says what the model answered and how it was scored. For
+each metric key a document contributes a compact item ``[dataset, score or None, correct or None,
+failure policy]``; only the keys its dataset takes part in (ID documents: all keys), which keeps
+lmms-eval's sample logs small. Aggregations turn item lists into percentages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from reguide_tasks.benchmarks import Benchmark, get_benchmark
+from reguide_tasks.metrics import ood_table
+from reguide_tasks.scoring import apply_failure_policy, is_correct, ood_score, predicted_class
+
+METRIC_FAMILIES = ("auroc", "fpr95", "fpr95tpr", "aupr_in", "aupr_out")
+HIGHER_IS_BETTER = {"auroc": True, "fpr95": False, "fpr95tpr": False, "aupr_in": True, "aupr_out": True}
+RECORD_KEY = "oodd"
+
+
+def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str) -> dict:
+    score = ood_score(parsed, id_classes, score_rule)
+    if score is not None and not math.isfinite(score):
+        score = None
+    is_id = doc["role"] == "id"
+    return {
+        "dataset": doc["dataset"],
+        "role": doc["role"],
+        "image": doc["image"],
+        "label_name": doc["label_name"],
+        "prediction": predicted_class(parsed, id_classes),
+        "correct": bool(is_correct(parsed, doc["label_name"])) if is_id else None,
+        "ood_score": score,
+        "failed": score is None,
+        "status": parsed.status,
+        "reason": parsed.reason,
+        "score_rule": score_rule,
+        "failure_policy": failure_policy,
+    }
+
+
+def metric_keys(benchmark: Benchmark) -> list[str]:
+    """Every aggregated key of a benchmark's task, in table order."""
+    targets = [*benchmark.ood_datasets, "near", "far"]
+    keys = [f"{family}_{target}" for target in targets for family in METRIC_FAMILIES]
+    keys.append("id_acc")
+    keys.extend(f"fail_rate_{d}" for d in benchmark.datasets)
+    keys.append(RECORD_KEY)
+    return keys
+
+
+def _keys_for_dataset(benchmark: Benchmark, dataset: str) -> list[str]:
+    role = benchmark.role(dataset)
+    if role == "id":
+        return [k for k in metric_keys(benchmark) if not k.startswith("fail_rate_")] + [f"fail_rate_{dataset}"]
+    targets = (dataset, role)
+    return [f"{family}_{t}" for t in targets for family in METRIC_FAMILIES] + [f"fail_rate_{dataset}", RECORD_KEY]
+
+
+def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
+    item = [record["dataset"], record["ood_score"], record["correct"], record["failure_policy"]]
+    out = {key: item for key in _keys_for_dataset(benchmark, record["dataset"])}
+    out[RECORD_KEY] = dict(record)
+    return out
+
+
+def _benchmark_of(items: Sequence) -> Benchmark:
+    datasets = {item[0] for item in items}
+    for name in ("cifar10", "imagenet200"):
+        bench = get_benchmark(name)
+        if bench.id_dataset in datasets or datasets & set(bench.ood_datasets):
+            return bench
+    raise ValueError(f"items of unknown datasets: {sorted(datasets)}")
+
+
+def aggregate_metric(key: str, items: Sequence) -> float:
+    """Aggregate one metric key over per-doc items (or records for ``oodd``); percent, NaN if undefined."""
+    if not items:
+        return float("nan")
+    if key == RECORD_KEY:
+        return float(sum(1 for record in items if record.get("ood_score") is not None))
+    if key.startswith("fail_rate_"):
+        return 100.0 * float(np.mean([item[1] is None for item in items]))
+    if key == "id_acc":
+        return 100.0 * float(np.mean([bool(item[2]) for item in items]))
+    bench = _benchmark_of(items)
+    policy = items[0][3]
+    scores, kept = apply_failure_policy([item[1] for item in items], policy)
+    datasets = np.asarray([item[0] for item in items], dtype=object)[kept]
+    id_scores = scores[datasets == bench.id_dataset]
+    ood = {d: scores[datasets == d] for d in bench.ood_datasets if np.any(datasets == d)}
+    table = ood_table(id_scores, ood, bench.near, bench.far)
+    return float(table.get(key, float("nan")))

@@ -1,0 +1,421 @@
+"""Parse an LVLM's free-text answer to the baseline / stage-2 classification prompt.
+
+The prompt asks for::
+
+    Prediction: <class>
+    Confidence: {'<class>': <0..100>, ...}
+
+Real answers break this in many ways (refusals, no dict, copied example dicts, truncated dicts,
+garbled or duplicated keys, unquoted keys, JSON, percent signs, markdown, special tokens, repetition
+loops). :func:`parse_answer` turns any string into a :class:`ParsedAnswer` and never raises.
+
+Conventions:
+
+- Confidences are kept as given (the prompt's 0..100 scale); nothing is rescaled or clipped.
+- Keys are matched to the prompt's class list by :func:`match_class`: exact, then normalised (case,
+  spacing, punctuation), then a conservative typo match (one edit, keys of 5+ characters, unique).
+- A key that appears twice keeps its first value.
+- ``status``: ``"ok"`` every class has a confidence, ``"partial"`` some, ``"failed"`` none.
+  A failed answer has no confidences (a copied example's values are dropped).
+- ``reason``: ``""`` for a clean ``ok`` answer; otherwise ``"; "``-joined notes, e.g.
+  ``"refusal"``, ``"no confidence dict"``, ``"copied example"``, ``"truncated dict; missing 12
+  classes"``, ``"duplicate keys: banana"``, ``"unknown keys: pear, apple"``. An ``ok`` answer can
+  carry notes (duplicates, unknown keys) while every class still has a value.
+
+Speed: the common well-formed case takes a C-level fast path (one ``findall`` plus dict look-ups);
+everything else goes through one linear scan anchored on ``:`` followed by a number, so no regex
+here can backtrack catastrophically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from os.path import commonprefix
+from typing import Mapping, Sequence
+
+__all__ = ["ParsedAnswer", "match_class", "parse_answer"]
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+# A value token: ':' then an optionally quoted number. The second \s* only runs after a quote, so a
+# long run of blanks is scanned once per ':' (no nested quantifiers over the same characters).
+_VALUE = re.compile(r":\s*(?:['\"]\s*)?(" + _NUMBER + ")")
+_PREDICTION_COLON = re.compile(r"[ \t'\"]{0,4}:")
+_NON_WORD = re.compile(r"[\W_]+")
+_SPECIAL_TOKEN = re.compile(r"<\|[^<>|\n]{0,40}\|>|</?s>")
+_FENCE = re.compile(r"```[A-Za-z]*")
+_QUOTE_MAP = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_OPENING_QUOTE = {"'": "'", '"': '"', "\u2019": "\u2018", "\u201d": "\u201c"}  # closing -> opening
+_REFUSALS = (
+    "i'm sorry", "i am sorry", "sorry,", "i can't", "i cannot", "i can not", "i'm unable",
+    "i am unable", "unable to", "i'm not able", "i am not able", "i won't", "can't help",
+    "cannot help", "can't assist", "cannot assist",
+)
+_REFUSAL_WINDOW = 400     # refusals open the answer; don't search a 100k loop for them
+_PREDICTION_SPAN = 200    # a class name is never longer than this
+_MAX_FUZZY_KEYS = 32      # typo look-ups per answer (bounds garbage-heavy answers)
+_MAX_FUZZY_LEN = 80       # longer keys are garbage, not typos
+_MIN_FUZZY_LEN = 5        # 'hen' vs 'hyena', 'ant' vs 'ants': never fuzzy-match short keys
+_MAX_LISTED = 5           # keys named in a reason
+_FUZZY_CACHE_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """One parsed answer; see the module docstring for the conventions."""
+
+    prediction: str | None
+    confidences: dict[str, float]
+    status: str
+    reason: str
+
+
+def _normalize(name: str) -> str:
+    """Lower-case, punctuation and underscores to single spaces, stripped."""
+    return _NON_WORD.sub(" ", name.lower()).strip()
+
+
+def _within_one_edit(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` differ by at most one insertion, deletion, substitution or swap."""
+    la, lb = len(a), len(b)
+    if abs(la - lb) > 1:
+        return False
+    i = len(commonprefix((a, b)))
+    if i == la == lb:
+        return True
+    if la == lb:
+        if a[i + 1:] == b[i + 1:]:
+            return True
+        return i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2:] == b[i + 2:]
+    return a[i + 1:] == b[i:] if la > lb else a[i:] == b[i + 1:]
+
+
+class _ClassTable:
+    """Look-ups for one class list: raw names, then (built on first need) normalised names,
+    names by length and a typo cache. Stage-2 lists differ per image, so the cheap part comes first.
+    """
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        self.unique = tuple(dict.fromkeys(classes))
+        self.exact: dict[str, str] = dict(zip(self.unique, self.unique))
+        self._normalized: dict[str, str] | None = None
+        self.by_length: dict[int, list[tuple[str, str]]] = {}
+        self.fuzzy: dict[str, str | None] = {}
+
+    @property
+    def normalized(self) -> dict[str, str]:
+        if self._normalized is None:
+            self._normalized = {}
+            for name in self.unique:
+                norm = _normalize(name)
+                if norm and norm not in self._normalized:  # first spelling in class order wins
+                    self._normalized[norm] = name
+                    self.by_length.setdefault(len(norm), []).append((norm, name))
+        return self._normalized
+
+    def lookup(self, key: str, allow_fuzzy: bool = True) -> str | None:
+        hit = self.exact.get(key)
+        if hit is not None:
+            return hit
+        norm = _normalize(key)
+        hit = self.normalized.get(norm)
+        if hit is not None or not allow_fuzzy:
+            return hit
+        return self._fuzzy(norm)
+
+    def _fuzzy(self, norm: str) -> str | None:
+        if not _MIN_FUZZY_LEN <= len(norm) <= _MAX_FUZZY_LEN:
+            return None
+        if norm in self.fuzzy:
+            return self.fuzzy[norm]
+        found: set[str] = set()
+        for length in (len(norm) - 1, len(norm), len(norm) + 1):
+            for cand, name in self.by_length.get(length, ()):
+                if _within_one_edit(norm, cand):
+                    found.add(name)
+        hit = found.pop() if len(found) == 1 else None  # ambiguous typo: refuse to guess
+        if len(self.fuzzy) >= _FUZZY_CACHE_SIZE:
+            self.fuzzy.clear()
+        self.fuzzy[norm] = hit
+        return hit
+
+
+@lru_cache(maxsize=256)
+def _table(classes: tuple[str, ...]) -> _ClassTable:
+    return _ClassTable(classes)
+
+
+def match_class(key: str, classes: Sequence[str]) -> str | None:
+    """Map a key (or prediction) from an answer to its canonical class name, or None.
+
+    Exact match first, then case / spacing / punctuation-insensitive ('Granny smith',
+    'shih-tzu', "'tennis racket.'"), then a unique one-edit typo for keys of 5+ characters
+    ('tingray' -> 'stingray', 'cuba diver' -> 'scuba diver'); short keys are never fuzzy-matched
+    ('hen' never becomes 'hyena'), nor are two-edit differences ('basketball player' stays unknown
+    rather than becoming 'baseball player').
+    """
+    if not isinstance(key, str):
+        return None
+    return _table(tuple(classes)).lookup(key)
+
+
+def _clean(text: str) -> str:
+    """Drop special tokens, code fences and bold markers (each only if present).
+
+    Curly quotes stay: a curly apostrophe inside a straight-quoted key ('verreaux\u2019s skink') is
+    part of the name; :func:`_key_from_span` accepts curly quotes around a key.
+    """
+    if "<" in text:
+        text = _SPECIAL_TOKEN.sub(" ", text)
+    if "```" in text:
+        text = _FENCE.sub(" ", text)
+    if "**" in text:
+        text = text.replace("**", "")
+    return text
+
+
+def _prediction_text(text: str, lower: str) -> str | None:
+    """The raw value after the first 'Prediction:' (also '"prediction": ...'), else None."""
+    start = 0
+    while True:
+        at = lower.find("prediction", start)
+        if at < 0:
+            return None
+        colon = _PREDICTION_COLON.match(text, at + len("prediction"))
+        if colon:
+            break
+        start = at + 1
+    pos = colon.end()
+    end = min(len(text), pos + _PREDICTION_SPAN)
+    for stop in ("\n", "{"):
+        cut = text.find(stop, pos, end)
+        if cut >= 0:
+            end = cut
+    cut = lower.find("confidence", pos, end)
+    if cut >= 0:
+        end = cut
+    return text[pos:end].strip(" \t\r'\"`*.,;:\u2018\u2019\u201c\u201d")
+
+
+def _dict_region(text: str, lower: str) -> tuple[int, int, bool] | None:
+    """(start, end, closed) of the confidence dict, or None when there is none.
+
+    The dict is the first '{' after the first 'confidence', else the first '{' at all; it ends at
+    the next '}' (closed) or at the end of the text (truncated). Without any '{', a brace-less
+    list after 'Confidence:' is scanned to the end of the text.
+    """
+    conf = lower.find("confidence")
+    start = text.find("{", conf) if conf >= 0 else -1
+    if start < 0:
+        start = text.find("{")
+    if start < 0:
+        if conf < 0:
+            return None
+        colon = text.find(":", conf)
+        return (colon + 1, len(text), False) if colon >= 0 else None
+    end = text.find("}", start)
+    return (start, end, True) if end >= 0 else (start, len(text), False)
+
+
+def _key_from_span(span: str) -> str:
+    """The key that ends a span of text before ':' (quoted: inside the quotes; else the last item)."""
+    span = span.rstrip(" \t\r\n}")
+    if span and span[-1] in _OPENING_QUOTE:
+        open_at = span.rfind(_OPENING_QUOTE[span[-1]], 0, len(span) - 1)
+        if open_at >= 0:
+            return span[open_at + 1:-1]
+        span = span[:-1]
+    cut = max(span.rfind(","), span.rfind("{"), span.rfind("\n"), span.rfind(";"))
+    return span[cut + 1:].strip(" \t\r'\"`\u2018\u2019\u201c\u201d")
+
+
+def _scan_pairs(text: str, start: int, end: int) -> list[tuple[str, float]]:
+    """All (key, value) pairs in text[start:end]: one pass over ':'-anchored value tokens."""
+    pairs = []
+    prev = start
+    for m in _VALUE.finditer(text, start, end):
+        pairs.append((_key_from_span(text[prev:m.start()]), float(m.group(1))))
+        prev = m.end()
+    return pairs
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(name)  # NaN / Infinity: not numbers the general scan would read
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=lambda pairs: pairs, parse_int=float, parse_constant=_reject_constant)
+
+
+def _fast_pairs(region: str) -> list[tuple[str, float]] | None:
+    """The pairs of a clean ``{'key': number, ...}`` dict decoded in C, or None.
+
+    Clean means no double quotes or backslashes and every ':' and every quote belongs to a
+    key-value pair; for such a dict the general scan finds exactly the same pairs (tested).
+    """
+    colons = region.count(":")
+    if not colons or '"' in region or "\\" in region or region.count("'") != 2 * colons:
+        return None
+    try:
+        pairs = _JSON.decode(region.replace("'", '"'))
+    except ValueError:
+        return None
+    if type(pairs) is not list or len(pairs) != colons:
+        return None
+    _, values = zip(*pairs)
+    if set(map(type, values)) != {float}:  # no true / null / lists
+        return None
+    return pairs
+
+
+def _listing(label: str, keys: list[str]) -> str:
+    shown = ", ".join(k[:40] for k in keys[:_MAX_LISTED])
+    more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
+    return f"{label}: {shown}{more}"
+
+
+def _assign(pairs: list[tuple[str, float]], table: _ClassTable) -> tuple[dict[str, float], list[str], list[str]]:
+    """Map raw pairs to classes in answer order: (confidences, duplicate classes, unknown keys)."""
+    raw = dict(pairs)
+    if len(raw) == len(pairs) and raw.keys() <= table.exact.keys():
+        return raw, [], []  # every key is a class name, none repeated (the common case)
+    exact = table.exact
+    conf: dict[str, float] = {}
+    dups: dict[str, None] = {}
+    unknown: dict[str, None] = {}
+    fuzzy_left = _MAX_FUZZY_KEYS
+    for key, value in pairs:
+        name = exact.get(key)
+        if name is None:
+            name = table.lookup(key, allow_fuzzy=fuzzy_left > 0)
+            fuzzy_left -= 1
+        if name is None:
+            unknown.setdefault(key.strip() or "''", None)
+        elif name in conf:
+            dups.setdefault(name, None)  # first value wins
+        else:
+            conf[name] = value
+    return conf, list(dups), list(unknown)
+
+
+def _as_float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _canonical_example(example: Mapping[str, float], table: _ClassTable) -> dict[str, float | None]:
+    canon: dict[str, float | None] = {}
+    for key, value in example.items():
+        name = table.lookup(str(key), allow_fuzzy=False)
+        if name is not None and name not in canon:
+            canon[name] = _as_float(value)
+    return canon
+
+
+def _is_copy(conf: Mapping[str, float], examples: Sequence[Mapping[str, float]], table: _ClassTable) -> bool:
+    """True when every parsed value equals one example's value for that class (3+ classes, or all).
+
+    Checked class by class against the example's raw keys first, so a genuine answer is rejected
+    at its first differing value without canonicalising the example.
+    """
+    for example in examples:
+        canon = None
+        for name, value in conf.items():
+            given = example.get(name)
+            if given is None:
+                canon = _canonical_example(example, table) if canon is None else canon
+                given = canon.get(name)
+            if given is None or _as_float(given) != value:
+                break
+        else:
+            if len(conf) >= min(3, len(example)):
+                return True
+    return False
+
+
+def _argmax(conf: Mapping[str, float], classes: Sequence[str]) -> str | None:
+    best, best_value = None, None
+    for name in classes:
+        value = conf.get(name)
+        if value is not None and (best_value is None or value > best_value):
+            best, best_value = name, value
+    return best
+
+
+def _looks_like_refusal(lower: str) -> bool:
+    head = lower[:_REFUSAL_WINDOW].translate(_QUOTE_MAP)
+    return any(phrase in head for phrase in _REFUSALS)
+
+
+def parse_answer(text: str, classes: Sequence[str], examples: Sequence[Mapping[str, float]] = ()) -> ParsedAnswer:
+    """Parse one answer against the prompt's full class list (in prompt order).
+
+    ``examples`` are the example confidence dicts shown in the prompt; an answer whose values all
+    equal one of them is ``failed`` with reason ``"copied example"``. The prediction is the
+    ``Prediction:`` value matched to ``classes``; if missing or unmatched, the argmax of the parsed
+    confidences (ties: first in class order); None when neither exists. Never raises.
+    """
+    try:
+        return _parse(text, classes, examples)
+    except Exception as exc:  # a parser bug must not kill an evaluation run; say what happened
+        return ParsedAnswer(None, {}, "failed", f"parser error: {type(exc).__name__}")
+
+
+def _parse(text: str, classes: Sequence[str], examples: Sequence[Mapping[str, float]]) -> ParsedAnswer:
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    table = _table(tuple(classes))
+    text = _clean(text)
+    if not text.strip():
+        return ParsedAnswer(None, {}, "failed", "empty answer")
+    lower = text.lower()
+
+    raw_prediction = _prediction_text(text, lower)
+    prediction = table.lookup(raw_prediction) if raw_prediction else None
+
+    notes: list[str] = []
+    conf: dict[str, float] = {}
+    dups: list[str] = []
+    unknown: list[str] = []
+    region = _dict_region(text, lower)
+    has_dict = region is not None and text[region[0]:region[0] + 1] == "{"
+    if region is not None:
+        start, end, closed = region
+        pairs = _fast_pairs(text[start:end + 1]) if closed else None
+        if pairs is None:
+            pairs = _scan_pairs(text, start, end)
+            if not pairs and closed:  # e.g. "{goldfish}: 33.4, {hen}: 2.1": braces around keys
+                pairs = _scan_pairs(text, start, len(text))
+        if pairs:
+            has_dict = True
+            conf, dups, unknown = _assign(pairs, table)
+            if not closed and text[start] == "{":
+                notes.append("truncated dict")
+
+    def failed(reason: str) -> ParsedAnswer:
+        return ParsedAnswer(prediction, {}, "failed", reason)
+
+    if not conf:
+        if _looks_like_refusal(lower):
+            return failed("refusal")
+        if not has_dict:
+            return failed("no confidence dict")
+        if unknown:
+            return failed(_listing("unknown keys", unknown))
+        return failed("no confidence values")
+    if examples and _is_copy(conf, examples, table):
+        return failed("copied example")
+
+    missing = len(table.unique) - len(conf)
+    if missing:
+        notes.append(f"missing {missing} class{'es' if missing != 1 else ''}")
+    if dups:
+        notes.append(_listing("duplicate keys", dups))
+    if unknown:
+        notes.append(_listing("unknown keys", unknown))
+    if prediction is None:
+        prediction = _argmax(conf, table.unique)
+    return ParsedAnswer(prediction, conf, "partial" if missing else "ok", "; ".join(notes))

@@ -1,0 +1,178 @@
+"""From a parsed LVLM answer to an OoD score, and the policy for answers without one.
+
+Conventions
+-----------
+- An OoD score S is HIGHER for MORE in-distribution (see :mod:`reguide_tasks.metrics`).
+- Scores are computed on the confidences exactly as the model gave them: no per-answer rescaling
+  (0-1 vs 0-100), since that would change rankings and ties across answers.
+- Class names are matched after light normalization (surrounding whitespace stripped, inner runs of
+  whitespace collapsed, case folded); the ID class lists have no collisions under it.
+- A confidence that is not a finite number is ignored (treated as absent).
+- ``None`` means "no usable score": the answer failed and a failure policy decides its fate.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # the parser is only needed for type hints
+    from reguide_tasks.parsing import ParsedAnswer
+
+NONE_CLASS = "none of these classes"
+FAILURE_POLICIES = ("exclude", "most_ood")
+
+_SPACES = re.compile(r"\s+")
+
+ScoreRule = Callable[[Mapping[str, float], Sequence[str]], float | None]
+
+
+def normalize_class_name(name: str) -> str:
+    """Key used to match class names: stripped, whitespace collapsed, case folded."""
+    return _SPACES.sub(" ", name.strip()).casefold()
+
+
+def _as_finite(value: Any) -> float | None:
+    """``value`` as a float if it is a finite real number (bools excluded), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _finite(confidences: Mapping[str, Any]) -> dict[str, float]:
+    """Normalized name -> confidence, dropping non-numeric / non-finite values.
+
+    If two keys normalize to the same name, the higher confidence is kept.
+    """
+    out: dict[str, float] = {}
+    for name, raw in confidences.items():
+        value = _as_finite(raw)
+        if value is None:
+            continue
+        key = normalize_class_name(str(name))
+        out[key] = max(out.get(key, -math.inf), value)
+    return out
+
+
+def _max_id(conf: dict[str, float], id_classes: Sequence[str]) -> float | None:
+    values = [conf[k] for k in map(normalize_class_name, id_classes) if k in conf]
+    return max(values) if values else None
+
+
+def score_max_id(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
+    """S_max (the paper's): max confidence over the ID classes present; None if none is present."""
+    return _max_id(_finite(confidences), id_classes)
+
+
+def score_msp(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
+    """Normalized MSP: S_max / sum of ALL confidences present (ID, auxiliary and 'none').
+
+    None if no ID class is present or the sum is <= 0.
+    """
+    conf = _finite(confidences)
+    best = _max_id(conf, id_classes)
+    total = sum(conf.values())
+    if best is None or total <= 0:
+        return None
+    return best / total
+
+
+def score_neg_none(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
+    """Minus the confidence of 'none of these classes'; None if that class is absent."""
+    none = _finite(confidences).get(NONE_CLASS)
+    return None if none is None else -none
+
+
+def score_id_minus_none(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
+    """S_max minus the 'none of these classes' confidence; None if either is absent."""
+    conf = _finite(confidences)
+    best = _max_id(conf, id_classes)
+    none = conf.get(NONE_CLASS)
+    if best is None or none is None:
+        return None
+    return best - none
+
+
+SCORE_RULES: dict[str, ScoreRule] = {
+    "max_id": score_max_id,
+    "msp": score_msp,
+    "neg_none": score_neg_none,
+    "id_minus_none": score_id_minus_none,
+}
+
+
+def ood_score(answer: ParsedAnswer, id_classes: Sequence[str], rule: str = "max_id") -> float | None:
+    """OoD score of one parsed answer by the named rule (see ``SCORE_RULES``); None = no usable score.
+
+    An answer whose ``status`` is ``"failed"`` always gives None. Unknown rule -> ValueError.
+    """
+    try:
+        score_rule = SCORE_RULES[rule]
+    except KeyError:
+        raise ValueError(f"unknown score rule {rule!r}; choose one of {sorted(SCORE_RULES)}") from None
+    if answer.status == "failed":
+        return None
+    return score_rule(answer.confidences or {}, id_classes)
+
+
+def apply_failure_policy(
+    scores: Sequence[float | None], policy: str = "exclude"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resolve failed scores (None or NaN); return ``(kept_scores, kept_mask)``.
+
+    - ``"exclude"``: failures are dropped; ``kept_mask`` marks the kept positions of ``scores``.
+    - ``"most_ood"``: failures get ``min(real scores) - 1`` (``-1.0`` when none is real), strictly
+      below every real score, so they rank as the most OoD; all positions are kept.
+
+    Apply it ONCE to the pooled scores of an evaluation (ID and every OoD set together): applied
+    per set, the fill values differ and failed ID / OoD images would no longer tie.
+    Infinite scores -> ValueError. Unknown policy -> ValueError naming the choices.
+    """
+    if policy not in FAILURE_POLICIES:
+        raise ValueError(f"unknown failure policy {policy!r}; choose one of {list(FAILURE_POLICIES)}")
+    values = np.array([math.nan if s is None else s for s in scores], dtype=float)
+    if np.isinf(values).any():
+        raise ValueError("scores must be finite or None (got +/-inf)")
+    failed = np.isnan(values)
+    if policy == "exclude":
+        return values[~failed], ~failed
+    real = values[~failed]
+    values[failed] = real.min() - 1.0 if real.size else -1.0
+    return values, np.ones(values.size, dtype=bool)
+
+
+def predicted_class(answer: ParsedAnswer, id_classes: Sequence[str]) -> str | None:
+    """The answer's predicted class: ``answer.prediction`` if set, else the argmax confidence.
+
+    The argmax runs over every class in the answer (ID, auxiliary, 'none'); ties go to the first
+    in the answer's order. A name matching an ID class is returned in its canonical spelling from
+    ``id_classes``; other names are returned as given. None if there is nothing to predict from.
+    """
+    canonical = {normalize_class_name(c): c for c in id_classes}
+    name = answer.prediction
+    if not name:
+        best: tuple[float, str] | None = None
+        for key, raw in (answer.confidences or {}).items():
+            value = _as_finite(raw)
+            if value is not None and (best is None or value > best[0]):  # strict: first of ties wins
+                best = (value, str(key))
+        if best is None:
+            return None
+        name = best[1]
+    return canonical.get(normalize_class_name(name), name)
+
+
+def is_correct(answer: ParsedAnswer, label_name: str) -> bool:
+    """Whether the predicted class is ``label_name`` (normalized match).
+
+    Predictions of an auxiliary class or 'none of these classes' on ID images are wrong; so is an
+    answer with no prediction at all.
+    """
+    predicted = predicted_class(answer, (label_name,))
+    return predicted is not None and normalize_class_name(predicted) == normalize_class_name(label_name)

@@ -1,0 +1,485 @@
+"""ReGuide stage 1: parse the model's suggested class names and filter them into auxiliary OoD classes.
+
+Stage 1 asks for 40 class names, 20 visually similar to the image (``near``) then 20 visually
+dissimilar ones (``far``), as ``Class suggested: a, b, c, ...``. Real answers break the format:
+numbered (``1. jet``, ``1) jet``, also inline ``1. jet 2. glider``) or bulleted lists, one name per
+line (or per run of 2+ blanks, which is what a flattened newline looks like in the released files),
+``Visually similar:`` / ``Dissimilar classes:`` / ``Different domains:`` headers, markdown, trailing
+periods, a missing / padded / repeated ``Class suggested:`` prefix, a preamble ("I'm sorry, I can't
+identify people, but here are ..."), semicolons, repetition loops, refusals.
+
+:func:`parse_suggestions` never raises on a ``str``. Its work is bounded: only the first
+``MAX_CHARS`` characters are read and at most ``4 * (n_near + n_far)`` names (40 to 1000) are
+kept; every regex here is linear (bounded or unambiguous quantifiers only).
+
+:func:`filter_suggestions` drops names that are ID classes, the rejection class, duplicates and
+empties (all compared through :func:`normalize_name`), then caps the count.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Sequence
+
+__all__ = [
+    "MAX_CHARS",
+    "REJECTION_CLASS",
+    "FilterResult",
+    "Suggestions",
+    "clean_item",
+    "filter_suggestions",
+    "normalize_name",
+    "parse_suggestions",
+]
+
+REJECTION_CLASS = "none of these classes"
+MAX_CHARS = 20_000  # a 40-name answer is < 2k characters; longer text is a repetition loop
+_MAX_ITEM_CHARS = 100  # longer "names" are prose
+_MAX_ITEM_WORDS = 10
+
+# ---------------------------------------------------------------------------------------------
+# normalize_name
+# ---------------------------------------------------------------------------------------------
+
+_APOSTROPHES = str.maketrans("", "", "'\u2018\u2019\u02bc`")
+_NON_WORD = re.compile(r"[\W_]+")
+_IRREGULAR_PLURALS = {
+    "mice": "mouse", "geese": "goose", "teeth": "tooth", "feet": "foot", "children": "child",
+    "men": "man", "women": "woman", "people": "person", "oxen": "ox", "cacti": "cactus",
+    "fungi": "fungus", "octopi": "octopus", "buses": "bus", "gases": "gas", "lenses": "lens",
+    "wolves": "wolf", "knives": "knife", "leaves": "leaf", "loaves": "loaf", "shelves": "shelf",
+    "calves": "calf", "halves": "half", "scarves": "scarf", "hooves": "hoof", "thieves": "thief",
+    "wives": "wife", "lives": "life", "elves": "elf", "tomatoes": "tomato", "potatoes": "potato",
+    "mangoes": "mango", "heroes": "hero", "volcanoes": "volcano", "mosquitoes": "mosquito",
+    "echoes": "echo", "torpedoes": "torpedo", "dominoes": "domino", "buffaloes": "buffalo",
+    "tornadoes": "tornado",
+}
+
+
+def _fold_plural(word: str) -> str:
+    """Fold one casefolded word to a singular key ('ponies' -> 'pony', 'boxes' -> 'box').
+
+    Words ending in 'ss', 'us', 'is' are left alone ('glass', 'bus', 'mantis'), as are words under
+    4 letters. A singular '-ie' and a plural '-ies' both fold to '-y' ('collie', 'collies' ->
+    'colly'), so both kinds of '-ies' plural meet their singular. The fold is idempotent.
+    """
+    word = _IRREGULAR_PLURALS.get(word, word)
+    if len(word) < 4 or not word.isalpha():
+        return word
+    if word.endswith("ie"):
+        return word[:-2] + "y"
+    if not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies") and len(word) >= 5:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes", "zzes")):
+        return word[:-2]
+    return word[:-1]
+
+
+def normalize_name(name: str) -> str:
+    """The comparison key of a class name.
+
+    Casefold + NFKC; apostrophes are deleted ("bishop's cap" ~ "bishops cap"); every other run of
+    punctuation, hyphens, underscores or blanks becomes one space; each word is folded to a simple
+    singular (:func:`_fold_plural`: 'cocker spaniels' ~ 'cocker spaniel', 'boxes' ~ 'box',
+    'ponies' ~ 'pony'; 'glass' and 'bus' stay). Not a display form: 'collie' keys as 'colly'.
+    """
+    text = unicodedata.normalize("NFKC", str(name).casefold()).translate(_APOSTROPHES)
+    return " ".join(_fold_plural(word) for word in _NON_WORD.sub(" ", text).split())
+
+
+def _compact(key: str) -> str:
+    return key.replace(" ", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleaning one item
+# ---------------------------------------------------------------------------------------------
+
+_EDGE_JUNK = (
+    " \t\r\n\f\v\u00a0\"'`*_#>|-\u2010\u2013\u2014\u2022\u00b7\u25aa\u25cf\u25e6\u2023\u27a4\u25ba"
+    "\u201c\u201d\u2018\u2019\u00ab\u00bb+~=:,;"
+)
+_TRAILING_JUNK = _EDGE_JUNK + ".!?"
+# Leading junk: edge characters and list numbers ('1.', '1)', '(1)') followed by a blank or the end.
+# The alternatives start with disjoint characters, so the star cannot backtrack.
+_LEADING_JUNK = re.compile("(?:[" + re.escape(_EDGE_JUNK) + r"]|\(?\d{1,3}[.)](?=\s|$))*")
+_MARKDOWN = str.maketrans("", "", "*`")
+
+
+def clean_item(item: str) -> str:
+    """Display form of one name: no bullets, list numbers, quotes, markdown, edge punctuation
+    (trailing '.' included) or extra blanks; case and inner punctuation kept. Idempotent."""
+    text = " ".join(str(item).translate(_MARKDOWN).split())
+    while True:
+        text = text[_LEADING_JUNK.match(text).end():].rstrip(_TRAILING_JUNK)
+        # Loops again only when the right strip leaves a bare list number ("1)!" -> "1)").
+        if not _LEADING_JUNK.match(text).end():
+            return text
+
+
+# ---------------------------------------------------------------------------------------------
+# parse_suggestions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suggestions:
+    """Parsed stage-1 answer.
+
+    ``items``: every name in answer order, cleaned (:func:`clean_item`), duplicates kept.
+    ``near`` / ``far``: split by a dissimilar-type header when the answer has one (names before it
+    are near), else by position (first ``n_near`` names, the rest). ``near + far`` holds every item.
+    ``status``: ``"ok"`` exactly ``n_near + n_far`` names, ``"partial"`` some but not that many,
+    ``"failed"`` none. ``reason``: ``"; "``-joined notes ("" for a clean answer).
+    """
+
+    near: list[str]
+    far: list[str]
+    items: list[str]
+    status: str
+    reason: str
+
+
+_SPECIAL_TOKEN = re.compile(r"<\|[^<>|\n]{0,40}\|>|</?s>")
+_PRE_CLEAN = str.maketrans({
+    "*": None, "`": None, "#": None, "\r": "\n", "\u2022": "\n", "\u25aa": "\n", "\u25cf": "\n",
+    "\u25e6": "\n", "\u2023": "\n", "\u27a4": "\n", "\u25ba": "\n", "\uff0c": ",", "\u3001": ",",
+    "\uff1b": ";", "\uff1a": ":", "\u00a0": " ",
+})
+# 'Class suggested:' and its variants; the 'suggestions' forms need the colon (they are common in
+# prose: "I can't provide class suggestions for this image.").
+_MARKER = re.compile(
+    r"(?i)\b(?:class(?:es)?[ \t]{0,3}(?:names?[ \t]{0,3})?suggested|suggested[ \t]{1,3}class(?:es)?"
+    r"(?:[ \t]{1,3}names?)?)\b[ \t]{0,3}:?|\bclass(?:es)?[ \t]{0,3}(?:names?[ \t]{0,3})?suggestions?"
+    r"[ \t]{0,3}:"
+)
+_FAR_WORDS = (
+    r"(?:dis{1,2}|(?:not|non)[ \t-]?(?:visually[ \t]{1,3})?|un)s?im{1,2}il{1,2}i?ar"
+    r"|different[ \t]{1,3}domains?|unrelated"
+)
+_NEAR_WORDS = r"sim{1,2}il{1,2}i?ar"
+_HEADER_PREFIX = r"(?:(?:class(?:es)?|names?)[ \t]{1,3})?(?:visually[ \t]{1,3})?"
+# A section header ending in ':' ("Visually dissimilar or different domain:", "Similar classes:"),
+# or alone on its line ("**Visually Similar**").
+_HEADER_COLON = re.compile(
+    rf"(?i)\b{_HEADER_PREFIX}(?:(?P<far>{_FAR_WORDS})|(?P<near>{_NEAR_WORDS}))\b"
+    r"[^:\n,;.]{0,40}:"
+)
+_HEADER_LINE = re.compile(
+    rf"(?im)^[ \t>-]{{0,8}}{_HEADER_PREFIX}(?:(?P<far>{_FAR_WORDS})|(?P<near>{_NEAR_WORDS}))"
+    r"(?:[ \t]{1,3}(?:class(?:es)?|class[ \t]names|names|items|objects|categories|concepts))?"
+    r"[ \t]{0,8}(?:\(\d{1,3}\))?[ \t]{0,8}$"
+)
+# A list number: digits then '.' or ')', after a blank / start / '(' and before a blank / end.
+_NUMBER_MARK = re.compile(r"(?<![^\s(\[])\(?(\d{1,3})[.)](?=\s|$)")
+_SHORT_PARENS = re.compile(r"\([^()\n]{0,80}\)")
+_MASKED = str.maketrans({",": "\ue000", ";": "\ue001"})
+_UNMASKED = str.maketrans({"\ue000": ",", "\ue001": ";"})
+_SEPARATORS = re.compile(r"[,;\n|]|[ \t]{2,}")
+_LINE_SEPARATORS = re.compile(r"\n|[ \t]{2,}")
+_INLINE_BULLET = re.compile(r"(?:^|(?<=\s))[-\u2013\u2014+][ \t]+")
+_TRAILING_NUMBER = re.compile(r"[ \t](\d{1,3})$")
+_DESCRIPTION_DASH = re.compile(r"\s[-\u2013\u2014]\s")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_LEAD_IN = re.compile(
+    r"(?i)\b(?:here|are|is|suggest\w{0,5}|class(?:es)?|names?|similar|dissimilar|items?|list"
+    r"|following|some|based|image|categor(?:y|ies)|examples?|options?|answers?|response)\b"
+)
+_PROSE = re.compile(
+    r"(?i)(?<![\w'\u2019])(?:i|i['\u2019]m|im|i['\u2019]ve|i['\u2019]ll|i['\u2019]d|me|my|you"
+    r"|your|we|sorry|unable|cannot|can['\u2019]?t|can not|couldn['\u2019]?t|apologi[sz]e"
+    r"|please|here|let me|feel free)(?![\w'\u2019])"
+)
+# Sentence openers left over when a refusal is cut at its commas and periods.
+_DISCOURSE_WORDS = frozenset({
+    "however", "therefore", "also", "additionally", "unfortunately", "instead", "sure",
+    "certainly", "alternatively", "otherwise", "nevertheless", "meanwhile", "hence", "thus",
+    "so", "but", "then", "ok", "okay", "thanks", "thank you", "of course", "absolutely",
+})
+_EXAMPLE_KEY = "jet fighter get helicopter"  # the prompt's example answer, copied back by some models
+
+
+@dataclass
+class _Section:
+    kind: str  # "near", "far" or "" (before any header)
+    text: str
+
+
+def _item_limit(n_near: int, n_far: int) -> int:
+    return min(max(4 * (n_near + n_far), 40), 1000)
+
+
+def _strip_preamble(body: str) -> tuple[str, list[str], bool]:
+    """Return the list text after the first 'Class suggested:' marker (later markers become line
+    breaks, a copied prompt example is dropped), notes, and whether a marker was found; the whole
+    body when there is none."""
+    headers = [m.span() for m in _HEADER_COLON.finditer(body)]
+    markers = []
+    h = 0
+    for m in _MARKER.finditer(body):
+        while h < len(headers) and headers[h][1] <= m.start():
+            h += 1
+        if h < len(headers) and headers[h][0] <= m.start() < headers[h][1]:
+            continue  # "Dissimilar class suggested:" is a header, not the prefix
+        markers.append(m.span())
+    if not markers:
+        return body, [], False
+    notes = []
+    if markers[0][0] > 0 and body[: markers[0][0]].strip():
+        notes.append("preamble dropped")
+    bounds = [end for _, end in markers]
+    stops = [start for start, _ in markers[1:]] + [len(body)]
+    segments = [body[a:b] for a, b in zip(bounds, stops)]
+    if sum(1 for s in segments if s.strip(_EDGE_JUNK)) > 1:
+        notes.append("repeated prefix")
+    kept = [s for s in segments if not normalize_name(s[:80]).startswith(_EXAMPLE_KEY)]
+    if kept and len(kept) < len(segments):
+        notes.append("copied example dropped")
+        segments = kept
+    text = "\n".join(segments)
+    if not text.strip() and markers[0][0] > 0:
+        return body[: markers[0][0]], notes + ["nothing after the prefix"], True
+    return text, notes, True
+
+
+def _find_headers(text: str) -> list[tuple[int, int, str]]:
+    """Header spans (start, end, 'near'|'far') in text order, without overlaps."""
+    found = [
+        (m.start(), m.end(), "far" if m.group("far") else "near")
+        for regex in (_HEADER_COLON, _HEADER_LINE)
+        for m in regex.finditer(text)
+    ]
+    found.sort()
+    headers: list[tuple[int, int, str]] = []
+    for start, end, kind in found:
+        if headers and start < headers[-1][1]:
+            continue
+        headers.append((start, end, kind))
+    return headers
+
+
+def _sections(text: str) -> tuple[list[_Section], bool]:
+    """Cut text at headers. Returns the sections and whether a far header carries the split."""
+    headers = _find_headers(text)
+    if not any(kind == "far" for _, _, kind in headers):
+        # Without a dissimilar header the split is positional; a lone 'similar' header is dropped.
+        pieces, last = [], 0
+        for start, end, _ in headers:
+            pieces.append(text[last:start])
+            last = end
+        pieces.append(text[last:])
+        return [_Section("", "\n".join(pieces))], False
+    sections = [_Section("", text[: headers[0][0]])]
+    for i, (_, end, kind) in enumerate(headers):
+        stop = headers[i + 1][0] if i + 1 < len(headers) else len(text)
+        sections.append(_Section(kind, text[end:stop]))
+    return sections, True
+
+
+def _number_marks(text: str, first: int) -> list[tuple[int, int, int]]:
+    """List-number marks (start, end, number) that form a sequence starting at 1 or ``first``;
+    a restart at 1 and one skipped number are allowed. Other numbers are name text."""
+    marks: list[tuple[int, int, int]] = []
+    for m in _NUMBER_MARK.finditer(text):
+        number = int(m.group(1))
+        if marks:
+            ok = number in (marks[-1][2] + 1, marks[-1][2] + 2, 1)
+        else:
+            ok = number in (1, first)
+        if ok:
+            marks.append((m.start(), m.end(), number))
+    if len(marks) == 1 and text[: marks[0][0]].strip():
+        return []  # one lone number mid-text is part of a name ("formula 1.")
+    return marks
+
+
+def _split_pieces(text: str, first_number: int) -> tuple[list[str], int, bool]:
+    """Split one section into raw pieces. Returns pieces, the next list number, numbered flag."""
+    text = _SHORT_PARENS.sub(lambda m: m.group(0).translate(_MASKED), text)
+    marks = _number_marks(text, first_number)
+    if marks:
+        chunks = [text[: marks[0][0]]]
+        for i, (_, end, _) in enumerate(marks):
+            stop = marks[i + 1][0] if i + 1 < len(marks) else len(text)
+            chunks.append(text[end:stop])
+        next_number = marks[-1][2] + 1
+        tail = _TRAILING_NUMBER.search(chunks[-1].rstrip())
+        if tail is not None and int(tail.group(1)) == next_number:
+            chunks[-1] = chunks[-1].rstrip()[: tail.start()]  # cut-off answer: "37. Wristwatch 38"
+        # One number per name: only line breaks (not commas) split a numbered chunk further.
+        pieces = [p for chunk in chunks[1:] for p in _LINE_SEPARATORS.split(chunk)]
+        return _SEPARATORS.split(chunks[0]) + pieces, next_number, True
+    pieces = []
+    for piece in _SEPARATORS.split(text):
+        if piece.count(" - ") + piece.lstrip().startswith("- ") >= 2:
+            pieces.extend(_INLINE_BULLET.split(piece))  # a flattened '- a - b - c' list
+        else:
+            pieces.append(piece)
+    return pieces, first_number, False
+
+
+def _names_from_piece(piece: str) -> tuple[list[str], bool]:
+    """Names in one raw piece (usually one), and whether prose was dropped from it."""
+    piece = piece.translate(_UNMASKED)
+    if ":" in piece:
+        head, _, tail = piece.rpartition(":")
+        # "Here are the names: lynx" -> 'lynx'; "Lynx: a wild cat" -> 'Lynx'.
+        piece = tail if (_LEAD_IN.search(head) or _PROSE.search(head)) else head
+    dash = _DESCRIPTION_DASH.search(piece)
+    if dash is not None and piece[: dash.start()].strip(_EDGE_JUNK):
+        piece = piece[: dash.start()]  # "Lynx - a wild cat" -> 'Lynx'
+    prose = False
+    if _PROSE.search(piece):
+        prose = True
+        sentences = [s for s in _SENTENCE_END.split(piece) if not _PROSE.search(s)]
+    else:
+        sentences = [piece]
+    names = []
+    for sentence in sentences:
+        name = clean_item(sentence)
+        if len(name) > _MAX_ITEM_CHARS or len(name.split()) > _MAX_ITEM_WORDS:
+            name = clean_item(_SHORT_PARENS.sub(" ", name))  # drop a long parenthetical remark
+            if len(name) > _MAX_ITEM_CHARS or len(name.split()) > _MAX_ITEM_WORDS:
+                prose = True
+                continue
+        if name.casefold() in _DISCOURSE_WORDS:
+            prose = True
+        elif name:
+            names.append(name)
+    return names, prose
+
+
+def parse_suggestions(text: str, n_near: int = 20, n_far: int = 20) -> Suggestions:
+    """Parse a stage-1 answer into near / far / all names (see :class:`Suggestions`).
+
+    Never raises on a ``str``; a non-``str`` gives ``status="failed"``. Reads only the first
+    :data:`MAX_CHARS` characters and keeps at most ``4 * (n_near + n_far)`` names (40..1000).
+    """
+    n_near, n_far = max(0, int(n_near)), max(0, int(n_far))
+    if not isinstance(text, str):
+        return Suggestions([], [], [], "failed", "not a string")
+    notes: list[str] = []
+    if len(text) > MAX_CHARS:
+        notes.append(f"read the first {MAX_CHARS} characters")
+    body = _SPECIAL_TOKEN.sub("\n", text[:MAX_CHARS]).translate(_PRE_CLEAN).replace("__", "")
+    if not body.strip():
+        return Suggestions([], [], [], "failed", "empty answer")
+    body, preamble_notes, has_marker = _strip_preamble(body)
+    notes += preamble_notes
+    sections, by_header = _sections(body)
+    has_headers = by_header or bool(_find_headers(body))
+    limit = _item_limit(n_near, n_far)
+    near: list[str] = []
+    far: list[str] = []
+    items: list[str] = []
+    next_number, numbered, prose = 1, False, False
+    for section in sections:
+        pieces, next_number, was_numbered = _split_pieces(section.text, next_number)
+        numbered |= was_numbered
+        for piece in pieces:
+            names, dropped = _names_from_piece(piece)
+            prose |= dropped
+            for name in names:
+                if len(items) >= limit:
+                    break
+                items.append(name)
+                (far if section.kind == "far" else near).append(name)
+    if len(items) >= limit:
+        notes.append(f"stopped at {limit} names")
+    if numbered:
+        notes.append("numbered list")
+    if by_header:
+        notes.append("split by headers")
+    else:
+        near, far = items[:n_near], items[n_near:]
+    wanted = n_near + n_far
+    if prose and not (has_marker or has_headers or numbered) and 2 * len(items) < wanted:
+        # A few phrases cut out of a sentence ("I cannot ..., as it includes a zebra, ...").
+        return Suggestions([], [], [], "failed", "; ".join(["refusal or prose only"] + notes))
+    return _finish(near, far, items, wanted, notes, prose)
+
+
+def _finish(
+    near: list[str], far: list[str], items: list[str], wanted: int, notes: list[str], prose: bool
+) -> Suggestions:
+    if not items:
+        reason = "refusal or prose only" if prose else "no names found"
+        return Suggestions([], [], [], "failed", "; ".join([reason] + notes))
+    if prose:
+        notes.append("prose dropped")
+    if len(items) == wanted:
+        status = "ok"
+    else:
+        status = "partial"
+        notes.insert(0, f"{len(items)} names, asked for {wanted}")
+    return Suggestions(near, far, items, status, "; ".join(notes))
+
+
+# ---------------------------------------------------------------------------------------------
+# filter_suggestions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """``kept``: cleaned names in answer order, first occurrence of each key. ``dropped``:
+    ``(item as given, reason)`` with reason in {"id class", "rejection class", "duplicate",
+    "empty", "over cap"}."""
+
+    kept: list[str]
+    dropped: list[tuple[str, str]]
+
+
+def _id_keys(name: str) -> set[str]:
+    """Keys under which a name counts as an ID class: its key, its key without spaces
+    ('clownfish' ~ 'clown fish'), and the same without a parenthetical ('lorikeet (not this one)')."""
+    keys = {normalize_name(name)}
+    bare = normalize_name(_SHORT_PARENS.sub(" ", name))
+    if bare:
+        keys.add(bare)
+    keys |= {_compact(k) for k in keys}
+    keys.discard("")
+    return keys
+
+
+def filter_suggestions(items: Sequence[str], id_classes: Sequence[str], cap: int = 40) -> FilterResult:
+    """Turn parsed names into auxiliary OoD classes.
+
+    Each item is cleaned (:func:`clean_item`, a no-op on parsed items) and dropped, in this order
+    of checks, as: "empty" (no key), "rejection class" ('none of these classes'), "id class" (any
+    of its keys, see :func:`_id_keys`, equals an ID class key or that key without spaces),
+    "duplicate" (same :func:`normalize_name` key as a kept item), "over cap" (``cap`` kept already).
+    """
+    id_keys = set()
+    for name in id_classes:
+        key = normalize_name(name)
+        if key:
+            id_keys |= {key, _compact(key)}
+    rejection = normalize_name(REJECTION_CLASS)
+    cap = max(0, int(cap))
+    kept: list[str] = []
+    dropped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for item in items:
+        text = clean_item(item) if isinstance(item, str) else ""
+        key = normalize_name(text)
+        if not key:
+            reason = "empty"
+        elif key == rejection:
+            reason = "rejection class"
+        elif _id_keys(text) & id_keys:
+            reason = "id class"
+        elif key in seen:
+            reason = "duplicate"
+        elif len(kept) >= cap:
+            reason = "over cap"
+        else:
+            seen.add(key)
+            kept.append(text)
+            continue
+        dropped.append((item, reason))
+    return FilterResult(kept, dropped)

@@ -1,0 +1,223 @@
+"""The lmms-eval-facing functions the task YAMLs name. Thin: the work happens in the rooms they call.
+
+Baseline tasks (``output_type: generate_until``): :func:`doc_to_visual`, :func:`baseline_doc_to_text`,
+:func:`baseline_process_results`. ReGuide tasks (``output_type: generate_until_agentic``):
+:func:`reguide_doc_to_text` drives stage 1 -> filtering -> stage 2 through lmms-eval's agentic
+protocol (round 0: stage-1 prompt; round 1: stage-2 prompt; round 2: terminal, the final response is
+a JSON record of both raw answers) and :func:`reguide_process_results` scores it.
+
+Metric keys and their aggregations are generated (``aggregate_<metric>``, resolved by
+:func:`resolve_hook`), so each task folder's ``utils.py`` only re-exports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache, partial
+from typing import Any, Callable, Mapping, Sequence
+
+import datasets
+
+from reguide_tasks import documents as docs_mod
+from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.oodd_records import (
+    METRIC_FAMILIES,
+    aggregate_metric,
+    build_record,
+    metric_keys,
+    per_doc_metrics,
+)
+from reguide_tasks.parsing import parse_answer
+from reguide_tasks.prompts import example_confidences, load_examples, render_baseline, render_stage1, render_stage2
+from reguide_tasks.suggestions import filter_suggestions, parse_suggestions
+
+N_NEAR = 20
+N_FAR = 20
+
+
+# ---------------------------------------------------------------- documents
+def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
+    """``process_docs``: each row of a task's data file names a document set; expand and check it.
+
+    Rows: ``{"benchmark": ..., "subset": "subset25" | "subset5" | "full" | "file", "path": ...}``.
+    ``full`` builds from OpenOOD's ``benchmark_imglist/<benchmark>/`` under the data root (or ``path``);
+    ``file`` reads a JSONL of documents at ``path`` (relative to the data root when not absolute).
+    Missing images stop here with a message naming how many of which dataset are missing.
+    """
+    rows = []
+    for spec in spec_rows:
+        rows.extend(document_set(spec["benchmark"], spec["subset"], spec.get("path") or ""))
+    docs_mod.check_unique(rows)
+    docs_mod.require_images(rows)
+    return datasets.Dataset.from_list(rows)
+
+
+def document_set(benchmark: str, subset: str, path: str = "") -> list[dict]:
+    if subset == "full":
+        imglist_dir = path or str(docs_mod.data_root() / "benchmark_imglist" / benchmark)
+        return docs_mod.full_documents(benchmark, imglist_dir)
+    if subset == "file":
+        return docs_mod.read_documents(path)
+    return docs_mod.subset_documents(benchmark, subset)
+
+
+def doc_to_visual(doc: Mapping) -> list:
+    return [docs_mod.load_image(doc)]
+
+
+# ---------------------------------------------------------------- prompts
+def _overrides(kwargs: Mapping | None) -> tuple:
+    return tuple(sorted((k, v) for k, v in (kwargs or {}).items() if isinstance(v, str)))
+
+
+@lru_cache(maxsize=64)
+def _baseline_prompt(benchmark: str, overrides: tuple) -> str:
+    return render_baseline(get_benchmark(benchmark).classes, load_examples(benchmark), dict(overrides) or None)
+
+
+@lru_cache(maxsize=64)
+def _stage1_prompt(benchmark: str, overrides: tuple) -> str:
+    return render_stage1(get_benchmark(benchmark).classes, N_NEAR, N_FAR, dict(overrides) or None)
+
+
+def baseline_doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> str:
+    return _baseline_prompt(doc["benchmark"], _overrides(lmms_eval_specific_kwargs))
+
+
+# ---------------------------------------------------------------- baseline scoring
+def _score_baseline(doc: Mapping, answer: str, score_rule: str, failure_policy: str) -> dict:
+    classes = get_benchmark(doc["benchmark"]).classes
+    parsed = parse_answer(answer, (*classes, REJECTION_CLASS), example_confidences(doc["benchmark"]))
+    return build_record(doc, parsed, classes, score_rule, failure_policy)
+
+
+def make_process_results(stage: str, score_rule: str = "max_id", failure_policy: str = "exclude") -> Callable:
+    """A ``process_results`` for ``stage`` ('baseline' or 'reguide') with a score rule and failure policy."""
+
+    def process_results(doc: Mapping, results: Sequence[Any]) -> dict:
+        response = results[0] if results else ""
+        if isinstance(response, list):  # some lmms-eval paths nest one level
+            response = response[0] if response else ""
+        if stage == "baseline":
+            record = _score_baseline(doc, str(response or ""), score_rule, failure_policy)
+        else:
+            record = _score_reguide(doc, str(response or ""), score_rule, failure_policy)
+        return per_doc_metrics(record, get_benchmark(doc["benchmark"]))
+
+    process_results.__name__ = f"{stage}_process_results_{score_rule}_{failure_policy}"
+    return process_results
+
+
+baseline_process_results = make_process_results("baseline")
+
+
+# ---------------------------------------------------------------- ReGuide
+def _reguide_stage2(doc: Mapping, stage1_answer: str, overrides: tuple) -> tuple[str, dict]:
+    classes = get_benchmark(doc["benchmark"]).classes
+    suggestions = parse_suggestions(stage1_answer, N_NEAR, N_FAR)
+    filtered = filter_suggestions(suggestions.items, classes, cap=N_NEAR + N_FAR)
+    prompt = render_stage2(classes, filtered.kept, dict(overrides) or None)
+    info = {
+        "stage": 2,
+        "suggestions_status": suggestions.status,
+        "suggestions_reason": suggestions.reason,
+        "suggestions_kept": list(filtered.kept),
+        "suggestions_dropped": [list(item) for item in filtered.dropped],
+    }
+    return prompt, info
+
+
+def reguide_doc_to_text(
+    doc: Mapping,
+    lmms_eval_specific_kwargs: Mapping | None = None,
+    previous_output: Sequence[str] | None = None,
+    round_idx: int | None = None,
+    previous_round_info: Mapping | None = None,
+):
+    """Round 0: stage-1 prompt. Round 1: stage-2 prompt built from the filtered suggestions.
+    Round 2: terminal; the final response becomes ``{"stage1": ..., "stage2": ...}`` (JSON)."""
+    overrides = _overrides(lmms_eval_specific_kwargs)
+    if not round_idx:
+        return _stage1_prompt(doc["benchmark"], overrides)
+    outputs = list(previous_output or [])
+    if round_idx == 1:
+        prompt, info = _reguide_stage2(doc, outputs[-1] if outputs else "", overrides)
+        return None, prompt, False, outputs, info
+    stage1 = outputs[0] if outputs else ""
+    stage2 = outputs[1] if len(outputs) > 1 else ""
+    return None, None, True, [json.dumps({"stage1": stage1, "stage2": stage2}, ensure_ascii=False)], None
+
+
+def split_reguide_response(response: str) -> tuple[str, str]:
+    """The final agentic response -> (stage-1 answer, stage-2 answer); not JSON -> ('', response)."""
+    try:
+        payload = json.loads(response)
+    except (TypeError, ValueError):
+        return "", response
+    if not isinstance(payload, dict):
+        return "", response
+    return str(payload.get("stage1") or ""), str(payload.get("stage2") or "")
+
+
+def _score_reguide(doc: Mapping, response: str, score_rule: str, failure_policy: str) -> dict:
+    classes = get_benchmark(doc["benchmark"]).classes
+    stage1, stage2 = split_reguide_response(response)
+    _, info = _reguide_stage2(doc, stage1, ())
+    options = (*classes, *info["suggestions_kept"], REJECTION_CLASS)
+    parsed = parse_answer(stage2, options)
+    record = build_record(doc, parsed, classes, score_rule, failure_policy)
+    record.update(
+        stage1=stage1,
+        suggestions_kept=info["suggestions_kept"],
+        suggestions_dropped=info["suggestions_dropped"],
+        suggestions_status=info["suggestions_status"],
+        stage2=stage2,
+    )
+    return record
+
+
+reguide_process_results = make_process_results("reguide")
+
+
+# ---------------------------------------------------------------- hook resolution
+def _hook_table() -> dict[str, Callable]:
+    table: dict[str, Callable] = {}
+    for stage in ("baseline", "reguide"):
+        from reguide_tasks.scoring import FAILURE_POLICIES, SCORE_RULES
+
+        for rule in SCORE_RULES:
+            for policy in FAILURE_POLICIES:
+                table[f"{stage}_process_results_{rule}_{policy}"] = make_process_results(stage, rule, policy)
+    return table
+
+
+def resolve_hook(name: str) -> Callable:
+    """Module ``__getattr__`` for task ``utils.py`` files.
+
+    ``aggregate_<metric key>`` (e.g. ``aggregate_auroc_ninco``, ``aggregate_fail_rate_imagenet200``)
+    and ``<stage>_process_results_<score rule>_<failure policy>`` (e.g.
+    ``baseline_process_results_msp_most_ood``) are generated on demand.
+    """
+    if name.startswith("aggregate_"):
+        key = name[len("aggregate_"):]
+        known = {k for b in ("cifar10", "imagenet200") for k in metric_keys(get_benchmark(b))}
+        if key in known:
+            fn = partial(aggregate_metric, key)
+            fn.__name__ = name  # type: ignore[attr-defined]
+            return fn
+    table = _hook_table()
+    if name in table:
+        return table[name]
+    raise AttributeError(f"reguide_tasks.task_hooks has no hook {name!r}")
+
+
+__all__ = [
+    "METRIC_FAMILIES",
+    "baseline_doc_to_text",
+    "baseline_process_results",
+    "doc_to_visual",
+    "expand_document_sets",
+    "reguide_doc_to_text",
+    "reguide_process_results",
+    "resolve_hook",
+]
