@@ -38,7 +38,19 @@ def our_tasks(task_arg: str | None) -> list:
     return chosen
 
 
-def preflight(variants: Sequence) -> None:
+def model_needs_images(model_name: str | None) -> bool:
+    """False for models that declare ``needs_images = False`` (reguide_replay); unknown -> True."""
+    if not model_name:
+        return True
+    try:
+        from lmms_eval.models import get_model
+
+        return bool(getattr(get_model(model_name), "needs_images", True))
+    except Exception:  # an unknown model is lmms-eval's error to report, with its own message
+        return True
+
+
+def preflight(variants: Sequence, check_images: bool = True) -> None:
     """Expand each task's documents and check every image exists, before any model is loaded."""
     from reguide_tasks.task_hooks import document_set
 
@@ -46,6 +58,8 @@ def preflight(variants: Sequence) -> None:
         path = f"reguide_documents/{variant.benchmark}.jsonl" if variant.subset == "file" else ""
         docs = document_set(variant.benchmark, variant.subset, path)
         check_unique(docs)
+        if not check_images:
+            continue
         try:
             require_images(docs)
         except DataError as exc:
@@ -80,7 +94,7 @@ def run(argv: Sequence[str]) -> None:
 
     listing = args.tasks is None or args.tasks.startswith("list")
     if not listing:
-        preflight(our_tasks(args.tasks))
+        preflight(our_tasks(args.tasks), check_images=model_needs_images(args.model))
         if not own.sequential:
             from reguide_tasks import two_stage
 

@@ -21,6 +21,20 @@ DEFAULT_DATA_ROOT = "./data"
 DOCUMENT_FIELDS = ("doc_key", "image", "benchmark", "dataset", "role", "label", "label_name")
 
 
+# Set False by a model that never opens images (reguide_replay): the image check then has nothing to
+# protect. lmms-eval builds the model before it loads the tasks, so the flag is set in time.
+_images_required = True
+
+
+def set_images_required(required: bool) -> None:
+    global _images_required
+    _images_required = bool(required)
+
+
+def images_required() -> bool:
+    return _images_required
+
+
 class DataError(RuntimeError):
     """Documents or images are not where they should be; the message says what to do."""
 

@@ -20,9 +20,11 @@ from reguide_tasks.scoring import apply_failure_policy, is_correct, ood_score, p
 METRIC_FAMILIES = ("auroc", "fpr95", "fpr95tpr", "aupr_in", "aupr_out")
 HIGHER_IS_BETTER = {"auroc": True, "fpr95": False, "fpr95tpr": False, "aupr_in": True, "aupr_out": True}
 RECORD_KEY = "oodd"
+# What a model that has no answer for a document (reguide_replay with missing=skip) returns.
+NO_ANSWER = "[no released answer]"
 
 
-def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str) -> dict:
+def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "") -> dict:
     score = ood_score(parsed, id_classes, score_rule)
     if score is not None and not math.isfinite(score):
         score = None
@@ -37,7 +39,7 @@ def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: st
         "ood_score": score,
         "failed": score is None,
         "status": parsed.status,
-        "reason": parsed.reason,
+        "reason": "no released answer" if parsed.status == "failed" and str(answer_text).strip() == NO_ANSWER else parsed.reason,
         "score_rule": score_rule,
         "failure_policy": failure_policy,
     }
@@ -90,8 +92,11 @@ def aggregate_metric(key: str, items: Sequence) -> float:
     bench = _benchmark_of(items)
     policy = items[0][3]
     scores, kept = apply_failure_policy([item[1] for item in items], policy)
-    datasets = np.asarray([item[0] for item in items], dtype=object)[kept]
+    all_datasets = np.asarray([item[0] for item in items], dtype=object)
+    datasets = all_datasets[kept]
     id_scores = scores[datasets == bench.id_dataset]
-    ood = {d: scores[datasets == d] for d in bench.ood_datasets if np.any(datasets == d)}
+    # A dataset whose every answer failed stays in (as an empty array -> NaN, and NaN for its group):
+    # dropping it would silently turn "near" into the mean of the remaining datasets.
+    ood = {d: scores[datasets == d] for d in bench.ood_datasets if np.any(all_datasets == d)}
     table = ood_table(id_scores, ood, bench.near, bench.far)
     return float(table.get(key, float("nan")))

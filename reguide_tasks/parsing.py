@@ -43,6 +43,7 @@ _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 # long run of blanks is scanned once per ':' (no nested quantifiers over the same characters).
 _VALUE = re.compile(r":\s*(?:['\"]\s*)?(" + _NUMBER + ")")
 _PREDICTION_COLON = re.compile(r"[ \t'\"]{0,4}:")
+_BULLET = re.compile(r"(?:[-*\u2022]|\d{1,3}[.)])\s+")
 _NON_WORD = re.compile(r"[\W_]+")
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\n]{0,40}\|>|</?s>")
 _FENCE = re.compile(r"```[A-Za-z]*")
@@ -227,16 +228,29 @@ def _key_from_span(span: str) -> str:
         if open_at >= 0:
             return span[open_at + 1:-1]
         span = span[:-1]
-    cut = max(span.rfind(","), span.rfind("{"), span.rfind("\n"), span.rfind(";"))
-    return span[cut + 1:].strip(" \t\r'\"`\u2018\u2019\u201c\u201d")
+    cut = max(span.rfind(","), span.rfind("{"), span.rfind("}"), span.rfind("\n"), span.rfind(";"))
+    key = span[cut + 1:].strip(" \t\r'\"`\u2018\u2019\u201c\u201d")
+    bullet = _BULLET.match(key)  # "- goldfish: 95", "2. hen: 3"
+    return key[bullet.end():] if bullet else key
 
 
 def _scan_pairs(text: str, start: int, end: int) -> list[tuple[str, float]]:
-    """All (key, value) pairs in text[start:end]: one pass over ':'-anchored value tokens."""
+    """All (key, value) pairs in text[start:end]: one pass over ':'-anchored value tokens.
+
+    The key of a pair is read from the text between the previous value and this ':'.
+    """
     pairs = []
+    append = pairs.append
     prev = start
     for m in _VALUE.finditer(text, start, end):
-        pairs.append((_key_from_span(text[prev:m.start()]), float(m.group(1))))
+        colon = m.start()
+        if colon > prev and text[colon - 1] == "'":  # inline fast case of _key_from_span
+            open_at = text.rfind("'", prev, colon - 1)
+            if open_at >= 0:
+                append((text[open_at + 1:colon - 1], float(m[1])))
+                prev = m.end()
+                continue
+        append((_key_from_span(text[prev:colon]), float(m[1])))
         prev = m.end()
     return pairs
 

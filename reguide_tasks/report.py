@@ -214,10 +214,13 @@ def detect_benchmark(task: str, metrics: Mapping[str, float], samples_path: Path
     if len(named) == 1:
         return named[0]
     if samples_path is not None:
-        for record in _iter_records(samples_path, limit=50):
-            for name, bench in BENCHMARKS.items():
-                if record.get("dataset") in bench.datasets:
-                    return name
+        try:
+            for record in _iter_records(samples_path, limit=50):
+                for name, bench in BENCHMARKS.items():
+                    if record.get("dataset") in bench.datasets:
+                        return name
+        except (ReportError, OSError, UnicodeDecodeError):
+            return None  # an unreadable samples file is reported later, when its scores are read
     return None
 
 
@@ -868,9 +871,7 @@ def make_report(
         emit(text)
     runs = select_runs(runs, models, tasks)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    rows = []
+    rows, loaded = [], []
     for run in runs:
         scores, run_notes = load_scores(run)
         cis: dict[str, tuple[float, float]] = {}
@@ -883,17 +884,23 @@ def make_report(
                 n_boot=n_boot,
                 seed=seed,
             )
-        if scores is not None and plots:
-            from reguide_tasks.report_plots import plot_run  # matplotlib only when plotting
-
-            files += plot_run(run, scores, out / "plots" / run.benchmark / f"{_slug(run.label)}__{_slug(run.task)}")
         for text in run_notes:
             emit(text)
         notes += run_notes
         rows.append(run_row(run, scores, cis))
+        loaded.append((run, scores))
     tables = build_tables(rows)
     if sort_by:
-        tables = sort_tables(tables, sort_by, descending)
+        tables = sort_tables(tables, sort_by, descending)  # before plotting: a bad key fails fast
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    if plots:
+        from reguide_tasks.report_plots import plot_run  # matplotlib only when plotting
+
+        for run, scores in loaded:
+            if scores is not None:
+                stem = out / "plots" / run.benchmark / f"{_slug(run.label)}__{_slug(run.task)}"
+                files += plot_run(run, scores, stem)
     markdown = report_markdown(tables, notes, n_boot=n_boot, seed=seed)
     md_path = out / "report.md"
     md_path.write_text(markdown, encoding="utf-8")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from itertools import islice
 from typing import Sequence
 
 __all__ = [
@@ -35,9 +36,11 @@ __all__ = [
 ]
 
 REJECTION_CLASS = "none of these classes"
-MAX_CHARS = 20_000  # a 40-name answer is < 2k characters; longer text is a repetition loop
+MAX_CHARS = 10_000  # a 40-name answer is < 2k characters; longer text is a repetition loop
 _MAX_ITEM_CHARS = 100  # longer "names" are prose
 _MAX_ITEM_WORDS = 10
+_MAX_PIECE_CHARS = 600  # a longer run without separators is a paragraph
+_MAX_MARKS = 256  # prefixes / headers looked at (a loop can repeat them thousands of times)
 
 # ---------------------------------------------------------------------------------------------
 # normalize_name
@@ -162,6 +165,8 @@ _FAR_WORDS = (
     r"|different[ \t]{1,3}domains?|unrelated"
 )
 _NEAR_WORDS = r"sim{1,2}il{1,2}i?ar"
+_KEYWORD_BEFORE = re.compile(rf"(?i)\b(?:{_FAR_WORDS}|{_NEAR_WORDS})[ \t]{{1,3}}$")
+_HEADER_HINTS = ("imil", "differen", "unrelated")  # no header without one of these (casefolded)
 _HEADER_PREFIX = r"(?:(?:class(?:es)?|names?)[ \t]{1,3})?(?:visually[ \t]{1,3})?"
 # A section header ending in ':' ("Visually dissimilar or different domain:", "Similar classes:"),
 # or alone on its line ("**Visually Similar**").
@@ -184,6 +189,7 @@ _LINE_SEPARATORS = re.compile(r"\n|[ \t]{2,}")
 _INLINE_BULLET = re.compile(r"(?:^|(?<=\s))[-\u2013\u2014+][ \t]+")
 _TRAILING_NUMBER = re.compile(r"[ \t](\d{1,3})$")
 _DESCRIPTION_DASH = re.compile(r"\s[-\u2013\u2014]\s")
+_CONJUNCTION = re.compile(r"(?i)(?:and|or|&) (?=\S)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _LEAD_IN = re.compile(
     r"(?i)\b(?:here|are|is|suggest\w{0,5}|class(?:es)?|names?|similar|dissimilar|items?|list"
@@ -217,15 +223,12 @@ def _strip_preamble(body: str) -> tuple[str, list[str], bool]:
     """Return the list text after the first 'Class suggested:' marker (later markers become line
     breaks, a copied prompt example is dropped), notes, and whether a marker was found; the whole
     body when there is none."""
-    headers = [m.span() for m in _HEADER_COLON.finditer(body)]
-    markers = []
-    h = 0
-    for m in _MARKER.finditer(body):
-        while h < len(headers) and headers[h][1] <= m.start():
-            h += 1
-        if h < len(headers) and headers[h][0] <= m.start() < headers[h][1]:
-            continue  # "Dissimilar class suggested:" is a header, not the prefix
-        markers.append(m.span())
+    markers = [
+        m.span()
+        for m in islice(_MARKER.finditer(body), _MAX_MARKS)
+        # "Dissimilar class suggested:" is a header, not the prefix.
+        if not _KEYWORD_BEFORE.search(body, max(0, m.start() - 40), m.start())
+    ]
     if not markers:
         return body, [], False
     notes = []
@@ -248,10 +251,13 @@ def _strip_preamble(body: str) -> tuple[str, list[str], bool]:
 
 def _find_headers(text: str) -> list[tuple[int, int, str]]:
     """Header spans (start, end, 'near'|'far') in text order, without overlaps."""
+    folded = text.casefold()
+    if not any(hint in folded for hint in _HEADER_HINTS):
+        return []
     found = [
         (m.start(), m.end(), "far" if m.group("far") else "near")
         for regex in (_HEADER_COLON, _HEADER_LINE)
-        for m in regex.finditer(text)
+        for m in islice(regex.finditer(text), _MAX_MARKS)
     ]
     found.sort()
     headers: list[tuple[int, int, str]] = []
@@ -262,8 +268,9 @@ def _find_headers(text: str) -> list[tuple[int, int, str]]:
     return headers
 
 
-def _sections(text: str) -> tuple[list[_Section], bool]:
-    """Cut text at headers. Returns the sections and whether a far header carries the split."""
+def _sections(text: str) -> tuple[list[_Section], bool, bool]:
+    """Cut text at headers. Returns the sections, whether a far header carries the split, and
+    whether there was any header."""
     headers = _find_headers(text)
     if not any(kind == "far" for _, _, kind in headers):
         # Without a dissimilar header the split is positional; a lone 'similar' header is dropped.
@@ -272,19 +279,19 @@ def _sections(text: str) -> tuple[list[_Section], bool]:
             pieces.append(text[last:start])
             last = end
         pieces.append(text[last:])
-        return [_Section("", "\n".join(pieces))], False
+        return [_Section("", "\n".join(pieces))], False, bool(headers)
     sections = [_Section("", text[: headers[0][0]])]
     for i, (_, end, kind) in enumerate(headers):
         stop = headers[i + 1][0] if i + 1 < len(headers) else len(text)
         sections.append(_Section(kind, text[end:stop]))
-    return sections, True
+    return sections, True, True
 
 
 def _number_marks(text: str, first: int) -> list[tuple[int, int, int]]:
     """List-number marks (start, end, number) that form a sequence starting at 1 or ``first``;
     a restart at 1 and one skipped number are allowed. Other numbers are name text."""
     marks: list[tuple[int, int, int]] = []
-    for m in _NUMBER_MARK.finditer(text):
+    for m in islice(_NUMBER_MARK.finditer(text), 4 * _MAX_MARKS):
         number = int(m.group(1))
         if marks:
             ok = number in (marks[-1][2] + 1, marks[-1][2] + 2, 1)
@@ -299,7 +306,8 @@ def _number_marks(text: str, first: int) -> list[tuple[int, int, int]]:
 
 def _split_pieces(text: str, first_number: int) -> tuple[list[str], int, bool]:
     """Split one section into raw pieces. Returns pieces, the next list number, numbered flag."""
-    text = _SHORT_PARENS.sub(lambda m: m.group(0).translate(_MASKED), text)
+    if "(" in text:
+        text = _SHORT_PARENS.sub(lambda m: m.group(0).translate(_MASKED), text)
     marks = _number_marks(text, first_number)
     if marks:
         chunks = [text[: marks[0][0]]]
@@ -324,6 +332,8 @@ def _split_pieces(text: str, first_number: int) -> tuple[list[str], int, bool]:
 
 def _names_from_piece(piece: str) -> tuple[list[str], bool]:
     """Names in one raw piece (usually one), and whether prose was dropped from it."""
+    if len(piece) > _MAX_PIECE_CHARS:
+        return [], True  # a paragraph, not a name
     piece = piece.translate(_UNMASKED)
     if ":" in piece:
         head, _, tail = piece.rpartition(":")
@@ -346,6 +356,9 @@ def _names_from_piece(piece: str) -> tuple[list[str], bool]:
             if len(name) > _MAX_ITEM_CHARS or len(name.split()) > _MAX_ITEM_WORDS:
                 prose = True
                 continue
+        conjunction = _CONJUNCTION.match(name)
+        if conjunction is not None:
+            name = name[conjunction.end():]  # "..., and tennis racket"
         if name.casefold() in _DISCOURSE_WORDS:
             prose = True
         elif name:
@@ -370,26 +383,30 @@ def parse_suggestions(text: str, n_near: int = 20, n_far: int = 20) -> Suggestio
         return Suggestions([], [], [], "failed", "empty answer")
     body, preamble_notes, has_marker = _strip_preamble(body)
     notes += preamble_notes
-    sections, by_header = _sections(body)
-    has_headers = by_header or bool(_find_headers(body))
+    sections, by_header, has_headers = _sections(body)
     limit = _item_limit(n_near, n_far)
     near: list[str] = []
     far: list[str] = []
     items: list[str] = []
     next_number, numbered, prose = 1, False, False
+    budget = 4 * limit  # raw pieces looked at; empty ones count too (',,,,' loops)
     for section in sections:
+        if len(items) >= limit or budget <= 0:
+            break
         pieces, next_number, was_numbered = _split_pieces(section.text, next_number)
         numbered |= was_numbered
-        for piece in pieces:
+        for piece in pieces[:budget]:
             names, dropped = _names_from_piece(piece)
             prose |= dropped
-            for name in names:
-                if len(items) >= limit:
-                    break
+            items_left = limit - len(items)
+            for name in names[:items_left]:
                 items.append(name)
                 (far if section.kind == "far" else near).append(name)
-    if len(items) >= limit:
-        notes.append(f"stopped at {limit} names")
+            if len(items) >= limit:
+                break
+        budget -= len(pieces)
+    if len(items) >= limit or budget <= 0:
+        notes.append(f"stopped at {len(items)} names")
     if numbered:
         notes.append("numbered list")
     if by_header:

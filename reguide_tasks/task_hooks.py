@@ -48,7 +48,8 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
     for spec in spec_rows:
         rows.extend(document_set(spec["benchmark"], spec["subset"], spec.get("path") or ""))
     docs_mod.check_unique(rows)
-    docs_mod.require_images(rows)
+    if docs_mod.images_required():
+        docs_mod.require_images(rows)
     return datasets.Dataset.from_list(rows)
 
 
@@ -88,7 +89,7 @@ def baseline_doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None
 def _score_baseline(doc: Mapping, answer: str, score_rule: str, failure_policy: str) -> dict:
     classes = get_benchmark(doc["benchmark"]).classes
     parsed = parse_answer(answer, (*classes, REJECTION_CLASS), example_confidences(doc["benchmark"]))
-    return build_record(doc, parsed, classes, score_rule, failure_policy)
+    return build_record(doc, parsed, classes, score_rule, failure_policy, answer)
 
 
 def make_process_results(stage: str, score_rule: str = "max_id", failure_policy: str = "exclude") -> Callable:
@@ -165,7 +166,7 @@ def _score_reguide(doc: Mapping, response: str, score_rule: str, failure_policy:
     _, info = _reguide_stage2(doc, stage1, ())
     options = (*classes, *info["suggestions_kept"], REJECTION_CLASS)
     parsed = parse_answer(stage2, options)
-    record = build_record(doc, parsed, classes, score_rule, failure_policy)
+    record = build_record(doc, parsed, classes, score_rule, failure_policy, stage2)
     record.update(
         stage1=stage1,
         suggestions_kept=info["suggestions_kept"],

@@ -1,10 +1,28 @@
-"""lmms-eval models shipped with reguide-tasks (exposed through the ``lmms_eval.models`` entry points)."""
+"""lmms-eval models shipped with reguide-tasks (exposed through the ``lmms_eval.models`` entry points).
+
+The manifests are built lazily (module ``__getattr__``): lmms-eval loads these entry points while
+``lmms_eval.models`` initializes, and importing lmms-eval from here at import time would make
+``import reguide_tasks.models`` (when it comes first) re-enter this half-initialized module.
+"""
 
 from __future__ import annotations
 
-from lmms_eval.models.registry_v2 import ModelManifest
+from typing import Any
 
-SCRIPTED_MANIFEST = ModelManifest(model_id="reguide_scripted", simple_class_path="reguide_tasks.models.scripted.ScriptedOoDModel")
+MODEL_CLASS_PATHS = {
+    "SCRIPTED_MANIFEST": ("reguide_scripted", "reguide_tasks.models.scripted.ScriptedOoDModel"),
+    "REPLAY_MANIFEST": ("reguide_replay", "reguide_tasks.models.replay.ReplayModel"),
+    "CLIP_OOD_MANIFEST": ("clip_ood", "reguide_tasks.models.clip_ood.ClipOoD"),
+    "REPLAY_MANIFEST": ("reguide_replay", "reguide_tasks.models.replay.ReplayModel"),
+}
 
-CLIP_OOD_CLASS_PATH = "reguide_tasks.models.clip_ood.ClipOoD"
-CLIP_OOD_MANIFEST = ModelManifest(model_id="clip_ood", simple_class_path=CLIP_OOD_CLASS_PATH)
+
+def __getattr__(name: str) -> Any:
+    if name not in MODEL_CLASS_PATHS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    model_id, class_path = MODEL_CLASS_PATHS[name]
+    manifest = ModelManifest(model_id=model_id, simple_class_path=class_path)
+    globals()[name] = manifest
+    return manifest

@@ -1,0 +1,421 @@
+"""``clip_ood``: CLIP zero-shot OoD detection (MCM / GL-MCM / MaxLogit / Energy) as an lmms-eval model.
+
+It answers the baseline OoDD tasks in their own response format, so a CLIP reference number comes
+out of the very same task, parser and metrics as the LVLM it is compared with::
+
+    Prediction: <argmax ID class>
+    Confidence: {'<class 1>': <v_1>, ..., '<class K>': <v_K>, 'none of these classes': 0.0}
+
+The ID classes come from the DOCUMENT (``get_benchmark(doc["benchmark"]).classes``), never from the
+prompt text, which is ignored.
+
+Score -> per-class values (``max_k v_k`` IS the detector's score, bit-for-bit after parsing;
+see :func:`reguide_tasks.clip_scores.class_values`):
+
+- ``mcm``: ``v = softmax(cos / T)`` (MCM's probabilities).
+- ``glmcm``: ``v = softmax(cos / T) + lambda_local * localMCM`` (one shift for every class).
+- ``maxlogit``: ``v = logit_scale * cos`` (CLIP's logits).
+- ``energy``: ``v = logits - max(logits) + T * logsumexp(logits / T)``.
+- ``none of these classes`` is always ``0.0``; it is not an ID class, so it never enters S_max
+  (with negative scores it can be the largest value written, which is harmless for S_max).
+
+Numbers are written with :func:`format_number`: Python's shortest round-trip digits in positional
+notation (no exponent), so ``float(text) == value`` exactly while the task's parser, which reads
+``[+-]?digits[.digits]``, reads them whole.
+
+Model args (``--model_args k=v,...``):
+
+- ``pretrained``: a hub id or a local folder loadable by ``CLIPModel`` / ``AutoTokenizer`` /
+  ``AutoImageProcessor`` (anything saved with ``save_pretrained``, fine-tuned checkpoints included).
+- ``score``: ``mcm`` (default) | ``glmcm`` | ``maxlogit`` | ``energy``.
+- ``temperature`` (T, default 1.0, as in MCM), ``lambda_local`` (GL-MCM, default 1.0).
+- ``local_features`` (GL-MCM): ``value`` (default; as the GL-MCM authors' code: the last vision
+  block re-run with its attention replaced by the value path, ``h + out(v(ln1 h))`` then its MLP,
+  then ``post_layernorm`` and ``visual_projection``) or ``tokens`` (the last layer's patch tokens
+  through ``post_layernorm`` and ``visual_projection``).
+- ``template`` (default ``a photo of a {}.``) or ``prompt_ensemble=true`` (averages the normalized
+  text features of :data:`ENSEMBLE_TEMPLATES`, then renormalizes).
+- ``prompt_context``: path to a ``torch.save``-d tensor ``[n_ctx, text_hidden_size]`` of CoOp-style
+  learned context vectors (also accepted: a dict holding it under ``"ctx"``, optionally inside
+  ``"state_dict"``, as CoOp's prompt-learner checkpoints do). The class text is then
+  ``[SOS] ctx_1..ctx_n <class-name tokens> [EOS]`` fed as embeddings (plus position embeddings)
+  through the text encoder with a causal mask; the feature is the EOS position's output after
+  ``final_layer_norm`` and ``text_projection``. Excludes ``template`` / ``prompt_ensemble``.
+- ``batch_size`` (images per forward, default 64; NOTE the lmms-eval CLI passes its own
+  ``--batch_size``, default 1, so set that flag, e.g. ``--batch_size 64``), ``device`` (default
+  ``cuda`` if available else ``cpu``), ``dtype`` (``float32`` default, ``float16``, ``bfloat16``),
+  ``prefetch`` (default true: load and preprocess the next batch of images in a background thread).
+
+Text features are computed once per (class list, templates, context) and cached.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from PIL import Image
+from tqdm import tqdm
+
+from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.clip_scores import SCORES, compute_scores, normalize
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+ENSEMBLE_TEMPLATES = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a close-up photo of a {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a cropped photo of a {}.",
+    "a bright photo of a {}.",
+    "a low resolution photo of a {}.",
+)
+LOCAL_FEATURES = ("value", "tokens")
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+_TEXT_CHUNK = 256  # prompts per text-encoder forward
+
+
+def format_number(value: float) -> str:
+    """Shortest round-trip digits of ``value`` without an exponent (``1e-05`` -> ``0.00001``)."""
+    text = repr(float(value))
+    if "e" in text or "E" in text:
+        text = np.format_float_positional(float(value), unique=True, trim="0")
+    return text
+
+
+def format_answer(classes: Sequence[str], values: Sequence[float], prediction: str) -> str:
+    """The baseline answer: prediction line, then every ID class's value and the rejection class at 0."""
+    pairs = ", ".join(f"'{name}': {format_number(v)}" for name, v in zip(classes, values))
+    return f"Prediction: {prediction}\nConfidence: {{{pairs}, '{REJECTION_CLASS}': 0.0}}"
+
+
+def as_bool(value: Any) -> bool:
+    """lmms-eval passes 'true'/'false' as bools already; accept strings and ints too."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    return bool(value)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r} (known: {', '.join(_DTYPES)})") from None
+
+
+def load_prompt_context(path: str | os.PathLike, hidden_size: int) -> torch.Tensor:
+    """The ``[n_ctx, hidden_size]`` context tensor saved at ``path`` (see the module docstring)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping):
+        obj = obj.get("state_dict", obj)
+        if not isinstance(obj, Mapping) or "ctx" not in obj:
+            raise ValueError(f"{path}: a dict must hold the context tensor under 'ctx' (or 'state_dict' -> 'ctx')")
+        obj = obj["ctx"]
+    if not isinstance(obj, torch.Tensor) or obj.ndim != 2 or obj.shape[1] != hidden_size or obj.shape[0] < 1:
+        shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
+        raise ValueError(f"{path}: expected a tensor [n_ctx, {hidden_size}] (text hidden size), got {shape}")
+    return obj.detach().float()
+
+
+def _causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Additive causal mask ``[1, 1, L, L]``: 0 on and below the diagonal, dtype-min above."""
+    mask = torch.full((length, length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
+    return mask[None, None]
+
+
+def _first_image(visuals: Any) -> Image.Image:
+    if not isinstance(visuals, (list, tuple)):
+        visuals = [visuals]
+    if not visuals:
+        raise ValueError("doc_to_visual returned no image")
+    image = visuals[0]
+    if isinstance(image, (str, os.PathLike)):
+        image = Image.open(image)
+    return image.convert("RGB")
+
+
+class ClipOoD(lmms):
+    """CLIP zero-shot OoD reference model; see the module docstring for args and the answer format."""
+
+    def __init__(
+        self,
+        pretrained: str = "openai/clip-vit-base-patch16",
+        score: str = "mcm",
+        temperature: float = 1.0,
+        lambda_local: float = 1.0,
+        local_features: str = "value",
+        template: str = DEFAULT_TEMPLATE,
+        prompt_ensemble: bool | str = False,
+        prompt_context: str | None = None,
+        batch_size: int | str | None = 64,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = "float32",
+        prefetch: bool | str = True,
+        max_batch_size: int | None = None,  # passed by the lmms-eval CLI; unused
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if kwargs:
+            raise TypeError(f"clip_ood: unknown model args: {', '.join(sorted(kwargs))}")
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+        self.score = str(score).lower()
+        if self.score not in SCORES:
+            raise ValueError(f"unknown score {score!r} (known: {', '.join(SCORES)})")
+        self.local_features = str(local_features).lower()
+        if self.local_features not in LOCAL_FEATURES:
+            raise ValueError(f"unknown local_features {local_features!r} (known: {', '.join(LOCAL_FEATURES)})")
+        self.temperature = float(temperature)
+        self.lambda_local = float(lambda_local)
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        ensemble = as_bool(prompt_ensemble)
+        if prompt_context and (ensemble or template != DEFAULT_TEMPLATE):
+            raise ValueError("prompt_context replaces the templates: do not combine it with template / prompt_ensemble")
+        if "{}" not in str(template):
+            raise ValueError(f"template must contain '{{}}': {template!r}")
+        self.templates: tuple[str, ...] = ENSEMBLE_TEMPLATES if ensemble else (str(template),)
+        self.batch_size_per_gpu = self._parse_batch_size(batch_size)
+        self.prefetch = as_bool(prefetch)
+
+        self._rank, self._world_size = 0, 1
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:  # data parallel under `accelerate launch`: one process per GPU
+            from accelerate import Accelerator
+
+            accelerator = Accelerator()
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+            device = f"cuda:{accelerator.local_process_index}"
+        if device in (None, "", "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._device = torch.device(device)
+        self._dtype = resolve_dtype(dtype)
+
+        self.pretrained = pretrained
+        self.model = CLIPModel.from_pretrained(pretrained).to(device=self._device, dtype=self._dtype).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        self.image_processor = AutoImageProcessor.from_pretrained(pretrained)
+        self.logit_scale = float(self.model.logit_scale.detach().float().exp())
+
+        text_config = self.model.config.text_config
+        self.max_text_length = int(text_config.max_position_embeddings)
+        self.prompt_context_path = str(prompt_context) if prompt_context else None
+        self.prompt_context = load_prompt_context(prompt_context, text_config.hidden_size) if prompt_context else None
+        if self.prompt_context is not None and self.prompt_context.shape[0] + 3 > self.max_text_length:
+            raise ValueError(f"{self.prompt_context.shape[0]} context vectors leave no room for a class name in {self.max_text_length} positions")
+
+        self._text_cache: dict[tuple, torch.Tensor] = {}
+        self.text_encodings = 0  # class lists encoded so far (cache misses)
+
+    # ------------------------------------------------------------------ lmms-eval plumbing
+
+    @staticmethod
+    def _parse_batch_size(batch_size: int | str | None) -> int:
+        if batch_size in (None, "", "auto") or str(batch_size).startswith("auto"):
+            return 64
+        value = int(batch_size)
+        if value < 1:
+            raise ValueError("batch_size must be >= 1")
+        return value
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        raise NotImplementedError("clip_ood only answers generate_until (baseline OoDD) tasks")
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("clip_ood does not support multi-round generation")
+
+    # ------------------------------------------------------------------ text features
+
+    def class_text_features(self, classes: Sequence[str]) -> torch.Tensor:
+        """Normalized class features ``[K, D]`` (float32, on the model's device), cached per class list."""
+        key = (tuple(classes), self.templates, self.prompt_context_path)
+        cached = self._text_cache.get(key)
+        if cached is None:
+            cached = self._encode_classes(tuple(classes))
+            self._text_cache[key] = cached
+            self.text_encodings += 1
+        return cached
+
+    @torch.inference_mode()
+    def _encode_classes(self, classes: tuple[str, ...]) -> torch.Tensor:
+        if self.prompt_context is not None:
+            return normalize(self._encode_with_context(classes))
+        per_template = [normalize(self._encode_texts([t.format(c) for c in classes])) for t in self.templates]
+        if len(per_template) == 1:
+            return per_template[0]
+        return normalize(torch.stack(per_template).mean(dim=0))
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Unnormalized projected text features ``[N, D]`` through the model's own text path."""
+        out = []
+        for start in range(0, len(texts), _TEXT_CHUNK):
+            tok = self.tokenizer(texts[start:start + _TEXT_CHUNK], padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt")
+            text_out = self.model.text_model(input_ids=tok["input_ids"].to(self._device), attention_mask=tok["attention_mask"].to(self._device))
+            out.append(self.model.text_projection(text_out.pooler_output).float())
+        return torch.cat(out)
+
+    def _encode_with_context(self, classes: tuple[str, ...]) -> torch.Tensor:
+        """CoOp features: ``[SOS] ctx <name> [EOS]`` embeddings through the causal text encoder."""
+        text_model = self.model.text_model
+        tok = self.tokenizer
+        sos, eos = tok.bos_token_id, tok.eos_token_id
+        if sos is None or eos is None:
+            raise ValueError("prompt_context needs a tokenizer with BOS and EOS tokens")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        ctx = self.prompt_context.to(device=self._device, dtype=self._dtype)
+        n_ctx = ctx.shape[0]
+        room = self.max_text_length - n_ctx - 2
+        names = [ids[:room] for ids in tok(list(classes), add_special_tokens=False)["input_ids"]]
+        length = n_ctx + 2 + max(len(ids) for ids in names)
+        ids = torch.full((len(classes), length), pad, dtype=torch.long)
+        ids[:, 0] = sos
+        eos_at = torch.empty(len(classes), dtype=torch.long)
+        for row, name in enumerate(names):
+            ids[row, 1 + n_ctx:1 + n_ctx + len(name)] = torch.tensor(name, dtype=torch.long)
+            eos_at[row] = 1 + n_ctx + len(name)
+            ids[row, eos_at[row]] = eos
+        ids = ids.to(self._device)
+        embeds = text_model.embeddings.token_embedding(ids)
+        embeds[:, 1:1 + n_ctx] = ctx  # the learned context replaces the placeholder tokens
+        hidden = text_model.embeddings(inputs_embeds=embeds)  # adds position embeddings
+        mask = _causal_mask(length, hidden.dtype, hidden.device)
+        encoded = self._run_text_encoder(hidden, mask)
+        encoded = text_model.final_layer_norm(encoded)
+        pooled = encoded[torch.arange(len(classes), device=self._device), eos_at.to(self._device)]
+        return self.model.text_projection(pooled).float()
+
+    def _run_text_encoder(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        encoder = self.model.text_model.encoder
+        if "causal_attention_mask" in inspect.signature(encoder.forward).parameters:  # transformers 4.x
+            out = encoder(inputs_embeds=hidden, attention_mask=None, causal_attention_mask=mask)
+        else:
+            out = encoder(inputs_embeds=hidden, attention_mask=mask)
+        return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+    # ------------------------------------------------------------------ image features
+
+    @torch.inference_mode()
+    def image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Projected global features ``[B, D]`` and, for GL-MCM, local features ``[B, P, D]``."""
+        vision = self.model.vision_model
+        pixel_values = pixel_values.to(device=self._device, dtype=self._dtype, non_blocking=True)
+        captured: list[torch.Tensor] = []
+        handle = None
+        if self.score == "glmcm" and self.local_features == "value":
+            def grab_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+                captured.append(args[0] if args else kwargs["hidden_states"])
+
+            handle = vision.encoder.layers[-1].register_forward_pre_hook(grab_input, with_kwargs=True)
+        try:
+            out = vision(pixel_values=pixel_values)
+        finally:
+            if handle is not None:
+                handle.remove()
+        global_features = self.model.visual_projection(out.pooler_output)
+        if self.score != "glmcm":
+            return global_features, None
+        if self.local_features == "tokens":
+            tokens = out.last_hidden_state[:, 1:]
+        else:
+            tokens = self._value_path(captured[0])[:, 1:]
+        return global_features, self.model.visual_projection(vision.post_layernorm(tokens))
+
+    def _value_path(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last vision block with self-attention replaced by its value path (GL-MCM / MaskCLIP)."""
+        layer = self.model.vision_model.encoder.layers[-1]
+        attn = layer.self_attn
+        x = hidden + attn.out_proj(attn.v_proj(layer.layer_norm1(hidden)))
+        return x + layer.mlp(layer.layer_norm2(x))
+
+    # ------------------------------------------------------------------ answering
+
+    def score_images(self, pixel_values: torch.Tensor, classes: Sequence[str]):
+        """:class:`reguide_tasks.clip_scores.ScoreOutput` of a batch of preprocessed images."""
+        text = self.class_text_features(classes)
+        image, patches = self.image_features(pixel_values)
+        return compute_scores(self.score, image, text, patches=patches, temperature=self.temperature, lambda_local=self.lambda_local, logit_scale=self.logit_scale)
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        return pixel_values.pin_memory() if self._device.type == "cuda" else pixel_values
+
+    @staticmethod
+    def doc_classes(doc: Mapping[str, Any]) -> tuple[str, ...]:
+        """ID class names of a document's benchmark (KeyError / ValueError when it has none)."""
+        try:
+            name = doc["benchmark"]
+        except (KeyError, TypeError):
+            raise ValueError("clip_ood needs documents with a 'benchmark' field (the baseline OoDD tasks)") from None
+        return get_benchmark(name).classes
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        pbar = tqdm(total=len(requests), disable=(self.rank != 0), desc="Model Responding")
+        # (index, doc, doc_to_visual) grouped by class list; answers go back in request order
+        groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any], Callable]]] = {}
+        for i, request in enumerate(requests):
+            _context, _gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            groups.setdefault(self.doc_classes(doc), []).append((i, doc, doc_to_visual))
+
+        chunks = [(classes, items[s:s + self.batch_size]) for classes, items in groups.items() for s in range(0, len(items), self.batch_size)]
+        responses: list[str | None] = [None] * len(requests)
+
+        def prepare(chunk: list[tuple[int, Mapping[str, Any], Callable]]) -> torch.Tensor:
+            return self.preprocess([_first_image(to_visual(doc)) for _, doc, to_visual in chunk])
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Future | None = pool.submit(prepare, chunks[0][1]) if (chunks and self.prefetch) else None
+            for n, (classes, chunk) in enumerate(chunks):
+                if pending is not None:
+                    pixel_values = pending.result()
+                    pending = pool.submit(prepare, chunks[n + 1][1]) if n + 1 < len(chunks) else None
+                else:
+                    pixel_values = prepare(chunk)
+                result = self.score_images(pixel_values, classes)
+                values = result.values.tolist()
+                predictions = result.predictions.tolist()
+                for (i, _doc, _), row, pred in zip(chunk, values, predictions):
+                    answer = format_answer(classes, row, classes[pred])
+                    responses[i] = answer
+                    context, gen_kwargs = requests[i].args[:2]
+                    self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
+                pbar.update(len(chunk))
+        pbar.close()
+        return responses  # type: ignore[return-value]

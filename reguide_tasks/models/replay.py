@@ -1,0 +1,147 @@
+"""``reguide_replay``: answer every request from the authors' released responses (no images, no GPU).
+
+The release (daintlab/ReGuide, MIT) keeps one folder per run: ``response/baseline/<bench>-<pct>%/
+<model>/<dataset>.jsonl`` (``{prompt: {image_id: answer}}``), ``response/reguide/<bench>-<pct>%/
+stage1/<model>/...`` (same format) and ``.../stage2/<model>/...`` (``{image_id: {prompt: answer}}``).
+Documents are matched by normalized image path; the request's prompt says which stage it is.
+
+Model args:
+- ``responses``: the release root (the folder holding ``response/``) or its ``response/`` folder;
+  default: the GPT-4o sample shipped in the package.
+- ``model``: the model folder name in the release (``gpt``, ``qwen``, ...); default ``gpt``.
+- ``run``: the run folder (``imagenet200-5%``); default: the one matching the task's document set,
+  else every run of the benchmark (smaller subsets first).
+- ``missing``: ``fail`` (default: stop before answering and say how many documents of which dataset
+  have no released answer) or ``skip`` (answer them with :data:`NO_ANSWER`, scored as failures with
+  reason 'no released answer', and log the counts).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+from lmms_eval.api.model import lmms
+from loguru import logger
+from tqdm import tqdm
+
+from reguide_tasks.documents import set_images_required
+from reguide_tasks.oodd_records import NO_ANSWER
+from reguide_tasks.release import RELEASE_DIR, normalize_image_path, read_release_file
+from reguide_tasks.task_yamls import task_variants
+
+STAGES = ("baseline", "stage1", "stage2")
+MISSING_POLICIES = ("fail", "skip")
+SUBSET_RUN = {"subset25": "25%", "subset5": "5%"}
+
+
+class MissingAnswers(RuntimeError):
+    pass
+
+
+def request_stage(prompt: str) -> str:
+    """Which of our prompts this is: 'stage1' (suggestions), 'stage2' (with auxiliary classes) or 'baseline'."""
+    if "class names based on the given image" in prompt:
+        return "stage1"
+    if "'your confidence'" in prompt:
+        return "stage2"
+    return "baseline"
+
+
+def _response_root(responses: str | Path) -> Path:
+    root = Path(responses)
+    if (root / "response").is_dir():
+        root = root / "response"
+    if not (root / "baseline").is_dir() and not (root / "reguide").is_dir():
+        raise FileNotFoundError(f"{responses}: no released responses here (expected response/baseline/ or response/reguide/ inside)")
+    return root
+
+
+def _stage_dirs(root: Path, stage: str, run: str, model: str) -> Path:
+    if stage == "baseline":
+        return root / "baseline" / run / model
+    return root / "reguide" / run / stage / model
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz")))
+
+
+@lru_cache(maxsize=32)
+def load_answers(folder: str, stage: str) -> dict[str, str]:
+    """normalized image path -> answer, for every file of one run folder."""
+    answers: dict[str, str] = {}
+    for path in _files(Path(folder)):
+        data = read_release_file(path)
+        if stage == "stage2":
+            for image_id, by_prompt in data.items():
+                for answer in by_prompt.values():
+                    answers.setdefault(normalize_image_path(image_id), answer)
+        else:
+            for by_image in data.values():
+                for image_id, answer in by_image.items():
+                    answers.setdefault(normalize_image_path(image_id), answer)
+    return answers
+
+
+class ReplayModel(lmms):
+    needs_images = False
+
+    def __init__(self, responses: str | None = None, model: str = "gpt", run: str = "", missing: str = "fail", **kwargs) -> None:
+        super().__init__()
+        set_images_required(False)
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"reguide_replay: missing={missing!r}; choose one of {', '.join(MISSING_POLICIES)}")
+        self.root = _response_root(responses or RELEASE_DIR)
+        self.model_name = model
+        self.run = run
+        self.missing = missing
+        self._task_runs = {v.name: f"{v.benchmark}-{SUBSET_RUN[v.subset]}" for v in task_variants() if v.subset in SUBSET_RUN}
+        self.missing_counts: Counter[str] = Counter()
+
+    def _runs_for(self, benchmark: str, task_name: str) -> list[str]:
+        if self.run:
+            return [self.run]
+        if task_name in self._task_runs:
+            return [self._task_runs[task_name]]
+        candidates = sorted({p.name for p in (self.root / "baseline").glob(f"{benchmark}-*")} | {p.name for p in (self.root / "reguide").glob(f"{benchmark}-*")})
+        return sorted(candidates, key=lambda name: float(name.rsplit("-", 1)[1].rstrip("%") or 0))
+
+    def lookup(self, doc: dict, stage: str, task_name: str) -> str | None:
+        for run in self._runs_for(doc["benchmark"], task_name):
+            folder = _stage_dirs(self.root, stage, run, self.model_name)
+            if folder.is_dir():
+                answer = load_answers(str(folder), stage).get(doc["doc_key"])
+                if answer is not None:
+                    return answer
+        return None
+
+    def generate_until(self, requests) -> list[str]:
+        found: list[str | None] = []
+        missing: Counter[str] = Counter()
+        for request in tqdm(requests, disable=self.rank != 0, desc="Replaying released answers"):
+            context, _kwargs, _to_visual, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            stage = request_stage(context)
+            answer = self.lookup(doc, stage, task)
+            if answer is None:
+                missing[f"{stage}/{doc['dataset']}"] += 1
+            found.append(answer)
+        if missing:
+            summary = ", ".join(f"{key}: {n}" for key, n in sorted(missing.items()))
+            total = sum(missing.values())
+            if self.missing == "fail":
+                raise MissingAnswers(
+                    f"reguide_replay: {total} of {len(requests)} requests have no released answer in {self.root} "
+                    f"(model {self.model_name}; {summary}). Point responses= at a release holding them, or pass missing=skip to score them as failures."
+                )
+            logger.warning(f"reguide_replay: {total} of {len(requests)} requests have no released answer ({summary}); scored as failures (missing=skip)")
+            self.missing_counts.update(missing)
+        return [answer if answer is not None else NO_ANSWER for answer in found]
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError("reguide_replay only replays generated answers")
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError("reguide_replay answers generate_until (and agentic rounds) only")
