@@ -401,8 +401,8 @@ def _parse(text: str, classes: Sequence[str], examples: Sequence[Mapping[str, fl
         pairs = _fast_pairs(text[start:end + 1]) if closed else None
         if pairs is None:
             pairs = _scan_pairs(text, start, end)
-            if not pairs and closed:  # e.g. "{goldfish}: 33.4, {hen}: 2.1": braces around keys
-                pairs = _scan_pairs(text, start, len(text))
+            if not pairs and closed and text.startswith(":", end + 1):
+                pairs = _scan_pairs(text, start, len(text))  # "{goldfish}: 33.4, {hen}: 2.1"
         if pairs:
             has_dict = True
             conf, dups, unknown = _assign(pairs, table)

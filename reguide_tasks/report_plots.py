@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter, PercentFormatter  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
 if TYPE_CHECKING:
@@ -105,14 +106,20 @@ def plot_histograms(run: Run, scores: RunScores, path: Path) -> Path:
         failed = f"failed: ID {scores.n_failed.get(id_name, 0)}, OoD {scores.n_failed.get(dataset, 0)}"
         ax.set_title(f"{dataset} ({_role(scores, dataset)}); {failed}", fontsize=9)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(datasets) :]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("OoD score")
+    for col in range(ncols):
+        # The lowest shown panel of each column carries the x axis (a hidden panel may sit below it).
+        shown = [ax for ax in axes[:, col] if ax.get_visible()]
+        if shown:
+            shown[-1].xaxis.set_tick_params(labelbottom=True)
+            shown[-1].set_xlabel("OoD score")
     for ax in axes[:, 0]:
-        ax.set_ylabel("fraction of documents")
+        ax.set_ylabel("share of the set's documents")
     fig.suptitle(_title(run, scores, "score histograms"), fontsize=10)
     return _save(fig, path)
 

@@ -142,7 +142,7 @@ def test_parsed_answers_equal_direct_computation(clip_dir: str, docs: list[dict]
     for doc, parsed_score in zip(docs, scores):
         pixels = model.preprocess(doc_to_visual(doc))
         own = model.score_images(pixels, get_benchmark(doc["benchmark"]).classes).scores
-        assert parsed_score == pytest.approx(float(own[0]), abs=1e-6)
+        assert parsed_score == pytest.approx(float(own[0]), abs=1e-5)  # batch of 3 vs 1: float noise
     assert len(set(scores)) > 1  # not a constant answer
     if config["score"] in ("maxlogit", "energy"):
         assert any(a.count("'") == 2 * 11 and "Confidence: {" in a for a in answers)  # CIFAR answers: 10 classes + rejection

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The embedded demo: score the authors' released GPT-4o answers (ImageNet200, 5% subset, baseline)
+# through lmms-eval with reguide_replay, then write the cross-model report. No images, GPU or network.
+# SSB-hard has no released answers in the shipped sample: missing=skip counts them as failures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-outputs/demo}
+rm -rf "$OUT"; mkdir -p "$(dirname "$OUT")"
+.venv/bin/reguide-eval --model reguide_replay --model_args model=gpt,missing=skip \
+  --tasks reguide_baseline_imagenet200_5pct --output_path "$OUT" --log_samples >"$OUT.log" 2>&1 \
+  || { tail -n 5 "$OUT.log"; exit 1; }
+.venv/bin/reguide-report "$OUT" --out "$OUT/report"
