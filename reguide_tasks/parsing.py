@@ -298,12 +298,16 @@ def _assign(pairs: list[tuple[str, float]], table: _ClassTable) -> tuple[dict[st
     conf: dict[str, float] = {}
     dups: dict[str, None] = {}
     unknown: dict[str, None] = {}
+    seen: dict[str, str | None] = {}  # repetition loops repeat the same unknown keys
     fuzzy_left = _MAX_FUZZY_KEYS
     for key, value in pairs:
         name = exact.get(key)
         if name is None:
-            name = table.lookup(key, allow_fuzzy=fuzzy_left > 0)
-            fuzzy_left -= 1
+            if key in seen:
+                name = seen[key]
+            else:
+                name = seen[key] = table.lookup(key, allow_fuzzy=fuzzy_left > 0)
+                fuzzy_left -= 1
         if name is None:
             unknown.setdefault(key.strip() or "''", None)
         elif name in conf:

@@ -338,45 +338,74 @@ def model_arg(model_args: str, key: str) -> str | None:
     return None
 
 
-def _label_candidates(model: str, model_args: str) -> list[str]:
-    """Labels of increasing length for one model identity; the last one is always unique."""
-    value = next((v for k in _MODEL_ARG_KEYS if (v := model_arg(model_args, k))), None)
-    candidates = []
-    if value:
-        parts = [p for p in re.split(r"[/\\]", value.rstrip("/\\")) if p]
-        for depth in (1, 2):
-            if len(parts) >= depth:
-                candidates.append(f"{model} ({'/'.join(parts[-depth:])})")
-        candidates.append(f"{model} ({value})")
-    else:
-        candidates.append(model)
-    candidates.append(f"{model} ({model_args})" if model_args else model)
-    return list(dict.fromkeys(candidates))
+def _name_arg(model_args: str) -> tuple[str, str] | None:
+    """The (key, value) naming the model in ``model_args``: pretrained=, else model=, else responses=."""
+    return next(((k, v) for k in _MODEL_ARG_KEYS if (v := model_arg(model_args, k))), None)
+
+
+def _path_parts(value: str) -> list[str]:
+    return [p for p in re.split(r"[/\\]", value) if p] or [value]
+
+
+def _other_args(model_args: str) -> list[str]:
+    """The ``k=v`` parts of ``model_args`` other than the naming one, stripped."""
+    named = _name_arg(model_args)
+    skip = named[0] if named else None
+    return [p.strip() for p in model_args.split(",") if p.strip() and p.partition("=")[0].strip() != skip]
+
+
+@dataclass
+class _LabelState:
+    model: str
+    model_args: str
+    depth: int = 1  # trailing path components of the name value shown
+    extras: tuple[str, ...] = ()  # other model args shown (those that tell clashing runs apart)
+    full: bool = False  # last resort: the whole model_args
+
+    def text(self) -> str:
+        if self.full:
+            return f"{self.model} ({self.model_args})" if self.model_args else self.model
+        named = _name_arg(self.model_args)
+        inner = ["/".join(_path_parts(named[1])[-self.depth :])] if named else []
+        inner += self.extras
+        return f"{self.model} ({', '.join(inner)})" if inner else self.model
 
 
 def assign_labels(runs: Sequence[Run]) -> None:
-    """Set each run's ``label``: ``model (short name)``, lengthened only where two different model
-    identities would share a label in the same benchmark x task table.
+    """Set each run's ``label``: ``model (short name)`` where the short name is the last path
+    component of ``pretrained=`` (else ``model=``, else ``responses=``) in ``model_args``.
+
+    Labels are lengthened only where different model identities would share one in the same
+    benchmark x task table: more path components where the names differ, else the model args
+    that differ (``clip_ood (clip-vit-base-patch16, score=mcm)``), else the whole ``model_args``.
     """
-    candidates = {run.identity: _label_candidates(*run.identity) for run in runs}
-    level = dict.fromkeys(candidates, 0)
-
-    def label(identity: tuple[str, str]) -> str:
-        options = candidates[identity]
-        return options[min(level[identity], len(options) - 1)]
-
-    while True:
-        seen: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+    states = {run.identity: _LabelState(*run.identity) for run in runs}
+    for _ in range(16):
+        tables: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         for run in runs:
-            seen.setdefault((run.benchmark, run.task, label(run.identity)), set()).add(run.identity)
-        clashes = {i for ids in seen.values() if len(ids) > 1 for i in ids}
-        bumpable = {i for i in clashes if level[i] < len(candidates[i]) - 1}
-        if not bumpable:
+            tables.setdefault((run.benchmark, run.task, states[run.identity].text()), set()).add(run.identity)
+        clashes = [sorted(ids) for ids in tables.values() if len(ids) > 1]
+        if not clashes:
             break
-        for identity in bumpable:
-            level[identity] += 1
+        changed = False
+        for group in clashes:
+            names = {i: (_name_arg(i[1]) or ("", ""))[1] for i in group}
+            for identity in group:
+                state = states[identity]
+                twins = [j for j in group if names[j] == names[identity]]
+                if len(twins) > 1:
+                    common = set.intersection(*(set(_other_args(j[1])) for j in twins))
+                    extras = tuple(p for p in _other_args(identity[1]) if p not in common)
+                    if extras != state.extras:
+                        state.extras, changed = extras, True
+                elif state.depth < len(_path_parts(names[identity])):
+                    state.depth, changed = state.depth + 1, True
+        if not changed:
+            for group in clashes:
+                for identity in group:
+                    states[identity].full = True
     for run in runs:
-        run.label = label(run.identity)
+        run.label = states[run.identity].text()
 
 
 # ----------------------------------------------------------------------------- selection / samples
@@ -766,20 +795,17 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
         if n_boot
         else "No bootstrap CIs (--bootstrap 0)."
     )
-    return "\n\n".join(
-        [
-            f"## {name}",
-            f"ID: {bench.id_dataset}; near-OoD: {', '.join(bench.near)}; far-OoD: {', '.join(bench.far)}. "
-            f"Score rule / failure policy: {', '.join(rules)}.",
-            summary,
-            "### Per OoD dataset",
-            detail,
-            "All values in %. AUROC: ID vs OoD, higher is better. FPR@95: OpenOOD rule (OoD positive: share of "
-            "ID images flagged OoD when 95% of OoD images are caught). FPR@95TPR: classic (ID positive: share of "
-            "OoD images accepted when 95% of ID images are accepted). Lower FPR is better. near / far: unweighted "
-            f"means over the datasets. Fail: share of answers without a usable score. {ci_text}",
-        ]
+    intro = (
+        f"ID: {bench.id_dataset}; near-OoD: {', '.join(bench.near)}; far-OoD: {', '.join(bench.far)}. "
+        f"Score rule / failure policy: {', '.join(rules)}."
     )
+    legend = (
+        "All values in %. AUROC: ID vs OoD, higher is better. FPR@95: OpenOOD rule (OoD positive: share of "
+        "ID images flagged OoD when 95% of OoD images are caught). FPR@95TPR: classic (ID positive: share of "
+        "OoD images accepted when 95% of ID images are accepted). Lower FPR is better. near / far: unweighted "
+        f"means over the datasets. Fail: share of answers without a usable score. {ci_text}"
+    )
+    return "\n\n".join([f"## {name}", intro, summary, "### Per OoD dataset", detail, legend])
 
 
 def report_markdown(tables: Mapping[str, pd.DataFrame], notes: Sequence[str], *, n_boot: int, seed: int) -> str:

@@ -16,10 +16,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-from matplotlib.ticker import NullFormatter, PercentFormatter  # noqa: E402
-from sklearn.metrics import auc, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt  # after the backend is chosen
+import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from sklearn.metrics import auc, roc_curve
 
 if TYPE_CHECKING:
     from reguide_tasks.report import Run, RunScores
@@ -106,7 +106,8 @@ def plot_histograms(run: Run, scores: RunScores, path: Path) -> Path:
         failed = f"failed: ID {scores.n_failed.get(id_name, 0)}, OoD {scores.n_failed.get(dataset, 0)}"
         ax.set_title(f"{dataset} ({_role(scores, dataset)}); {failed}", fontsize=9)
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:g}%"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)

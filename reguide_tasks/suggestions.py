@@ -85,12 +85,15 @@ def _fold_plural(word: str) -> str:
 def normalize_name(name: str) -> str:
     """The comparison key of a class name.
 
-    Casefold + NFKC; apostrophes are deleted ("bishop's cap" ~ "bishops cap"); every other run of
+    NFKC + casefold; apostrophes are deleted ("bishop's cap" ~ "bishops cap"); every other run of
     punctuation, hyphens, underscores or blanks becomes one space; each word is folded to a simple
     singular (:func:`_fold_plural`: 'cocker spaniels' ~ 'cocker spaniel', 'boxes' ~ 'box',
     'ponies' ~ 'pony'; 'glass' and 'bus' stay). Not a display form: 'collie' keys as 'colly'.
     """
-    text = unicodedata.normalize("NFKC", str(name).casefold()).translate(_APOSTROPHES)
+    # NFKC both sides of casefold: '\U0001d54a' only folds after NFKC, and casefold can
+    # decompose ('\u0390'), which the second NFKC recomposes. This keeps the key idempotent.
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", str(name)).casefold())
+    text = text.translate(_APOSTROPHES)
     return " ".join(_fold_plural(word) for word in _NON_WORD.sub(" ", text).split())
 
 
@@ -358,7 +361,7 @@ def _names_from_piece(piece: str) -> tuple[list[str], bool]:
                 continue
         conjunction = _CONJUNCTION.match(name)
         if conjunction is not None:
-            name = name[conjunction.end():]  # "..., and tennis racket"
+            name = clean_item(name[conjunction.end():])  # "..., and tennis racket"
         if name.casefold() in _DISCOURSE_WORDS:
             prose = True
         elif name:

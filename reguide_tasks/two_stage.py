@@ -142,6 +142,13 @@ def run_agentic_batched(lm, requests, agentic_trace_mode: str = "basic", respons
     return [_finalize(s) for s in states]
 
 
+def lmms_eval_agentic_loop():
+    """lmms-eval's own per-document loop (to restore it, or to compare with it)."""
+    import lmms_eval.evaluator as evaluator
+
+    return getattr(evaluator, "_lmms_eval_run_generate_until_agentic", evaluator._run_generate_until_agentic)
+
+
 def install() -> bool:
     """Route lmms-eval's agentic requests through :func:`run_agentic_batched`; False if unsupported."""
     import lmms_eval
@@ -155,5 +162,7 @@ def install() -> bool:
     if version not in SUPPORTED_LMMS_EVAL or not hasattr(evaluator, "_run_generate_until_agentic"):
         logger.warning(f"lmms-eval {version}: batched two-stage runner not installed (written for {SUPPORTED_LMMS_EVAL}); using lmms-eval's per-document loop")
         return False
+    if not hasattr(evaluator, "_lmms_eval_run_generate_until_agentic"):
+        evaluator._lmms_eval_run_generate_until_agentic = evaluator._run_generate_until_agentic
     evaluator._run_generate_until_agentic = run_agentic_batched
     return True

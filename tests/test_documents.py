@@ -116,3 +116,16 @@ def test_duplicated_documents_are_refused():
     docs = subset_documents("imagenet200", "subset5")[:3]
     with pytest.raises(DataError, match="duplicated"):
         check_unique(docs + docs[:1])
+
+
+def test_check_data_and_build_full_documents_scripts(tmp_path, capsys):
+    from utils import build_full_documents, check_data
+
+    make_fixture(tmp_path, "imagenet200", per_dataset=1)
+    assert check_data.main(["--tasks", "reguide_imagenet200_custom", "--data-root", str(tmp_path)]) == 0
+    assert check_data.main(["--tasks", "reguide_imagenet200", "--data-root", str(tmp_path)]) == 1
+    assert "4164 of 4170 images missing" in capsys.readouterr().out
+    assert build_full_documents.main(["--data-root", str(tmp_path), "--benchmark", "imagenet200"]) == 1
+    _write_imglists(tmp_path / "benchmark_imglist" / "imagenet200", "imagenet200")
+    assert build_full_documents.main(["--data-root", str(tmp_path), "--benchmark", "imagenet200"]) == 0
+    assert len(read_documents(tmp_path / "reguide_documents" / "imagenet200_full.jsonl")) == 5 + 5 * 3

@@ -78,11 +78,12 @@ def metrics_of(records: list[dict], benchmark: str) -> dict[str, float]:
     policy = records[0]["failure_policy"]
     values, kept = apply_failure_policy([r["ood_score"] for r in records], policy)
     datasets = np.array([r["dataset"] for r in records])[kept]
-    by_dataset = {d: values[datasets == d] for d in bench.datasets}
-    table = ood_table(by_dataset[bench.id_dataset], {d: by_dataset[d] for d in bench.ood_datasets}, bench.near, bench.far)
+    present = [d for d in bench.datasets if any(r["dataset"] == d for r in records)]
+    by_dataset = {d: values[datasets == d] for d in present}
+    table = ood_table(by_dataset[bench.id_dataset], {d: by_dataset[d] for d in present[1:]}, bench.near, bench.far)
     id_records = [r for r in records if r["role"] == "id"]
     table["id_acc"] = 100.0 * sum(bool(r["correct"]) for r in id_records) / len(id_records)
-    for dataset in bench.datasets:
+    for dataset in present:
         mine = [r for r in records if r["dataset"] == dataset]
         table[f"fail_rate_{dataset}"] = 100.0 * sum(r["failed"] for r in mine) / len(mine)
     table["oodd"] = float(sum(not r["failed"] for r in records))

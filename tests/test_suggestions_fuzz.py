@@ -42,7 +42,7 @@ def check_parse(text: str, n_near: int = 20, n_far: int = 20) -> None:
     assert result.status in STATUSES
     wanted = n_near + n_far
     assert (result.status == "failed") == (not result.items)
-    assert (result.status == "ok") == (len(result.items) == wanted)
+    assert (result.status == "ok") == (bool(result.items) and len(result.items) == wanted)
     assert Counter(result.near + result.far) == Counter(result.items)
     assert all(item and clean_item(item) == item for item in result.items)
     assert len(result.items) <= max(4 * wanted, 40)

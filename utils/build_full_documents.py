@@ -1,0 +1,46 @@
+"""Build the documents of the full OpenOOD v1.5 test lists from OpenOOD's benchmark_imglist/ files.
+
+    python utils/build_full_documents.py --data-root ./data [--benchmark imagenet200] [--out FILE]
+
+Reads ``<data root>/benchmark_imglist/<benchmark>/test_<dataset>.txt`` (written by OpenOOD's download
+script), prints the document count per dataset, and writes the documents as JSON lines (default
+``<data root>/reguide_documents/<benchmark>_full.jsonl``). The ``*_full`` tasks build the same
+documents themselves at load time; this file is for inspection and for custom document sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from reguide_tasks.benchmarks import BENCHMARKS
+from reguide_tasks.documents import DataError, check_unique, data_root, full_documents, write_documents
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=None, help="OpenOOD data folder (default: $REGUIDE_DATA_ROOT or ./data)")
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), action="append", help="default: all")
+    parser.add_argument("--imglist-dir", default=None, help="folder of test_*.txt (default: <data root>/benchmark_imglist/<benchmark>)")
+    parser.add_argument("--out", default=None, help="output file (only with one --benchmark)")
+    args = parser.parse_args(argv)
+    root = data_root(args.data_root)
+    benchmarks = args.benchmark or sorted(BENCHMARKS)
+    try:
+        for benchmark in benchmarks:
+            folder = Path(args.imglist_dir) if args.imglist_dir else root / "benchmark_imglist" / benchmark
+            docs = full_documents(benchmark, folder)
+            check_unique(docs)
+            out = Path(args.out) if args.out and len(benchmarks) == 1 else root / "reguide_documents" / f"{benchmark}_full.jsonl"
+            write_documents(docs, out)
+            counts = ", ".join(f"{name}: {n}" for name, n in Counter(d["dataset"] for d in docs).items())
+            print(f"{benchmark}: {len(docs)} documents ({counts}) -> {out}")
+    except DataError as exc:
+        print(f"build_full_documents: error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

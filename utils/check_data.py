@@ -1,0 +1,48 @@
+"""Report missing images of tasks' documents without loading any model or running anything.
+
+    python utils/check_data.py --tasks reguide_imagenet200,reguide_baseline_cifar10 [--data-root DIR]
+
+Exit 0 when every image is there, 1 otherwise (with the count per dataset and where they were looked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from reguide_tasks.cli import our_tasks
+from reguide_tasks.documents import DATA_ROOT_ENV, DataError, find_missing_images
+from reguide_tasks.task_hooks import document_set
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", required=True, help="comma-separated task names or tags of reguide-tasks")
+    parser.add_argument("--data-root", default=None)
+    args = parser.parse_args(argv)
+    if args.data_root:
+        os.environ[DATA_ROOT_ENV] = args.data_root
+    variants = our_tasks(args.tasks)
+    if not variants:
+        print(f"check_data: error: no reguide task in {args.tasks!r} (see reguide-eval --tasks list)")
+        return 1
+    bad = 0
+    for variant in variants:
+        path = f"reguide_documents/{variant.benchmark}.jsonl" if variant.subset == "file" else ""
+        try:
+            docs = document_set(variant.benchmark, variant.subset, path)
+        except DataError as exc:
+            print(f"{variant.name}: {exc}")
+            bad += 1
+            continue
+        report = find_missing_images(docs)
+        if report.missing:
+            bad += 1
+            print(f"{variant.name}: {report.message()}")
+        else:
+            print(f"{variant.name}: all {report.total} images present under {report.root}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
