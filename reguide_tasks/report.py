@@ -286,6 +286,7 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
 
     ReportError when no results file is found, one is unreadable, or none holds a ReGuide task.
     """
+    paths = list(paths)
     files = find_results_files(paths)
     if not files:
         raise ReportError(f"no *{RESULTS_SUFFIX} files found under {', '.join(map(str, paths))}")

@@ -31,7 +31,7 @@ from reguide_tasks.report_plots import score_bins
 from reguide_tasks.scoring import apply_failure_policy
 
 QWEN = ("qwen2_5_vl", "pretrained=Qwen/Qwen2.5-VL-7B-Instruct,max_pixels=50176")
-GPT = ("reguide_replay", "responses=/data/reguide-release/response/baseline/cifar10-25%/gpt")
+GPT = ("reguide_replay", "responses=/data/reguide-release,model=gpt")
 
 
 # ----------------------------------------------------------------------------- synthetic runs
@@ -98,8 +98,7 @@ def write_run(out: Path, model: tuple[str, str], tasks: dict[str, list[dict]], d
     results: dict = {"results": {}, "group_subtasks": {}, "configs": {}, "versions": {}, "n-shot": {}, "higher_is_better": {}, "n-samples": {}}
     logged: dict[str, list[dict]] = {}
     for task, records in tasks.items():
-        bench = records[0]["dataset"] if records[0]["role"] == "id" else None
-        benchmark = "cifar10" if bench == "cifar10" else "imagenet200"
+        benchmark = "cifar10" if any(r["dataset"] == "cifar10" for r in records) else "imagenet200"
         values = metrics_of(records, benchmark) | (overrides or {}).get(task, {})
         entry = {"alias": task}
         for key, value in values.items():
@@ -186,14 +185,13 @@ def table_rows(markdown: str, section: str, nth: int = 0) -> list[dict[str, str]
 
 def test_tracker_layout_is_what_the_report_reads(runs_dir):
     names = sorted(p.relative_to(runs_dir).as_posix() for p in runs_dir.rglob("*") if p.is_file())
-    # "responses=" is no model-name key for the tracker: that run lands in OUT itself.
     assert set(names) == {
         "Qwen__Qwen2.5-VL-7B-Instruct/20250301_101500_results.json",
         "Qwen__Qwen2.5-VL-7B-Instruct/20250301_101500_samples_reguide_baseline_cifar10.jsonl",
         "Qwen__Qwen2.5-VL-7B-Instruct/20250301_101500_samples_reguide_baseline_imagenet200.jsonl",
         "Qwen__Qwen2.5-VL-7B-Instruct/20250301_101500_samples_reguide_cifar10.jsonl",
-        "20250302_090000_results.json",
-        "20250302_090000_samples_reguide_baseline_cifar10.jsonl",
+        "gpt/20250302_090000_results.json",
+        "gpt/20250302_090000_samples_reguide_baseline_cifar10.jsonl",
     }
     runs, notes = load_runs([runs_dir])
     assert notes == []
@@ -211,7 +209,7 @@ def test_markdown_csv_latex_values_equal_results_json(runs_dir, tmp_path, capsys
     code, stdout, err = run_cli([str(runs_dir), "--out", str(out), "--bootstrap", "200", "--no-plots"], capsys)
     assert code == 0, err
     qwen = results_json(runs_dir, "Qwen__Qwen2.5-VL-7B-Instruct")
-    gpt = json.loads(next(runs_dir.glob("*_results.json")).read_text())
+    gpt = results_json(runs_dir, "gpt")
     markdown = (out / "report.md").read_text()
     assert markdown.strip() in stdout
 
@@ -447,7 +445,10 @@ def test_labels_grow_only_where_they_would_clash():
         run("llava", "pretrained=b/llava-7b"),
         run("qwen", "pretrained=Qwen/Qwen2-VL"),
         run("qwen", "pretrained=Qwen/Qwen2-VL,max_pixels=1", task="other"),  # other task: no clash
-        run("replay", "responses=/r/cifar10-25%/gpt/"),
+        run("clip_ood", "pretrained=openai/clip-vit-base-patch16,score=mcm,batch_size=64"),
+        run("clip_ood", "pretrained=openai/clip-vit-base-patch16,score=glmcm,batch_size=64"),
+        run("reguide_replay", "responses=/r/response/,model=gpt"),
+        run("reguide_replay", "responses=/s/response/"),
         run("api", ""),
     ]
     assign_labels(runs)
@@ -456,9 +457,16 @@ def test_labels_grow_only_where_they_would_clash():
         "llava (b/llava-7b)",
         "qwen (Qwen2-VL)",
         "qwen (Qwen2-VL)",
-        "replay (gpt)",
+        "clip_ood (clip-vit-base-patch16, score=mcm)",
+        "clip_ood (clip-vit-base-patch16, score=glmcm)",
+        "reguide_replay (gpt)",
+        "reguide_replay (response)",
         "api",
     ]
+    # Same settings written in another order: only the whole model_args tells them apart.
+    twins = [run("m", "pretrained=x,a=1,b=2"), run("m", "pretrained=x,b=2,a=1")]
+    assign_labels(twins)
+    assert [r.label for r in twins] == ["m (pretrained=x,a=1,b=2)", "m (pretrained=x,b=2,a=1)"]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -490,6 +498,8 @@ def test_errors_exit_nonzero_with_one_line(runs_dir, tmp_path, capsys):
     _assert_error(*run_cli([str(runs_dir), "--out", str(tmp_path / "o"), "--sort-by", "auroc_moon"], capsys), "--sort-by 'auroc_moon' is not a column")
     _assert_error(*run_cli([str(runs_dir), "--out", str(tmp_path / "o"), "--models", "llava"], capsys), "--models 'llava' matches no run")
     _assert_error(*run_cli([str(runs_dir), "--out", str(tmp_path / "o"), "--bootstrap", "-1"], capsys), "--bootstrap must be >= 0")
+    code, _, err = run_cli([str(runs_dir)], capsys)  # usage errors: argparse's status 2, same one-line form
+    assert code == 2 and err.strip().splitlines()[-1] == "reguide-report: error: the following arguments are required: --out"
 
 
 def test_non_reguide_tasks_beside_reguide_ones_are_noted(runs_dir, tmp_path, capsys):
