@@ -1,0 +1,90 @@
+"""reguide_replay through the real CLI: the authors' GPT-4o answers scored by our parser and metrics.
+
+No images are needed (the replay model declares it), so these run on the shipped release sample.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reguide_tasks.models.replay import request_stage
+from reguide_tasks.prompts import render_baseline, render_stage1, render_stage2, load_examples
+from reguide_tasks.benchmarks import get_benchmark
+
+REGUIDE_EVAL = str(Path(sys.executable).with_name("reguide-eval"))
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([REGUIDE_EVAL, *args, "--output_path", str(tmp_path / "out"), "--log_samples", "--data_root", str(tmp_path / "no_images")],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _results(tmp_path: Path, task: str) -> dict:
+    files = sorted((tmp_path / "out").rglob("*_results.json"))
+    assert files, "no results file written"
+    return {k.split(",")[0]: v for k, v in json.loads(files[-1].read_text())["results"][task].items()}
+
+
+def _samples(tmp_path: Path, task: str) -> list[dict]:
+    files = sorted((tmp_path / "out").rglob(f"*_samples_{task}.jsonl"))
+    return [json.loads(line) for line in files[-1].read_text().splitlines()]
+
+
+def test_stage_of_a_request_is_read_from_its_prompt():
+    classes = get_benchmark("cifar10").classes
+    assert request_stage(render_baseline(classes, load_examples("cifar10"))) == "baseline"
+    assert request_stage(render_stage1(classes)) == "stage1"
+    assert request_stage(render_stage2(classes, ["lynx", "bobcat"])) == "stage2"
+
+
+def test_gpt4o_baseline_replay_reproduces_the_paper_figures(tmp_path):
+    task = "reguide_baseline_imagenet200_5pct"
+    done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", task)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = _results(tmp_path, task)
+    # The figures of the issue (S_max, failures excluded), from the released answers.
+    assert metrics["auroc_inaturalist"] == pytest.approx(97.7, abs=0.1)
+    assert metrics["auroc_ninco"] == pytest.approx(94.2, abs=0.1)
+    assert metrics["auroc_openimage_o"] == pytest.approx(97.2, abs=0.1)
+    assert metrics["auroc_textures"] == pytest.approx(94.2, abs=0.1)
+    samples = _samples(tmp_path, task)
+    records = [s["oodd"] for s in samples]
+    assert len(records) == 4170
+    # failures = answers without any parsable ID confidence, counted per dataset
+    no_id_confidence = sum(r["ood_score"] is None for r in records if r["dataset"] != "ssb_hard")
+    assert metrics["oodd"] == 4170 - 1970 - no_id_confidence
+    assert metrics["fail_rate_ninco"] == pytest.approx(100 * sum(r["failed"] for r in records if r["dataset"] == "ninco") / 249)
+    # SSB-hard has no released answers in the sample: reported, not dropped, and NaN rather than a fake number
+    ssb = [r for r in records if r["dataset"] == "ssb_hard"]
+    assert len(ssb) == 1970 and all(r["reason"] == "no released answer" for r in ssb)
+    assert metrics["fail_rate_ssb_hard"] == 100.0
+    assert metrics["auroc_ssb_hard"] != metrics["auroc_ssb_hard"]  # NaN
+    assert "no released answer" in done.stdout + done.stderr
+
+
+def test_missing_released_answers_fail_the_run_by_default(tmp_path):
+    done = _run(tmp_path, "--model", "reguide_replay", "--tasks", "reguide_baseline_imagenet200_5pct")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("reguide-eval: error:") and "1970 of 4170" in last and "baseline/ssb_hard: 1970" in last
+
+
+def test_reguide_replay_of_stage1_and_stage2_runs_end_to_end(tmp_path):
+    task = "reguide_imagenet200_5pct"
+    done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", task)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = _results(tmp_path, task)
+    records = [s["oodd"] for s in _samples(tmp_path, task)]
+    ninco = [r for r in records if r["dataset"] == "ninco"]
+    assert len(ninco) == 249 and all(r["stage1"].startswith("Class suggested") for r in ninco[:20])
+    assert sum(len(r["suggestions_kept"]) for r in ninco) / 249 > 30
+    assert sum(not r["failed"] for r in ninco) > 150 and metrics["fail_rate_ninco"] < 40
+    # stage-2 answers were released for NINCO only: the other sets are reported as failed, not dropped
+    others = [r for r in records if r["dataset"] != "ninco"]
+    assert all(r["failed"] and r["reason"] == "no released answer" for r in others)
+    assert metrics["fail_rate_imagenet200"] == 100.0
