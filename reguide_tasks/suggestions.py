@@ -1,4 +1,4 @@
-"""ReGuide stage 1: parse the model's suggested class names and filter them into auxiliary OoD classes.
+"""ReGuide stage 1: parse the model's suggested class names, filter them into auxiliary OoD classes.
 
 Stage 1 asks for 40 class names, 20 visually similar to the image (``near``) then 20 visually
 dissimilar ones (``far``), as ``Class suggested: a, b, c, ...``. Real answers break the format:
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Sequence
 
 __all__ = [
     "MAX_CHARS",
@@ -159,9 +159,9 @@ _PRE_CLEAN = str.maketrans({
 # 'Class suggested:' and its variants; the 'suggestions' forms need the colon (they are common in
 # prose: "I can't provide class suggestions for this image.").
 _MARKER = re.compile(
-    r"(?i)\b(?:class(?:es)?[ \t]{0,3}(?:names?[ \t]{0,3})?suggested|suggested[ \t]{1,3}class(?:es)?"
-    r"(?:[ \t]{1,3}names?)?)\b[ \t]{0,3}:?|\bclass(?:es)?[ \t]{0,3}(?:names?[ \t]{0,3})?suggestions?"
-    r"[ \t]{0,3}:"
+    r"(?i)\b(?:class(?:es)?[ \t]{0,3}(?:names?[ \t]{0,3})?suggested"
+    r"|suggested[ \t]{1,3}class(?:es)?(?:[ \t]{1,3}names?)?)\b[ \t]{0,3}:?"
+    r"|\bclass(?:es)?[ \t]{0,3}(?:names?[ \t]{0,3})?suggestions?[ \t]{0,3}:"
 )
 _FAR_WORDS = (
     r"(?:dis{1,2}|(?:not|non)[ \t-]?(?:visually[ \t]{1,3})?|un)s?im{1,2}il{1,2}i?ar"
@@ -209,7 +209,8 @@ _DISCOURSE_WORDS = frozenset({
     "certainly", "alternatively", "otherwise", "nevertheless", "meanwhile", "hence", "thus",
     "so", "but", "then", "ok", "okay", "thanks", "thank you", "of course", "absolutely",
 })
-_EXAMPLE_KEY = "jet fighter get helicopter"  # the prompt's example answer, copied back by some models
+# The start of the prompt's example answer, which some models copy back before their own list.
+_EXAMPLE_KEY = "jet fighter get helicopter"
 
 
 @dataclass
@@ -290,11 +291,12 @@ def _sections(text: str) -> tuple[list[_Section], bool, bool]:
     return sections, True, True
 
 
-def _number_marks(text: str, first: int) -> list[tuple[int, int, int]]:
+def _number_marks(text: str, first: int, most: int) -> list[tuple[int, int, int]]:
     """List-number marks (start, end, number) that form a sequence starting at 1 or ``first``;
-    a restart at 1 and one skipped number are allowed. Other numbers are name text."""
+    a restart at 1 and one skipped number are allowed. Other numbers are name text. Looks at
+    ``2 * most`` candidates at most."""
     marks: list[tuple[int, int, int]] = []
-    for m in islice(_NUMBER_MARK.finditer(text), 4 * _MAX_MARKS):
+    for m in islice(_NUMBER_MARK.finditer(text), 2 * most):
         number = int(m.group(1))
         if marks:
             ok = number in (marks[-1][2] + 1, marks[-1][2] + 2, 1)
@@ -307,11 +309,13 @@ def _number_marks(text: str, first: int) -> list[tuple[int, int, int]]:
     return marks
 
 
-def _split_pieces(text: str, first_number: int) -> tuple[list[str], int, bool]:
-    """Split one section into raw pieces. Returns pieces, the next list number, numbered flag."""
+def _split_pieces(text: str, first_number: int, most: int) -> tuple[list[str], int, bool]:
+    """Split one section into raw pieces: ``2 * most`` list-number candidates and ``4 * most``
+    separators at most (the rest stays in the last piece). Returns pieces, the next list number,
+    and whether the section is a numbered list."""
     if "(" in text:
         text = _SHORT_PARENS.sub(lambda m: m.group(0).translate(_MASKED), text)
-    marks = _number_marks(text, first_number)
+    marks = _number_marks(text, first_number, most)
     if marks:
         chunks = [text[: marks[0][0]]]
         for i, (_, end, _) in enumerate(marks):
@@ -323,9 +327,9 @@ def _split_pieces(text: str, first_number: int) -> tuple[list[str], int, bool]:
             chunks[-1] = chunks[-1].rstrip()[: tail.start()]  # cut-off answer: "37. Wristwatch 38"
         # One number per name: only line breaks (not commas) split a numbered chunk further.
         pieces = [p for chunk in chunks[1:] for p in _LINE_SEPARATORS.split(chunk)]
-        return _SEPARATORS.split(chunks[0]) + pieces, next_number, True
+        return _SEPARATORS.split(chunks[0], 4 * most) + pieces, next_number, True
     pieces = []
-    for piece in _SEPARATORS.split(text):
+    for piece in _SEPARATORS.split(text, 4 * most):
         if piece.count(" - ") + piece.lstrip().startswith("- ") >= 2:
             pieces.extend(_INLINE_BULLET.split(piece))  # a flattened '- a - b - c' list
         else:
@@ -396,9 +400,11 @@ def parse_suggestions(text: str, n_near: int = 20, n_far: int = 20) -> Suggestio
     for section in sections:
         if len(items) >= limit or budget <= 0:
             break
-        pieces, next_number, was_numbered = _split_pieces(section.text, next_number)
+        pieces, next_number, was_numbered = _split_pieces(section.text, next_number, limit + 8)
         numbered |= was_numbered
         for piece in pieces[:budget]:
+            if not piece or piece.isspace():
+                continue
             names, dropped = _names_from_piece(piece)
             prose |= dropped
             items_left = limit - len(items)
@@ -456,7 +462,7 @@ class FilterResult:
 
 def _id_keys(name: str) -> set[str]:
     """Keys under which a name counts as an ID class: its key, its key without spaces
-    ('clownfish' ~ 'clown fish'), and the same without a parenthetical ('lorikeet (not this one)')."""
+    ('clownfish' ~ 'clown fish'), and both without a parenthetical ('lorikeet (not this one)')."""
     keys = {normalize_name(name)}
     bare = normalize_name(_SHORT_PARENS.sub(" ", name))
     if bare:
@@ -466,7 +472,9 @@ def _id_keys(name: str) -> set[str]:
     return keys
 
 
-def filter_suggestions(items: Sequence[str], id_classes: Sequence[str], cap: int = 40) -> FilterResult:
+def filter_suggestions(
+    items: Sequence[str], id_classes: Sequence[str], cap: int = 40
+) -> FilterResult:
     """Turn parsed names into auxiliary OoD classes.
 
     Each item is cleaned (:func:`clean_item`, a no-op on parsed items) and dropped, in this order

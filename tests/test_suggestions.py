@@ -24,7 +24,7 @@ import ast
 import statistics
 import time
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -46,15 +46,15 @@ STAGE2_NINCO = RELEASE_DIR / "response/reguide/imagenet200-5%/stage2/gpt/ninco.j
 IMAGENET200 = (CLASSES_DIR / "imagenet200.txt").read_text(encoding="utf-8").splitlines()
 
 
-@lru_cache(maxsize=None)
+@cache
 def stage1_answers(name: str) -> dict[str, str]:
     (answers,) = read_release_file(STAGE1_DIR / f"{name}.jsonl.gz").values()
     return answers
 
 
-@lru_cache(maxsize=None)
+@cache
 def parsed_answers(name: str) -> dict[str, Suggestions]:
-    return {image_id: parse_suggestions(answer) for image_id, answer in stage1_answers(name).items()}
+    return {key: parse_suggestions(answer) for key, answer in stage1_answers(name).items()}
 
 
 def stage2_aux_classes(prompt: str) -> list[str]:
@@ -176,7 +176,7 @@ FOUR = ["jet", "glider", "banana", "sofa"]
         "- jet - glider - banana - sofa",
         "jet\nglider\nbanana\nsofa",
         "## Class suggested:\n1. **jet**\n2. **glider**\n3. **banana**\n4. **sofa**",
-        "I'm sorry, I can't identify people. Here are some class suggestions: jet, glider, banana, sofa",
+        "I'm sorry, I can't identify people. Here are class suggestions: jet, glider, banana, sofa",
         "I don't know who this is.  Class suggested: jet, glider, banana, sofa",
         "Sure! Here are the classes:\njet, glider, banana, sofa\nLet me know if you need more!",
         "Class suggested: 1. jet - a plane 2. glider: no engine 3. banana 4. sofa",
@@ -201,7 +201,7 @@ def test_formats_without_headers_split_by_position(text: str) -> None:
         "### Similar\njet\nglider\n### Dissimilar\nbanana\nsofa",
         "Class suggested: jet, glider  Disimilar class names: banana, sofa",
         "jet, glider. Not visually similar: banana, sofa",
-        "Class suggested:  1. jet 2. glider  Visually dissimilar or different domain: 3. banana 4. sofa",
+        "1. jet 2. glider  Visually dissimilar or different domain: 3. banana 4. sofa",
         "Class suggested: jet, glider  Dissimilar class suggested: banana, sofa",
         "Class suggested: jet, glider  Class dissimilar:  banana  sofa",
         "Unrelated: banana, sofa",  # only a far section: nothing near
@@ -218,7 +218,8 @@ def test_headers_carry_the_split(text: str) -> None:
 
 
 def test_header_split_wins_over_position() -> None:
-    result = parse_suggestions("Visually similar: jet\nVisually dissimilar: glider, banana, sofa", 2, 2)
+    text = "Visually similar: jet\nVisually dissimilar: glider, banana, sofa"
+    result = parse_suggestions(text, 2, 2)
     assert (result.near, result.far) == (["jet"], ["glider", "banana", "sofa"])
     assert result.status == "ok"
 
@@ -234,10 +235,14 @@ def test_lone_similar_header_falls_back_to_position() -> None:
         "I'm sorry, I can't help with that.",
         "I\u2019m sorry, I can\u2019t help with identifying people or pets.",
         "I'm unable to identify the content of the image. Could you provide a different image?",
-        "I'm sorry, I can\u2019t provide information about this image. However, I can help with "
-        "other questions or information you might need!",
-        "I cannot provide class names for the image provided, as it includes a zebra, which is on "
-        "the list of restricted categories.",
+        (
+            "I'm sorry, I can\u2019t provide information about this image. However, I can help "
+            "with other questions or information you might need!"
+        ),
+        (
+            "I cannot provide class names for the image provided, as it includes a zebra, which "
+            "is on the list of restricted categories."
+        ),
     ],
 )
 def test_refusals_fail(text: str) -> None:
@@ -277,7 +282,8 @@ def test_numbers_inside_names_are_not_list_numbers() -> None:
 
 
 def test_commas_inside_short_parentheses_do_not_split() -> None:
-    result = parse_suggestions("Class suggested: gibbon (due to appearances, it does not identify), lynx")
+    text = "Class suggested: gibbon (due to appearances, it does not identify), lynx"
+    result = parse_suggestions(text)
     assert result.items == ["gibbon (due to appearances, it does not identify)", "lynx"]
 
 

@@ -19,7 +19,8 @@ from reguide_tasks.suggestions import (
     parse_suggestions,
 )
 
-IMAGENET200 = (RELEASE_DIR.parent / "classes" / "imagenet200.txt").read_text(encoding="utf-8").splitlines()
+CLASSES_FILE = RELEASE_DIR.parent / "classes" / "imagenet200.txt"
+IMAGENET200 = CLASSES_FILE.read_text(encoding="utf-8").splitlines()
 STATUSES = {"ok", "partial", "failed"}
 REASONS = {"id class", "rejection class", "duplicate", "empty", "over cap"}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -28,8 +29,8 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 NAMES = ["jet", "Glider", "hot air balloon", "tennis racket.", "goldfish", "Cocker Spaniels",
          "pufferfish", "none of these classes", "St. Bernard", "3D printer", "gibbon (ape, small)",
          "po' boy", "Cr\u00e8me br\u00fbl\u00e9e", "boxes", "lynx"]
-GLUE = [", ", "; ", "\n", "  ", " ", ". ", ": ", "\n- ", "\n* ", "\u2022 ", "**", "`", "'", '"', "(",
-        ")", " 1. ", " 2. ", "3) ", "(4) ", "Class suggested: ", "Class  suggested :", "##",
+GLUE = [", ", "; ", "\n", "  ", " ", ". ", ": ", "\n- ", "\n* ", "\u2022 ", "**", "`", "'", '"',
+        "(", ")", " 1. ", " 2. ", "3) ", "(4) ", "Class suggested: ", "Class  suggested :", "##",
         "Visually similar:", "Visually dissimilar:", "Dissimilar classes:", "Different domains:",
         "\nSimilar\n", "I'm sorry, I can't help with that.", "Here are some:", " and ",
         "<|endoftext|>", " - ", "\t", "..."]
