@@ -2,8 +2,10 @@
 check before any model loads, and an exit code that says whether the run worked.
 
 Every lmms-eval argument is forwarded unchanged. Our own options (removed before lmms-eval sees them):
-``--data_root DIR`` (sets ``REGUIDE_DATA_ROOT``) and ``--sequential`` (keep lmms-eval's per-document
-agentic loop instead of the batched runner).
+``--data_root DIR`` (sets ``REGUIDE_DATA_ROOT``), ``--sequential`` (keep lmms-eval's per-document
+agentic loop instead of the batched runner) and ``--bad_images fail|exclude`` (sets
+``REGUIDE_BAD_IMAGES``: an unreadable image stops the run naming the document, or is recorded in the
+samples and left out of every metric).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import sys
 from typing import Sequence
 
-from reguide_tasks.documents import DATA_ROOT_ENV, DataError, check_unique, require_images
+from reguide_tasks.documents import BAD_IMAGE_POLICIES, BAD_IMAGES_ENV, DATA_ROOT_ENV, DataError, check_unique, require_images
 from reguide_tasks.paths import REPO_TASKS_DIR
 from reguide_tasks.task_yamls import task_variants
 
@@ -70,6 +72,7 @@ def _split_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--data_root", default=None)
     own.add_argument("--sequential", action="store_true")
+    own.add_argument("--bad_images", choices=BAD_IMAGE_POLICIES, default=None)
     return own.parse_known_args(list(argv))
 
 
@@ -85,6 +88,8 @@ def run(argv: Sequence[str]) -> None:
     own, rest = _split_own_args(argv)
     if own.data_root:
         os.environ[DATA_ROOT_ENV] = own.data_root
+    if own.bad_images:
+        os.environ[BAD_IMAGES_ENV] = own.bad_images
 
     import lmms_eval.__main__ as lmms_main
 

@@ -17,6 +17,8 @@ from reguide_tasks.benchmarks import Benchmark, get_benchmark
 from reguide_tasks.release import normalize_image_path, read_release_file
 
 DATA_ROOT_ENV = "REGUIDE_DATA_ROOT"
+BAD_IMAGES_ENV = "REGUIDE_BAD_IMAGES"
+BAD_IMAGE_POLICIES = ("fail", "exclude")
 DEFAULT_DATA_ROOT = "./data"
 DOCUMENT_FIELDS = ("doc_key", "image", "benchmark", "dataset", "role", "label", "label_name")
 
@@ -229,3 +231,29 @@ def read_documents(path: str | os.PathLike) -> list[dict]:
                 raise DataError(f"{path}:{number}: document lacks {', '.join(absent)}")
             docs.append(doc)
     return docs
+
+
+def bad_image_policy() -> str:
+    """``fail`` (default: an unreadable image stops the run naming the document) or ``exclude``."""
+    policy = os.environ.get(BAD_IMAGES_ENV, "fail")
+    if policy not in BAD_IMAGE_POLICIES:
+        raise DataError(f"{BAD_IMAGES_ENV}={policy!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
+    return policy
+
+
+# doc_key -> reason, for documents whose image could not be read under the 'exclude' policy. The
+# model call and process_results of a document run in the same process, so this is where they meet.
+EXCLUDED: dict[str, str] = {}
+
+
+def load_image_or_exclude(doc: Mapping, root: Path | None = None):
+    """:func:`load_image`, or under the ``exclude`` policy a 1x1 stand-in with the document recorded."""
+    try:
+        return load_image(doc, root)
+    except DataError as exc:
+        if bad_image_policy() != "exclude":
+            raise
+        from PIL import Image
+
+        EXCLUDED[doc["doc_key"]] = str(exc)
+        return Image.new("RGB", (1, 1))

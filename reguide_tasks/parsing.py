@@ -14,7 +14,9 @@ Conventions:
 - Confidences are kept as given (the prompt's 0..100 scale); nothing is rescaled or clipped.
 - Keys are matched to the prompt's class list by :func:`match_class`: exact, then normalised (case,
   spacing, punctuation), then a conservative typo match (one edit, keys of 5+ characters, unique).
-- A key that appears twice keeps its first value.
+- A key that appears twice keeps its first value. ``confidences`` is in answer order.
+- The prediction is the ``Prediction:`` value matched to the class list; if missing or unmatched,
+  the argmax of the confidences (ties: first in class order); None when there is neither.
 - ``status``: ``"ok"`` every class has a confidence, ``"partial"`` some, ``"failed"`` none.
   A failed answer has no confidences (a copied example's values are dropped).
 - ``reason``: ``""`` for a clean ``ok`` answer; otherwise ``"; "``-joined notes, e.g.
@@ -22,19 +24,20 @@ Conventions:
   classes"``, ``"duplicate keys: banana"``, ``"unknown keys: pear, apple"``. An ``ok`` answer can
   carry notes (duplicates, unknown keys) while every class still has a value.
 
-Speed: the common well-formed case takes a C-level fast path (one ``findall`` plus dict look-ups);
-everything else goes through one linear scan anchored on ``:`` followed by a number, so no regex
-here can backtrack catastrophically.
+Speed: a clean ``{'key': number, ...}`` dict whose keys are all class names is decoded by the C
+JSON scanner; everything else goes through one linear scan over ``:``-anchored numbers, so no
+regex here can backtrack catastrophically. A repetition loop is read for at most
+8 x (number of classes) + 64 pairs.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from os.path import commonprefix
-from typing import Mapping, Sequence
 
 __all__ = ["ParsedAnswer", "match_class", "parse_answer"]
 
@@ -42,24 +45,41 @@ _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 # A value token: ':' then an optionally quoted number. The second \s* only runs after a quote, so a
 # long run of blanks is scanned once per ':' (no nested quantifiers over the same characters).
 _VALUE = re.compile(r":\s*(?:['\"]\s*)?(" + _NUMBER + ")")
-_PREDICTION_COLON = re.compile(r"[ \t'\"]{0,4}:")
+_PREDICTION_COLON = re.compile(r"[ \t'\"]{0,4}:[ \t'\"`*]*")
 _BULLET = re.compile(r"(?:[-*\u2022]|\d{1,3}[.)])\s+")
 _NON_WORD = re.compile(r"[\W_]+")
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\n]{0,40}\|>|</?s>")
 _FENCE = re.compile(r"```[A-Za-z]*")
 _QUOTE_MAP = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
-_OPENING_QUOTE = {"'": "'", '"': '"', "\u2019": "\u2018", "\u201d": "\u201c"}  # closing -> opening
+# closing quote -> its opening quote
+_OPENING_QUOTE = {"'": "'", '"': '"', "\u2019": "\u2018", "\u201d": "\u201c"}
 _REFUSALS = (
-    "i'm sorry", "i am sorry", "sorry,", "i can't", "i cannot", "i can not", "i'm unable",
-    "i am unable", "unable to", "i'm not able", "i am not able", "i won't", "can't help",
-    "cannot help", "can't assist", "cannot assist",
+    "i'm sorry",
+    "i am sorry",
+    "sorry,",
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i'm unable",
+    "i am unable",
+    "unable to",
+    "i'm not able",
+    "i am not able",
+    "i won't",
+    "can't help",
+    "cannot help",
+    "can't assist",
+    "cannot assist",
 )
-_REFUSAL_WINDOW = 400     # refusals open the answer; don't search a 100k loop for them
-_PREDICTION_SPAN = 200    # a class name is never longer than this
-_MAX_FUZZY_KEYS = 32      # typo look-ups per answer (bounds garbage-heavy answers)
-_MAX_FUZZY_LEN = 80       # longer keys are garbage, not typos
-_MIN_FUZZY_LEN = 5        # 'hen' vs 'hyena', 'ant' vs 'ants': never fuzzy-match short keys
-_MAX_LISTED = 5           # keys named in a reason
+_REFUSAL_WINDOW = 400  # refusals open the answer; don't search a 100k loop for them
+_PREDICTION_SPAN = 200  # a class name is never longer than this
+_PREDICTION_TRIES = 16  # 'prediction' occurrences examined (a loop may repeat it thousands of times)
+_MAX_FUZZY_KEYS = 32  # typo look-ups per answer (bounds garbage-heavy answers)
+_MAX_FUZZY_LEN = 80  # longer keys are garbage, not typos
+_MIN_FUZZY_LEN = 5  # 'hen' vs 'hyena', 'ant' vs 'ants': never fuzzy-match short keys
+_MAX_LISTED = 5  # keys named in a reason
+# pairs read per class: a repetition loop adds nothing after its first rounds
+_PAIRS_PER_CLASS = 8
 _FUZZY_CACHE_SIZE = 50_000
 
 
@@ -87,10 +107,10 @@ def _within_one_edit(a: str, b: str) -> bool:
     if i == la == lb:
         return True
     if la == lb:
-        if a[i + 1:] == b[i + 1:]:
+        if a[i + 1 :] == b[i + 1 :]:
             return True
-        return i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2:] == b[i + 2:]
-    return a[i + 1:] == b[i:] if la > lb else a[i:] == b[i + 1:]
+        return i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+    return a[i + 1 :] == b[i:] if la > lb else a[i:] == b[i + 1 :]
 
 
 class _ClassTable:
@@ -178,26 +198,33 @@ def _clean(text: str) -> str:
 
 
 def _prediction_text(text: str, lower: str) -> str | None:
-    """The raw value after the first 'Prediction:' (also '"prediction": ...'), else None."""
+    """The raw value after the first 'Prediction:' (also '"prediction": ...'), else None.
+
+    Empty values and values that are themselves a 'Prediction:' are skipped ("here is my
+    prediction:  Prediction: cat" reads 'cat').
+    """
     start = 0
-    while True:
+    for _ in range(_PREDICTION_TRIES):
         at = lower.find("prediction", start)
         if at < 0:
             return None
         colon = _PREDICTION_COLON.match(text, at + len("prediction"))
-        if colon:
-            break
         start = at + 1
-    pos = colon.end()
-    end = min(len(text), pos + _PREDICTION_SPAN)
-    for stop in ("\n", "{"):
-        cut = text.find(stop, pos, end)
+        if not colon or lower.startswith("prediction", colon.end()):
+            continue
+        pos = colon.end()
+        end = min(len(text), pos + _PREDICTION_SPAN)
+        for stop in ("\n", "{"):
+            cut = text.find(stop, pos, end)
+            if cut >= 0:
+                end = cut
+        cut = lower.find("confidence", pos, end)
         if cut >= 0:
             end = cut
-    cut = lower.find("confidence", pos, end)
-    if cut >= 0:
-        end = cut
-    return text[pos:end].strip(" \t\r'\"`*.,;:\u2018\u2019\u201c\u201d")
+        value = text[pos:end].strip(" \t\r'\"`*.,;:\u2018\u2019\u201c\u201d")
+        if value:
+            return value
+    return None
 
 
 def _dict_region(text: str, lower: str) -> tuple[int, int, bool] | None:
@@ -226,28 +253,37 @@ def _key_from_span(span: str) -> str:
     if span and span[-1] in _OPENING_QUOTE:
         open_at = span.rfind(_OPENING_QUOTE[span[-1]], 0, len(span) - 1)
         if open_at >= 0:
-            return span[open_at + 1:-1]
+            return span[open_at + 1 : -1]
         span = span[:-1]
-    cut = max(span.rfind(","), span.rfind("{"), span.rfind("}"), span.rfind("\n"), span.rfind(";"))
-    key = span[cut + 1:].strip(" \t\r'\"`\u2018\u2019\u201c\u201d")
+    cut = max(
+        span.rfind(","),
+        span.rfind("{"),
+        span.rfind("}"),
+        span.rfind("\n"),
+        span.rfind(";"),
+    )
+    key = span[cut + 1 :].strip(" \t\r'\"`\u2018\u2019\u201c\u201d")
     bullet = _BULLET.match(key)  # "- goldfish: 95", "2. hen: 3"
-    return key[bullet.end():] if bullet else key
+    return key[bullet.end() :] if bullet else key
 
 
-def _scan_pairs(text: str, start: int, end: int) -> list[tuple[str, float]]:
-    """All (key, value) pairs in text[start:end]: one pass over ':'-anchored value tokens.
+def _scan_pairs(text: str, start: int, end: int, limit: int) -> list[tuple[str, float]]:
+    """The (key, value) pairs in text[start:end], at most ``limit`` + 1 of them.
 
-    The key of a pair is read from the text between the previous value and this ':'.
+    One pass over ':'-anchored value tokens; the key of a pair is read from the text between the
+    previous value and its ':'.
     """
-    pairs = []
+    pairs: list[tuple[str, float]] = []
     append = pairs.append
     prev = start
     for m in _VALUE.finditer(text, start, end):
+        if len(pairs) > limit:
+            break
         colon = m.start()
         if colon > prev and text[colon - 1] == "'":  # inline fast case of _key_from_span
             open_at = text.rfind("'", prev, colon - 1)
             if open_at >= 0:
-                append((text[open_at + 1:colon - 1], float(m[1])))
+                append((text[open_at + 1 : colon - 1], float(m[1])))
                 prev = m.end()
                 continue
         append((_key_from_span(text[prev:colon]), float(m[1])))
@@ -259,28 +295,29 @@ def _reject_constant(name: str) -> float:
     raise ValueError(name)  # NaN / Infinity: not numbers the general scan would read
 
 
-_JSON = json.JSONDecoder(object_pairs_hook=lambda pairs: pairs, parse_int=float, parse_constant=_reject_constant)
+_JSON = json.JSONDecoder(parse_int=float, parse_constant=_reject_constant)
+# JSON values the general scan would not read
+_NOT_NUMBERS = ("[", "true", "false", "null")
 
 
-def _fast_pairs(region: str) -> list[tuple[str, float]] | None:
-    """The pairs of a clean ``{'key': number, ...}`` dict decoded in C, or None.
+def _fast_dict(region: str) -> dict[str, float] | None:
+    """A clean ``{'key': number, ...}`` region decoded in C, or None for the general scan.
 
-    Clean means no double quotes or backslashes and every ':' and every quote belongs to a
-    key-value pair; for such a dict the general scan finds exactly the same pairs (tested).
+    Clean: no double quotes or backslashes, every ':' and quote belongs to a key-value pair, no
+    key twice, only numbers as values (a key containing 'true' etc. merely takes the general
+    scan). For such a region the general scan finds exactly the same pairs (tested on every
+    released answer).
     """
     colons = region.count(":")
     if not colons or '"' in region or "\\" in region or region.count("'") != 2 * colons:
         return None
+    if any(word in region for word in _NOT_NUMBERS):
+        return None
     try:
-        pairs = _JSON.decode(region.replace("'", '"'))
+        raw = _JSON.decode(region.replace("'", '"'))
     except ValueError:
         return None
-    if type(pairs) is not list or len(pairs) != colons:
-        return None
-    _, values = zip(*pairs)
-    if set(map(type, values)) != {float}:  # no true / null / lists
-        return None
-    return pairs
+    return raw if type(raw) is dict and len(raw) == colons else None
 
 
 def _listing(label: str, keys: list[str]) -> str:
@@ -291,9 +328,6 @@ def _listing(label: str, keys: list[str]) -> str:
 
 def _assign(pairs: list[tuple[str, float]], table: _ClassTable) -> tuple[dict[str, float], list[str], list[str]]:
     """Map raw pairs to classes in answer order: (confidences, duplicate classes, unknown keys)."""
-    raw = dict(pairs)
-    if len(raw) == len(pairs) and raw.keys() <= table.exact.keys():
-        return raw, [], []  # every key is a class name, none repeated (the common case)
     exact = table.exact
     conf: dict[str, float] = {}
     dups: dict[str, None] = {}
@@ -333,7 +367,11 @@ def _canonical_example(example: Mapping[str, float], table: _ClassTable) -> dict
     return canon
 
 
-def _is_copy(conf: Mapping[str, float], examples: Sequence[Mapping[str, float]], table: _ClassTable) -> bool:
+def _is_copy(
+    conf: Mapping[str, float],
+    examples: Sequence[Mapping[str, float]],
+    table: _ClassTable,
+) -> bool:
     """True when every parsed value equals one example's value for that class (3+ classes, or all).
 
     Checked class by class against the example's raw keys first, so a genuine answer is rejected
@@ -374,15 +412,11 @@ def parse_answer(text: str, classes: Sequence[str], examples: Sequence[Mapping[s
     ``examples`` are the example confidence dicts shown in the prompt; an answer whose values all
     equal one of them is ``failed`` with reason ``"copied example"``. The prediction is the
     ``Prediction:`` value matched to ``classes``; if missing or unmatched, the argmax of the parsed
-    confidences (ties: first in class order); None when neither exists. Never raises.
+    confidences (ties: first in class order); None when neither exists.
+
+    Never raises for any ``text`` (a non-str is parsed as ``str(text)``, None as empty): every step
+    is total on strings, which the fuzz tests check on random, mutated and 100k-character input.
     """
-    try:
-        return _parse(text, classes, examples)
-    except Exception as exc:  # a parser bug must not kill an evaluation run; say what happened
-        return ParsedAnswer(None, {}, "failed", f"parser error: {type(exc).__name__}")
-
-
-def _parse(text: str, classes: Sequence[str], examples: Sequence[Mapping[str, float]]) -> ParsedAnswer:
     if not isinstance(text, str):
         text = "" if text is None else str(text)
     table = _table(tuple(classes))
@@ -390,43 +424,59 @@ def _parse(text: str, classes: Sequence[str], examples: Sequence[Mapping[str, fl
     if not text.strip():
         return ParsedAnswer(None, {}, "failed", "empty answer")
     lower = text.lower()
-
     raw_prediction = _prediction_text(text, lower)
     prediction = table.lookup(raw_prediction) if raw_prediction else None
 
-    notes: list[str] = []
-    conf: dict[str, float] = {}
-    dups: list[str] = []
-    unknown: list[str] = []
     region = _dict_region(text, lower)
-    has_dict = region is not None and text[region[0]:region[0] + 1] == "{"
-    if region is not None:
-        start, end, closed = region
-        pairs = _fast_pairs(text[start:end + 1]) if closed else None
-        if pairs is None:
-            pairs = _scan_pairs(text, start, end)
-            if not pairs and closed and text.startswith(":", end + 1):
-                pairs = _scan_pairs(text, start, len(text))  # "{goldfish}: 33.4, {hen}: 2.1"
-        if pairs:
-            has_dict = True
-            conf, dups, unknown = _assign(pairs, table)
-            if not closed and text[start] == "{":
-                notes.append("truncated dict")
+    if region is None:
+        return _failed(prediction, lower, "no confidence dict")
+    start, end, closed = region
+    braced = text.startswith("{", start)
+    raw = _fast_dict(text[start : end + 1]) if closed else None
+    if raw is not None and raw.keys() <= table.exact.keys():
+        return _finish(prediction, raw, [], [], [], table, examples)  # the common, clean case
 
-    def failed(reason: str) -> ParsedAnswer:
-        return ParsedAnswer(prediction, {}, "failed", reason)
-
+    limit = _PAIRS_PER_CLASS * len(table.unique) + 64
+    if raw is not None:
+        pairs = list(raw.items())
+    else:
+        pairs = _scan_pairs(text, start, end, limit)
+        if not pairs and closed and text.startswith(":", end + 1):
+            pairs = _scan_pairs(text, start, len(text), limit)  # "{goldfish}: 33.4, {hen}: 2.1"
+    if not pairs:
+        return _failed(
+            prediction,
+            lower,
+            "no confidence values" if braced else "no confidence dict",
+        )
+    conf, dups, unknown = _assign(pairs[:limit], table)
+    notes = []
+    if braced and not closed:
+        notes.append("truncated dict")
+    if len(pairs) > limit:
+        notes.append(f"pairs after the first {limit} ignored")
     if not conf:
-        if _looks_like_refusal(lower):
-            return failed("refusal")
-        if not has_dict:
-            return failed("no confidence dict")
-        if unknown:
-            return failed(_listing("unknown keys", unknown))
-        return failed("no confidence values")
-    if examples and _is_copy(conf, examples, table):
-        return failed("copied example")
+        return _failed(prediction, lower, _listing("unknown keys", unknown))
+    return _finish(prediction, conf, dups, unknown, notes, table, examples)
 
+
+def _failed(prediction: str | None, lower: str, reason: str) -> ParsedAnswer:
+    """A failed answer; a refusal wins over the structural reason."""
+    return ParsedAnswer(prediction, {}, "failed", "refusal" if _looks_like_refusal(lower) else reason)
+
+
+def _finish(
+    prediction: str | None,
+    conf: dict[str, float],
+    dups: list[str],
+    unknown: list[str],
+    notes: list[str],
+    table: _ClassTable,
+    examples: Sequence[Mapping[str, float]],
+) -> ParsedAnswer:
+    """Status, reason and fallback prediction for an answer with at least one confidence."""
+    if examples and _is_copy(conf, examples, table):
+        return ParsedAnswer(prediction, {}, "failed", "copied example")
     missing = len(table.unique) - len(conf)
     if missing:
         notes.append(f"missing {missing} class{'es' if missing != 1 else ''}")

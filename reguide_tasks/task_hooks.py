@@ -22,6 +22,7 @@ from reguide_tasks import documents as docs_mod
 from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
 from reguide_tasks.oodd_records import (
     METRIC_FAMILIES,
+    RECORD_KEY,
     aggregate_metric,
     build_record,
     metric_keys,
@@ -63,7 +64,7 @@ def document_set(benchmark: str, subset: str, path: str = "") -> list[dict]:
 
 
 def doc_to_visual(doc: Mapping) -> list:
-    return [docs_mod.load_image(doc)]
+    return [docs_mod.load_image_or_exclude(doc)]
 
 
 # ---------------------------------------------------------------- prompts
@@ -103,6 +104,9 @@ def make_process_results(stage: str, score_rule: str = "max_id", failure_policy:
             record = _score_baseline(doc, str(response or ""), score_rule, failure_policy)
         else:
             record = _score_reguide(doc, str(response or ""), score_rule, failure_policy)
+        if doc["doc_key"] in docs_mod.EXCLUDED:  # unreadable image, REGUIDE_BAD_IMAGES=exclude
+            record.update(ood_score=None, failed=True, excluded=True, reason=docs_mod.EXCLUDED[doc["doc_key"]])
+            return {RECORD_KEY: record}
         return per_doc_metrics(record, get_benchmark(doc["benchmark"]))
 
     process_results.__name__ = f"{stage}_process_results_{score_rule}_{failure_policy}"

@@ -1,7 +1,7 @@
 """``reguide_scripted``: a deterministic lmms-eval model whose OoDD metrics are known exactly.
 
-It answers every prompt of our tasks in the authors' format from the document alone (no weights, no
-images needed beyond what the task loads): the ID confidence of a document is
+It answers every prompt of our tasks in the authors' format from the document alone (no weights; it
+opens each request's images as a real model would, but ignores their content): the ID confidence of a document is
 :func:`scripted_score`, a hash of its key, higher on ID than on OoD documents with overlap, so tests
 can compute the expected AUROC / FPR with scikit-learn and compare. Stage 1 returns 40 suggestions
 (two of them ID classes and one duplicate, which filtering must drop); stage 2 lowers OoD scores.
@@ -95,8 +95,10 @@ class ScriptedOoDModel(lmms):
         time.sleep(self.call_latency + self.item_latency * len(requests))
         answers = []
         for request in tqdm(requests, disable=self.rank != 0 or len(requests) < 2, desc="Scripted answers"):
-            context, _gen_kwargs, _doc_to_visual, doc_id, task, split = request.args
-            answers.append(self.answer(context, self.task_dict[task][split][doc_id]))
+            context, _gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            doc_to_visual(doc)  # open the images as a real model would: bad files surface here
+            answers.append(self.answer(context, doc))
         return answers
 
     def loglikelihood(self, requests):
