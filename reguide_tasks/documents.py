@@ -182,7 +182,7 @@ def load_image(doc: Mapping, root: Path | None = None):
     """Open the document's image as RGB; a missing or corrupt file raises DataError naming the doc."""
     from PIL import Image, UnidentifiedImageError
 
-    path = data_root(root) / doc["image"]
+    path = data_root(root or doc.get("data_root") or None) / doc["image"]
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
@@ -206,14 +206,14 @@ def write_documents(docs: Iterable[Mapping], path: str | os.PathLike) -> Path:
     return path
 
 
-def read_documents(path: str | os.PathLike) -> list[dict]:
+def read_documents(path: str | os.PathLike, root: Path | None = None) -> list[dict]:
     """Read a JSON-lines document file; a relative path is taken under the data root."""
     import gzip
     import json
 
     path = Path(path)
     if not path.is_absolute() and not path.exists():
-        path = data_root() / path
+        path = data_root(root) / path
     if not path.is_file():
         raise DataError(f"document file {path} not found; build it with utils/build_full_documents.py or utils/make_fixture_images.py")
     opener = gzip.open if path.name.endswith(".gz") else open

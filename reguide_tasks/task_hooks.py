@@ -13,6 +13,7 @@ Metric keys and their aggregations are generated (``aggregate_<metric>``, resolv
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from functools import lru_cache, partial
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,26 +41,31 @@ N_FAR = 20
 def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
     """``process_docs``: each row of a task's data file names a document set; expand and check it.
 
-    Rows: ``{"benchmark": ..., "subset": "subset25" | "subset5" | "full" | "file", "path": ...}``.
-    ``full`` builds from OpenOOD's ``benchmark_imglist/<benchmark>/`` under the data root (or ``path``);
-    ``file`` reads a JSONL of documents at ``path`` (relative to the data root when not absolute).
-    Missing images stop here with a message naming how many of which dataset are missing.
+    Rows: ``{"benchmark": ..., "subset": "subset25" | "subset5" | "full" | "file", "path": ...,
+    "data_root": ...}``. ``full`` builds from OpenOOD's ``benchmark_imglist/<benchmark>/`` under the data
+    root (or ``path``); ``file`` reads a JSONL of documents at ``path`` (relative to the data root when
+    not absolute). ``data_root`` (optional, "" = ``REGUIDE_DATA_ROOT`` / ``./data``) is the task's own
+    image root, kept in every document. Missing images stop here with a message naming how many of
+    which dataset are missing.
     """
     rows = []
     for spec in spec_rows:
-        rows.extend(document_set(spec["benchmark"], spec["subset"], spec.get("path") or ""))
+        root = spec.get("data_root") or ""
+        docs = document_set(spec["benchmark"], spec["subset"], spec.get("path") or "", root)
+        docs_mod.check_unique(docs)
+        if docs_mod.images_required():
+            docs_mod.require_images(docs, Path(root) if root else None)
+        rows.extend(dict(doc, data_root=root) for doc in docs)
     docs_mod.check_unique(rows)
-    if docs_mod.images_required():
-        docs_mod.require_images(rows)
     return datasets.Dataset.from_list(rows)
 
 
-def document_set(benchmark: str, subset: str, path: str = "") -> list[dict]:
+def document_set(benchmark: str, subset: str, path: str = "", data_root: str = "") -> list[dict]:
+    root = docs_mod.data_root(data_root or None)
     if subset == "full":
-        imglist_dir = path or str(docs_mod.data_root() / "benchmark_imglist" / benchmark)
-        return docs_mod.full_documents(benchmark, imglist_dir)
+        return docs_mod.full_documents(benchmark, path or str(root / "benchmark_imglist" / benchmark))
     if subset == "file":
-        return docs_mod.read_documents(path)
+        return docs_mod.read_documents(path, root)
     return docs_mod.subset_documents(benchmark, subset)
 
 

@@ -121,7 +121,7 @@ def _task_yaml(variant: TaskVariant) -> str:
 
 def _docset(variant: TaskVariant) -> str:
     path = f"reguide_documents/{variant.benchmark}.jsonl" if variant.subset == "file" else ""
-    return f'{{"benchmark": "{variant.benchmark}", "subset": "{variant.subset}", "path": "{path}"}}\n'
+    return f'{{"benchmark": "{variant.benchmark}", "subset": "{variant.subset}", "path": "{path}", "data_root": ""}}\n'
 
 
 def render_task_yamls() -> dict[str, str]:

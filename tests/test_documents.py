@@ -129,3 +129,18 @@ def test_check_data_and_build_full_documents_scripts(tmp_path, capsys):
     _write_imglists(tmp_path / "benchmark_imglist" / "imagenet200", "imagenet200")
     assert build_full_documents.main(["--data-root", str(tmp_path), "--benchmark", "imagenet200"]) == 0
     assert len(read_documents(tmp_path / "reguide_documents" / "imagenet200_full.jsonl")) == 5 + 5 * 3
+
+
+def test_a_task_can_name_its_own_data_root(tmp_path, monkeypatch):
+    import datasets
+
+    from reguide_tasks.task_hooks import doc_to_visual, expand_document_sets
+
+    make_fixture(tmp_path / "elsewhere", "cifar10", per_dataset=1)
+    monkeypatch.setenv("REGUIDE_DATA_ROOT", str(tmp_path / "nowhere"))
+    spec = {"benchmark": "cifar10", "subset": "file", "path": "reguide_documents/cifar10.jsonl", "data_root": str(tmp_path / "elsewhere")}
+    docs = expand_document_sets(datasets.Dataset.from_list([spec]))
+    assert len(docs) == 7 and docs[0]["data_root"] == str(tmp_path / "elsewhere")
+    assert doc_to_visual(docs[0])[0].size == (32, 32)
+    with pytest.raises(DataError, match="nowhere"):
+        expand_document_sets(datasets.Dataset.from_list([dict(spec, data_root="")]))

@@ -1,0 +1,471 @@
+"""A small deterministic OpenAI-compatible server answering our OoDD prompts, with fault injection.
+
+For tests and for trying the harness against a served backend without a GPU::
+
+    python -m reguide_tasks.testing_server --port 0 --fault status:429,first=3,retry_after_ms=1
+    reguide-eval --model openai --model_args model=reguide-testing,base_url=http://127.0.0.1:PORT/v1 ...
+
+Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``; loopback only (127.0.0.1).
+
+Answers. The text of the last user message decides the stage (:func:`request_stage`): stage 1
+(contains ``"class names based on the given image"``) gets 40 suggestions (those of
+``reguide_scripted``: two ID classes and a duplicate that filtering must drop); stage 2 (contains
+``"'your confidence'"``) and the baseline prompt get ``Prediction: ...\\nConfidence: {...}`` over the
+class list parsed from the prompt. Scores derive from the SHA-256 of the first image's bytes
+(base64 data URL; the text when there is no image): :func:`image_score`, a multiple of 0.1 in
+[0, 99.9], so different images get different, reproducible scores. Stage 2 gives the first
+auxiliary class ``100 - score``.
+
+Faults (:class:`Fault`, or a spec string for :func:`parse_fault` / ``--fault``): each rule counts
+the requests it sees (optionally of one ``stage``); request n of a rule (1-based) is faulted when
+``n <= first`` or ``n % every == 0`` (neither given: every request). ``per="image"`` counts distinct
+images instead, in order of first arrival, so the same documents fail on every retry (a persistent
+fault). The first matching rule wins; every rule's counter advances on every request it sees.
+Kinds: ``status`` (HTTP ``status`` with an OpenAI-style error body; ``retry_after_ms`` adds a
+``retry-after-ms`` header, which the openai SDK obeys), ``sleep`` (wait ``seconds`` before a normal
+answer: longer than the client timeout = a timeout), ``malformed`` (HTTP 200, truncated JSON body),
+``empty`` (content ``""``), ``null`` (content ``null``), ``drop`` (close the connection without a
+response), ``refusal`` (a well-formed refusal text).
+
+Counters on the server object (thread-safe snapshots): ``requests`` / ``answered`` per stage,
+``faults`` per kind, ``max_in_flight``, and ``log`` (one :class:`RequestLog` per chat request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Mapping, Sequence
+
+from reguide_tasks.benchmarks import BENCHMARKS, REJECTION_CLASS, get_benchmark
+from reguide_tasks.models.scripted import REFUSAL, scripted_suggestions
+
+HOST = "127.0.0.1"
+DEFAULT_MODEL = "reguide-testing"
+STAGES = ("baseline", "stage1", "stage2")
+STAGE1_MARK = "class names based on the given image"
+STAGE2_MARK = "'your confidence'"
+CLASS_LIST_MARK = "classes: "
+EXCLUDED_MARK = "Do not provide the following category names as your suggestions: "
+FAULT_KINDS = ("status", "sleep", "malformed", "empty", "null", "drop", "refusal")
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- reading a request
+def request_stage(text: str) -> str:
+    """'stage1', 'stage2' or 'baseline' (anything else is answered as a baseline prompt)."""
+    if STAGE1_MARK in text:
+        return "stage1"
+    if STAGE2_MARK in text:
+        return "stage2"
+    return "baseline"
+
+
+def prompt_classes(text: str) -> list[str]:
+    """The class list of a classification prompt: the ``[...]`` after "one of these N classes: "."""
+    start = text.find("[", text.find(CLASS_LIST_MARK))
+    end = text.find("]", start)
+    while start >= 0 and end > start:  # a class name could contain ']': extend until it parses
+        try:
+            value = ast.literal_eval(text[start : end + 1])
+        except (ValueError, SyntaxError):
+            end = text.find("]", end + 1)
+            continue
+        if isinstance(value, list) and all(isinstance(name, str) for name in value):
+            return value
+        break
+    raise ValueError("no class list in the prompt")
+
+
+def _known_id_classes(names: Sequence[str]) -> tuple[str, ...] | None:
+    for name in sorted(BENCHMARKS):
+        classes = get_benchmark(name).classes
+        if tuple(names[: len(classes)]) == tuple(classes):
+            return tuple(classes)
+    return None
+
+
+def stage1_id_classes(text: str) -> list[str]:
+    """The ID classes a stage-1 prompt forbids (a known benchmark's list when it matches exactly)."""
+    for name in sorted(BENCHMARKS):
+        classes = get_benchmark(name).classes
+        if EXCLUDED_MARK + ", ".join(classes) in text:
+            return list(classes)
+    start = text.find(EXCLUDED_MARK)
+    if start < 0:
+        return ["object"]
+    line = text[start + len(EXCLUDED_MARK) :].split("\n", 1)[0].rstrip(".")
+    return [name.strip() for name in line.split(", ") if name.strip()] or ["object"]
+
+
+def message_parts(body: Mapping[str, Any]) -> tuple[str, list[bytes]]:
+    """Text and decoded image bytes of the last user message (an http(s) image URL counts as its bytes)."""
+    messages = body.get("messages") or []
+    users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
+    if not users:
+        return "", []
+    content = users[-1].get("content")
+    if isinstance(content, str):
+        return content, []
+    texts, images = [], []
+    for part in content or []:
+        if not isinstance(part, Mapping):
+            continue
+        if part.get("type") == "text":
+            texts.append(str(part.get("text", "")))
+        elif part.get("type") == "image_url":
+            url = part.get("image_url", {})
+            url = url.get("url", "") if isinstance(url, Mapping) else str(url)
+            header, _, data = url.partition(",")
+            images.append(base64.b64decode(data) if header.startswith("data:") and ";base64" in header else url.encode())
+    return "".join(texts), images
+
+
+def digest_of(text: str, images: Sequence[bytes]) -> str:
+    return hashlib.sha256(images[0] if images else text.encode("utf-8")).hexdigest()
+
+
+def image_score(digest: str) -> float:
+    """The ID confidence for an image digest: a multiple of 0.1 in [0, 99.9]."""
+    return (int(digest[:8], 16) % 1000) / 10
+
+
+# ---------------------------------------------------------------- answers
+def classification_answer(options: Sequence[str], digest: str) -> tuple[str, float]:
+    """``Prediction: ...\\nConfidence: {...}`` over ``options``; returns (answer, max ID confidence)."""
+    options = list(options)
+    body_classes = [name for name in options if name != REJECTION_CLASS]
+    id_classes = list(_known_id_classes(body_classes) or body_classes)
+    aux = [name for name in body_classes if name not in id_classes]
+    score = image_score(digest)
+    top = id_classes[int(digest[8:16], 16) % len(id_classes)] if id_classes else REJECTION_CLASS
+    confidences = {name: 0.0 for name in options}
+    confidences[top] = score
+    if aux:
+        confidences[aux[0]] = round(100.0 - score, 1)
+    if REJECTION_CLASS in confidences:
+        confidences[REJECTION_CLASS] = round(100.0 - score, 1)
+    prediction = max(options, key=lambda name: confidences[name])
+    pairs = ", ".join(f"'{name}': {value}" for name, value in confidences.items())
+    return f"Prediction: {prediction}\nConfidence: {{{pairs}}}", score
+
+
+def answer(text: str, digest: str) -> tuple[str, str, float | None]:
+    """(stage, answer text, ID score or None for stage 1)."""
+    stage = request_stage(text)
+    if stage == "stage1":
+        return stage, "Class suggested: " + ", ".join(scripted_suggestions(stage1_id_classes(text))), None
+    try:
+        options = prompt_classes(text)
+    except ValueError:
+        return stage, "Prediction: none of these classes\nConfidence: {'none of these classes': 100.0}", None
+    reply, score = classification_answer(options, digest)
+    return stage, reply, score
+
+
+# ---------------------------------------------------------------- faults
+@dataclass(frozen=True)
+class Fault:
+    """One fault rule; see the module docstring for the schedule."""
+
+    kind: str
+    first: int = 0
+    every: int = 0
+    stage: str | None = None
+    per: str = "request"
+    status: int = 500
+    seconds: float = 0.0
+    retry_after_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r} (known: {', '.join(FAULT_KINDS)})")
+        if self.per not in ("request", "image"):
+            raise ValueError(f"per must be 'request' or 'image', not {self.per!r}")
+        if self.stage is not None and self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r} (known: {', '.join(STAGES)})")
+        if self.first < 0 or self.every < 0:
+            raise ValueError("first and every must be >= 0")
+
+    def hits(self, n: int) -> bool:
+        """Whether the n-th (1-based) request / image this rule counts is faulted."""
+        if not self.first and not self.every:
+            return True
+        return n <= self.first or (self.every > 0 and n % self.every == 0)
+
+
+def parse_fault(spec: str) -> Fault:
+    """``"kind[:arg],key=value,..."``; the arg is the status for ``status``, the seconds for ``sleep``.
+
+    E.g. ``status:429,first=3,retry_after_ms=1``, ``sleep:5,every=4``, ``empty,per=image,first=1``,
+    ``malformed,stage=stage2,first=2``.
+    """
+    head, *pairs = [piece.strip() for piece in spec.split(",") if piece.strip()]
+    kind, _, arg = head.partition(":")
+    fields: dict[str, Any] = {"kind": kind}
+    if arg:
+        fields["status" if kind == "status" else "seconds"] = arg
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"fault spec {spec!r}: expected key=value, got {pair!r}")
+        fields[key] = value
+    casts = {"first": int, "every": int, "status": int, "seconds": float, "retry_after_ms": float, "stage": str, "per": str, "kind": str}
+    unknown = set(fields) - set(casts)
+    if unknown:
+        raise ValueError(f"fault spec {spec!r}: unknown keys {sorted(unknown)}")
+    return Fault(**{key: casts[key](value) for key, value in fields.items()})
+
+
+@dataclass
+class _Rule:
+    fault: Fault
+    seen: int = 0
+    images: OrderedDict = field(default_factory=OrderedDict)
+
+    def fires(self, stage: str, digest: str) -> bool:
+        if self.fault.stage is not None and self.fault.stage != stage:
+            return False
+        if self.fault.per == "image":
+            n = self.images.setdefault(digest, len(self.images) + 1)
+        else:
+            self.seen += 1
+            n = self.seen
+        return self.fault.hits(n)
+
+
+@dataclass
+class RequestLog:
+    """One chat request: arrival order, stage, image digest, timing and what it got."""
+
+    index: int
+    stage: str
+    image: str
+    started: float
+    ended: float = 0.0
+    fault: str = ""
+    score: float | None = None
+
+
+# ---------------------------------------------------------------- the server
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_HTTPServer"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the counters instead
+        return
+
+    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send_raw(status, json.dumps(payload).encode("utf-8"), headers)
+
+    def _send_raw(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            self._send_json(200, {"object": "list", "data": [{"id": self.server.owner.model, "object": "model", "owned_by": "reguide"}]})
+        else:
+            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if 0 < length <= MAX_BODY_BYTES else b""
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return
+        try:
+            body = json.loads(raw)
+            text, images = message_parts(body)
+        except (ValueError, TypeError, AttributeError) as exc:
+            self._send_json(400, {"error": {"message": f"bad request body: {exc}", "type": "invalid_request_error"}})
+            return
+        self.server.owner._serve_chat(self, body, text, images)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: "OoDDTestServer"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # a client gone after a timeout
+        return
+
+
+class OoDDTestServer:
+    """The server; ``start()`` / ``stop()`` or a ``with`` block. ``url`` is the OpenAI ``base_url``.
+
+    ``latency`` (seconds) is slept before every answer (makes concurrency observable).
+    """
+
+    def __init__(self, faults: Sequence[Fault | str] = (), port: int = 0, model: str = DEFAULT_MODEL, latency: float = 0.0) -> None:
+        self.model = model
+        self.latency = float(latency)
+        self._rules = [_Rule(parse_fault(f) if isinstance(f, str) else f) for f in faults]
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._log: list[RequestLog] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._httpd = _HTTPServer((HOST, port), _Handler, bind_and_activate=True)
+        self._httpd.owner = self
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def start(self) -> "OoDDTestServer":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="oodd-test-server", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Wake sleeping handlers, stop serving and close the socket (bounded by ``timeout``)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> "OoDDTestServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- counters
+    @property
+    def log(self) -> list[RequestLog]:
+        with self._lock:
+            return [replace(entry) for entry in self._log]
+
+    @property
+    def requests(self) -> Counter:
+        """Chat requests received per stage (every attempt, faulted or not)."""
+        return Counter(entry.stage for entry in self.log)
+
+    @property
+    def answered(self) -> Counter:
+        """Chat requests per stage that got a normal answer."""
+        return Counter(entry.stage for entry in self.log if not entry.fault)
+
+    @property
+    def faults(self) -> Counter:
+        return Counter(entry.fault for entry in self.log if entry.fault)
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._lock:
+            return self._max_in_flight
+
+    # -- serving
+    def _begin(self, stage: str, digest: str) -> tuple[RequestLog, Fault | None]:
+        with self._lock:
+            entry = RequestLog(len(self._log) + 1, stage, digest, time.monotonic())
+            self._log.append(entry)
+            fired = [rule.fault for rule in self._rules if rule.fires(stage, digest)]  # every counter advances
+            fault = fired[0] if fired else None
+            entry.fault = fault.kind if fault else ""
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        return entry, fault
+
+    def _serve_chat(self, handler: _Handler, body: Mapping[str, Any], text: str, images: list[bytes]) -> None:
+        digest = digest_of(text, images)
+        stage, reply, score = answer(text, digest)
+        entry, fault = self._begin(stage, digest)
+        try:
+            if self.latency:
+                self._stopping.wait(self.latency)
+            self._respond(handler, body, stage, reply, score, entry, fault)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout) before the answer
+            handler.close_connection = True
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                entry.ended = time.monotonic()
+
+    def _respond(self, handler: _Handler, body: Mapping[str, Any], stage: str, reply: str, score: float | None, entry: RequestLog, fault: Fault | None) -> None:
+        kind = fault.kind if fault else ""
+        if kind == "status":
+            headers = {"retry-after-ms": f"{fault.retry_after_ms:g}"} if fault.retry_after_ms is not None else {}
+            error = {"message": f"injected fault: HTTP {fault.status}", "type": "injected_fault", "code": fault.status}
+            handler._send_json(fault.status, {"error": error}, headers)
+            return
+        if kind == "drop":
+            handler.close_connection = True
+            return
+        if kind == "malformed":
+            handler._send_raw(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assi')
+            return
+        if kind == "sleep":
+            self._stopping.wait(fault.seconds)
+        content: str | None = reply
+        if kind == "empty":
+            content = ""
+        elif kind == "null":
+            content = None
+        elif kind == "refusal":
+            content = REFUSAL
+        if kind == "sleep" or not kind:
+            entry.score = score
+        handler._send_json(200, self._completion(body, entry.index, content))
+
+    def _completion(self, body: Mapping[str, Any], index: int, content: str | None) -> dict:
+        prompt_tokens = len(json.dumps(body.get("messages", ""))) // 4
+        completion_tokens = len(content or "") // 4
+        return {
+            "id": f"chatcmpl-reguide-{index}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(body.get("model") or self.model),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Deterministic OpenAI-compatible OoDD test server (127.0.0.1).")
+    parser.add_argument("--port", type=int, default=0, help="0 = an ephemeral port (printed)")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds slept before every answer")
+    parser.add_argument("--fault", action="append", default=[], help="a fault rule, e.g. status:429,first=3 (repeatable)")
+    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    args = parser.parse_args(argv)
+    server = OoDDTestServer([parse_fault(spec) for spec in args.fault], args.port, args.model, args.latency).start()
+    print(f"serving {server.url} (model {server.model})", flush=True)
+    try:
+        if args.duration > 0:
+            time.sleep(args.duration)
+        else:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        print(f"requests {dict(server.requests)}; answered {dict(server.answered)}; faults {dict(server.faults)}; max in flight {server.max_in_flight}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
