@@ -31,6 +31,15 @@ IN200 = get_benchmark("imagenet200").classes
 TASK, SPLIT = "fake_task", "test"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small for intra-op threads (they only add contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     texts = [*CIFAR, *IN200, *ENSEMBLE_TEMPLATES, "a photo of a {}"]
@@ -256,6 +265,12 @@ def test_create_from_arg_string(clip_dir: str) -> None:
     assert (model.score, model.temperature, model.lambda_local, model.batch_size) == ("glmcm", 0.5, 2.0, 16)
     assert model.templates == ENSEMBLE_TEMPLATES and model.prefetch is False and model.device.type == "cpu"
     assert (model.rank, model.world_size) == (0, 1)
+
+
+def test_bfloat16_weights_still_answer(clip_dir: str, docs: list[dict]) -> None:
+    half = parsed_scores(run(ClipOoD(pretrained=clip_dir, dtype="bfloat16", device="cpu", score="glmcm"), docs), docs)[0]
+    full = parsed_scores(run(ClipOoD(pretrained=clip_dir, device="cpu", score="glmcm"), docs), docs)[0]
+    assert half == pytest.approx(full, abs=0.05)
 
 
 # ---------------------------------------------------------------- clip_scores on random features

@@ -13,7 +13,6 @@ MODEL_CLASS_PATHS = {
     "SCRIPTED_MANIFEST": ("reguide_scripted", "reguide_tasks.models.scripted.ScriptedOoDModel"),
     "REPLAY_MANIFEST": ("reguide_replay", "reguide_tasks.models.replay.ReplayModel"),
     "CLIP_OOD_MANIFEST": ("clip_ood", "reguide_tasks.models.clip_ood.ClipOoD"),
-    "REPLAY_MANIFEST": ("reguide_replay", "reguide_tasks.models.replay.ReplayModel"),
 }
 
 
