@@ -1,0 +1,58 @@
+"""clip_ood through the real CLI on fixture images, beside an LVLM-style run in one reguide-report.
+
+The checkpoint is a tiny random-weight CLIP built from a config with a tokenizer trained in memory
+(no download can happen here); the images are synthetic fixtures (the benchmarks' images cannot be
+shipped). What is tested is the path: the metrics in the results JSON are scikit-learn's on the
+per-document scores clip_ood returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from reguide_tasks.benchmarks import get_benchmark
+from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES
+from tiny_clip import build_tiny_clip
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+TASK = "reguide_baseline_cifar10_custom"
+
+
+def _eval(fixture_data, out: Path, model: str, model_args: str) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    done = subprocess.run([str(BIN / "reguide-eval"), "--model", model, "--model_args", model_args, "--tasks", TASK,
+                           "--data_root", str(fixture_data.root), "--output_path", str(out), "--log_samples", "--batch_size", "4"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_clip_ood_runs_through_the_cli_and_sits_beside_lvlm_runs_in_the_report(fixture_data, tmp_path):
+    clip = build_tiny_clip(tmp_path / "clip", [*get_benchmark("cifar10").classes, *ENSEMBLE_TEMPLATES, "a photo of a {}"])
+    _eval(fixture_data, tmp_path / "runs" / "clip", "clip_ood", f"pretrained={clip},score=mcm")
+    _eval(fixture_data, tmp_path / "runs" / "scripted", "reguide_scripted", "fail_every=0")
+
+    results_file = next((tmp_path / "runs" / "clip").rglob("*_results.json"))
+    metrics = {k.split(",")[0]: v for k, v in json.loads(results_file.read_text())["results"][TASK].items()}
+    records = [json.loads(line)["oodd"] for f in (tmp_path / "runs" / "clip").rglob(f"*_samples_{TASK}.jsonl") for line in f.read_text().splitlines()]
+    assert not any(r["failed"] for r in records)  # every clip_ood answer parses
+    id_scores = [r["ood_score"] for r in records if r["role"] == "id"]
+    for dataset in get_benchmark("cifar10").ood_datasets:
+        ood = [r["ood_score"] for r in records if r["dataset"] == dataset]
+        expected = 100 * roc_auc_score(np.r_[np.ones(len(id_scores)), np.zeros(len(ood))], np.r_[id_scores, ood])
+        assert metrics[f"auroc_{dataset}"] == pytest.approx(expected, abs=1e-9)
+    assert all(0.0 <= s <= 1.0 for s in id_scores)  # MCM: a softmax probability
+
+    report = subprocess.run([str(BIN / "reguide-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-plots"],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "clip_ood" in table and "reguide_scripted" in table
