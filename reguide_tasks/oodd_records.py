@@ -22,6 +22,30 @@ HIGHER_IS_BETTER = {"auroc": True, "fpr95": False, "fpr95tpr": False, "aupr_in":
 RECORD_KEY = "oodd"
 # What a model that has no answer for a document (reguide_replay with missing=skip) returns.
 NO_ANSWER = "[no released answer]"
+# What lmms-eval's API models (openai, async_openai, ...) answer once their retries are spent.
+REQUEST_FAILED = "[LMMS_EVAL_REQUEST_FAILED"
+BUDGET_EXCEEDED = "[LMMS_EVAL_BUDGET_EXCEEDED]"
+
+
+def placeholder_reason(answer_text: object) -> str | None:
+    """Why there is no answer when ``answer_text`` is a placeholder rather than a model's answer: no
+    released answer, an API request that failed after its retries, a spent API budget. Else None."""
+    text = str(answer_text or "").strip()
+    if text == NO_ANSWER:
+        return "no released answer"
+    if text.startswith(REQUEST_FAILED):  # "[LMMS_EVAL_REQUEST_FAILED after N retries] <error>"
+        attempts, _, error = text[len(REQUEST_FAILED) :].partition("]")
+        return f"request failed{attempts.rstrip()}: {error.strip()}"[:300]
+    if text.startswith(BUDGET_EXCEEDED):
+        return "API budget exceeded"
+    return None
+
+
+def failure_reason(parsed, answer_text: object) -> str:
+    """The parser's reason; for a failed answer that is a placeholder, what the placeholder says."""
+    if parsed.status != "failed":
+        return parsed.reason
+    return placeholder_reason(answer_text) or parsed.reason
 
 
 def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "") -> dict:
@@ -39,18 +63,25 @@ def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: st
         "ood_score": score,
         "failed": score is None,
         "status": parsed.status,
-        "reason": "no released answer" if parsed.status == "failed" and str(answer_text).strip() == NO_ANSWER else parsed.reason,
+        "reason": failure_reason(parsed, answer_text),
         "score_rule": score_rule,
         "failure_policy": failure_policy,
     }
 
 
-def metric_keys(benchmark: Benchmark) -> list[str]:
-    """Every aggregated key of a benchmark's task, in table order."""
+REGUIDE_FAMILIES = ("aux_pred_rate", "mean_kept", "filtered_out")
+
+
+def metric_keys(benchmark: Benchmark, stage: str = "baseline") -> list[str]:
+    """Every aggregated key of a benchmark's task, in table order. ReGuide tasks add, per dataset,
+    ``aux_pred_rate_<d>`` (% of answers predicting an auxiliary class), ``mean_kept_<d>`` (mean kept
+    suggestions per image) and ``filtered_out_<d>`` (suggestions dropped by filtering, in total)."""
     targets = [*benchmark.ood_datasets, "near", "far"]
     keys = [f"{family}_{target}" for target in targets for family in METRIC_FAMILIES]
     keys.append("id_acc")
     keys.extend(f"fail_rate_{d}" for d in benchmark.datasets)
+    if stage == "reguide":
+        keys.extend(f"{family}_{d}" for family in REGUIDE_FAMILIES for d in benchmark.datasets)
     keys.append(RECORD_KEY)
     return keys
 
@@ -66,6 +97,9 @@ def _keys_for_dataset(benchmark: Benchmark, dataset: str) -> list[str]:
 def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
     item = [record["dataset"], record["ood_score"], record["correct"], record["failure_policy"]]
     out = {key: item for key in _keys_for_dataset(benchmark, record["dataset"])}
+    if "suggestions_kept" in record:  # a ReGuide record
+        stage_item = [record["dataset"], bool(record.get("predicted_aux")), len(record["suggestions_kept"]), len(record["suggestions_dropped"])]
+        out.update({f"{family}_{record['dataset']}": stage_item for family in REGUIDE_FAMILIES})
     out[RECORD_KEY] = dict(record)
     return out
 
@@ -85,6 +119,12 @@ def aggregate_metric(key: str, items: Sequence) -> float:
         return float("nan")
     if key == RECORD_KEY:
         return float(sum(1 for record in items if record.get("ood_score") is not None))
+    if key.startswith("aux_pred_rate_"):
+        return 100.0 * float(np.mean([item[1] for item in items]))
+    if key.startswith("mean_kept_"):
+        return float(np.mean([item[2] for item in items]))
+    if key.startswith("filtered_out_"):
+        return float(sum(item[3] for item in items))
     if key.startswith("fail_rate_"):
         return 100.0 * float(np.mean([item[1] is None for item in items]))
     if key == "id_acc":

@@ -28,10 +28,11 @@ from reguide_tasks.oodd_records import (
     build_record,
     metric_keys,
     per_doc_metrics,
+    placeholder_reason,
 )
 from reguide_tasks.parsing import parse_answer
 from reguide_tasks.prompts import example_confidences, load_examples, render_baseline, render_stage1, render_stage2
-from reguide_tasks.suggestions import filter_suggestions, parse_suggestions
+from reguide_tasks.suggestions import Suggestions, filter_suggestions, parse_suggestions
 
 N_NEAR = 20
 N_FAR = 20
@@ -125,7 +126,11 @@ baseline_process_results = make_process_results("baseline")
 # ---------------------------------------------------------------- ReGuide
 def _reguide_stage2(doc: Mapping, stage1_answer: str, overrides: tuple) -> tuple[str, dict]:
     classes = get_benchmark(doc["benchmark"]).classes
-    suggestions = parse_suggestions(stage1_answer, N_NEAR, N_FAR)
+    placeholder = placeholder_reason(stage1_answer)
+    if placeholder:  # e.g. lmms-eval's "[LMMS_EVAL_REQUEST_FAILED ...]": not class names for stage 2
+        suggestions = Suggestions([], [], [], "failed", f"stage 1: {placeholder}")
+    else:
+        suggestions = parse_suggestions(stage1_answer, N_NEAR, N_FAR)
     filtered = filter_suggestions(suggestions.items, classes, cap=N_NEAR + N_FAR)
     prompt = render_stage2(classes, filtered.kept, dict(overrides) or None)
     info = {
@@ -182,7 +187,9 @@ def _score_reguide(doc: Mapping, response: str, score_rule: str, failure_policy:
         suggestions_kept=info["suggestions_kept"],
         suggestions_dropped=info["suggestions_dropped"],
         suggestions_status=info["suggestions_status"],
+        suggestions_reason=info["suggestions_reason"],
         stage2=stage2,
+        predicted_aux=parsed.prediction is not None and parsed.prediction in info["suggestions_kept"],
     )
     return record
 
@@ -211,7 +218,7 @@ def resolve_hook(name: str) -> Callable:
     """
     if name.startswith("aggregate_"):
         key = name[len("aggregate_"):]
-        known = {k for b in ("cifar10", "imagenet200") for k in metric_keys(get_benchmark(b))}
+        known = {k for b in ("cifar10", "imagenet200") for k in metric_keys(get_benchmark(b), "reguide")}
         if key in known:
             fn = partial(aggregate_metric, key)
             fn.__name__ = name  # type: ignore[attr-defined]

@@ -51,13 +51,13 @@ def task_variants() -> list[TaskVariant]:
     return variants
 
 
-def _metric_list(bench: Benchmark) -> str:
+def _metric_list(bench: Benchmark, stage: str) -> str:
     lines = ["metric_list:"]
-    for key in metric_keys(bench):
+    for key in metric_keys(bench, stage):
         family = next((f for f in HIGHER_IS_BETTER if key.startswith(f + "_")), None)
-        if key == RECORD_KEY or key == "id_acc":
+        if key == RECORD_KEY or key == "id_acc" or key.startswith(("aux_pred_rate_", "mean_kept_")):
             better = True
-        elif key.startswith("fail_rate_"):
+        elif key.startswith(("fail_rate_", "filtered_out_")):
             better = False
         else:
             better = HIGHER_IS_BETTER[family]
@@ -98,7 +98,7 @@ def _template(stage: str, bench: Benchmark) -> str:
         + "  default:\n"
         + '    pre_prompt: ""\n'
         + '    post_prompt: ""\n'
-        + _metric_list(bench)
+        + _metric_list(bench, stage)
         + "metadata:\n"
         + "  version: 0.1\n"
     )

@@ -1,0 +1,63 @@
+"""Per-doc records -> metric items -> aggregated values, on hand-made records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from reguide_tasks.benchmarks import get_benchmark
+from reguide_tasks.oodd_records import aggregate_metric, metric_keys, per_doc_metrics
+
+BENCH = get_benchmark("cifar10")
+
+
+def record(dataset, score, correct=None, policy="exclude", **extra):
+    return {"dataset": dataset, "role": BENCH.role(dataset), "ood_score": score, "correct": correct, "failure_policy": policy, **extra}
+
+
+def aggregate(records, stage="baseline"):
+    per_key: dict[str, list] = {}
+    for r in records:
+        for key, value in per_doc_metrics(r, BENCH).items():
+            per_key.setdefault(key, []).append(value)
+    return {key: aggregate_metric(key, per_key.get(key, [])) for key in metric_keys(BENCH, stage)}
+
+
+def test_hand_computed_table():
+    records = [record("cifar10", 90, True), record("cifar10", 80, False), record("cifar10", None, False),
+               record("cifar100", 85), record("cifar100", 10), record("mnist", 5), record("mnist", None)]
+    out = aggregate(records)
+    assert out["auroc_cifar100"] == pytest.approx(75.0)  # pairs: (90>85, 90>10, 80<85, 80>10) -> 3/4
+    assert out["auroc_mnist"] == 100.0
+    assert out["auroc_near"] == pytest.approx(75.0)  # tin absent: mean over cifar100 only
+    assert out["auroc_far"] == 100.0
+    assert out["id_acc"] == pytest.approx(100 / 3)
+    assert out["fail_rate_cifar10"] == pytest.approx(100 / 3) and out["fail_rate_mnist"] == 50.0 and out["fail_rate_cifar100"] == 0.0
+    assert out["oodd"] == 5
+    assert math.isnan(out["auroc_svhn"])  # no documents at all
+
+
+def test_most_ood_policy_ranks_failures_lowest_across_id_and_ood():
+    records = [record("cifar10", 90, True, "most_ood"), record("cifar10", None, False, "most_ood"),
+               record("mnist", 5, policy="most_ood"), record("mnist", None, policy="most_ood")]
+    out = aggregate(records)
+    # scores become 90, f, 5, f with f below 5: ID > OoD for (90,5),(90,f); f vs 5 lost; f vs f tie
+    assert out["auroc_mnist"] == pytest.approx(100 * (1 + 1 + 0 + 0.5) / 4)
+
+
+def test_a_dataset_whose_answers_all_failed_is_nan_and_so_is_its_group():
+    out = aggregate([record("cifar10", 90, True), record("cifar100", 10), record("tin", None)])
+    assert math.isnan(out["auroc_tin"]) and math.isnan(out["auroc_near"])
+    assert out["fail_rate_tin"] == 100.0
+
+
+def test_reguide_stage_metrics():
+    common = dict(suggestions_dropped=[["cat", "id class"], ["x", "duplicate"]])
+    records = [record("cifar10", 90, True, suggestions_kept=["a", "b"], predicted_aux=False, **common),
+               record("mnist", 5, suggestions_kept=["a", "b", "c", "d"], predicted_aux=True, **common),
+               record("mnist", 6, suggestions_kept=[], predicted_aux=False, suggestions_dropped=[])]
+    out = aggregate(records, "reguide")
+    assert out["aux_pred_rate_mnist"] == 50.0 and out["aux_pred_rate_cifar10"] == 0.0
+    assert out["mean_kept_mnist"] == 2.0 and out["mean_kept_cifar10"] == 2.0
+    assert out["filtered_out_mnist"] == 2.0
