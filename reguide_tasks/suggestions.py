@@ -454,7 +454,7 @@ def _finish(
 class FilterResult:
     """``kept``: cleaned names in answer order, first occurrence of each key. ``dropped``:
     ``(item as given, reason)`` with reason in {"id class", "rejection class", "duplicate",
-    "empty", "over cap"}."""
+    "empty", "not a class name", "over cap"}."""
 
     kept: list[str]
     dropped: list[tuple[str, str]]
@@ -472,6 +472,11 @@ def _id_keys(name: str) -> set[str]:
     return keys
 
 
+# The longest real class names are a handful of words ('west highland white terrier'); a longer
+# "suggestion" is an answer that was not a list at all, and would become a sentence-long class.
+MAX_NAME_WORDS = 8
+
+
 def filter_suggestions(
     items: Sequence[str], id_classes: Sequence[str], cap: int = 40
 ) -> FilterResult:
@@ -480,7 +485,9 @@ def filter_suggestions(
     Each item is cleaned (:func:`clean_item`, a no-op on parsed items) and dropped, in this order
     of checks, as: "empty" (no key), "rejection class" ('none of these classes'), "id class" (any
     of its keys, see :func:`_id_keys`, equals an ID class key or that key without spaces),
-    "duplicate" (same :func:`normalize_name` key as a kept item), "over cap" (``cap`` kept already).
+    "duplicate" (same :func:`normalize_name` key as a kept item), "not a class name" (more than
+    :data:`MAX_NAME_WORDS` words: prose or garbage that had no list structure), "over cap" (``cap``
+    kept already).
     """
     id_keys = set()
     for name in id_classes:
@@ -503,6 +510,8 @@ def filter_suggestions(
             reason = "id class"
         elif key in seen:
             reason = "duplicate"
+        elif len(key.split()) > MAX_NAME_WORDS:
+            reason = "not a class name"
         elif len(kept) >= cap:
             reason = "over cap"
         else:

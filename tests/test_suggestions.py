@@ -459,3 +459,13 @@ def test_compact_id_match_is_the_main_deliberate_difference() -> None:
                 counts[key] += 1
     assert counts["pufferfish"] == 8 and counts["clownfish"] == 6 and counts["lawnmower"] == 3
 
+
+
+def test_a_sentence_is_not_a_class_name():
+    from reguide_tasks.suggestions import filter_suggestions, parse_suggestions
+
+    garbage = "cat sat on the mat while the dog looked at a picture of something else entirely"
+    items = parse_suggestions(garbage).items
+    result = filter_suggestions([*items, "west highland white terrier lookalike"], ["cat"])
+    assert result.kept == ["west highland white terrier lookalike"]
+    assert all(reason in ("not a class name", "id class") for _, reason in result.dropped)

@@ -22,7 +22,7 @@ from reguide_tasks.suggestions import (
 CLASSES_FILE = RELEASE_DIR.parent / "classes" / "imagenet200.txt"
 IMAGENET200 = CLASSES_FILE.read_text(encoding="utf-8").splitlines()
 STATUSES = {"ok", "partial", "failed"}
-REASONS = {"id class", "rejection class", "duplicate", "empty", "over cap"}
+REASONS = {"id class", "rejection class", "duplicate", "empty", "not a class name", "over cap"}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Fragments real answers are made of, so that generated text exercises every parsing path.

@@ -1,0 +1,63 @@
+"""Shared test fixtures, built once per session: a synthetic data root and a tiny LLaVA checkpoint.
+
+``fixture_data``: ``make_fixture`` for every benchmark into one temporary data root (OpenOOD layout,
+``reguide_documents/<benchmark>.jsonl`` for the ``*_custom`` tasks), ``FIXTURE_PER_DATASET`` images per
+dataset. Treat it as read-only: a test that needs to break the data makes its own root.
+``tiny_llava_dir`` / ``tiny_qwen2_vl_dir``: random-weight LLaVA / Qwen2-VL checkpoints with their
+processors, saved with ``save_pretrained`` (see ``tiny_models``).
+
+Marker ``e2e``: end-to-end tests that run lmms-eval in subprocesses (minutes, not seconds);
+deselect with ``-m "not e2e"``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+FIXTURE_PER_DATASET = 2
+
+if str(TESTS_DIR) not in sys.path:  # test helpers (tiny_models, tiny_clip) import as top-level modules
+    sys.path.insert(0, str(TESTS_DIR))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: end-to-end runs of lmms-eval in subprocesses (slow)")
+
+
+@dataclass(frozen=True)
+class FixtureData:
+    """A data root and, per benchmark, the documents written there (ID first, then near, then far)."""
+
+    root: Path
+    documents: dict[str, list[dict]]
+    per_dataset: int
+
+
+@pytest.fixture(scope="session")
+def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> FixtureData:
+    from reguide_tasks.benchmarks import BENCHMARKS
+    from reguide_tasks.fixtures import make_fixture
+
+    root = tmp_path_factory.mktemp("reguide_data")
+    documents = {name: make_fixture(root, name, FIXTURE_PER_DATASET) for name in sorted(BENCHMARKS)}
+    return FixtureData(root, documents, FIXTURE_PER_DATASET)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import build_tiny_qwen2_vl
+
+    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny_qwen2_vl"))
