@@ -8,8 +8,8 @@ For tests and for trying the harness against a served backend without a GPU::
 Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``; loopback only (127.0.0.1).
 
 Answers. The text of the last user message decides the stage (:func:`request_stage`): stage 1
-(contains ``"class names based on the given image"``) gets 40 suggestions (those of
-``reguide_scripted``: two ID classes and a duplicate that filtering must drop); stage 2 (contains
+(contains ``"class names based on the given image"``) gets 40 suggestions (as ``reguide_scripted``:
+two ID classes and a duplicate that filtering must drop); stage 2 (contains
 ``"'your confidence'"``) and the baseline prompt get ``Prediction: ...\\nConfidence: {...}`` over the
 class list parsed from the prompt. Scores derive from the SHA-256 of the first image's bytes
 (base64 data URL; the text when there is no image): :func:`image_score`, a multiple of 0.1 in
@@ -17,18 +17,22 @@ class list parsed from the prompt. Scores derive from the SHA-256 of the first i
 auxiliary class ``100 - score``.
 
 Faults (:class:`Fault`, or a spec string for :func:`parse_fault` / ``--fault``): each rule counts
-the requests it sees (optionally of one ``stage``); request n of a rule (1-based) is faulted when
-``n <= first`` or ``n % every == 0`` (neither given: every request). ``per="image"`` counts distinct
-images instead, in order of first arrival, so the same documents fail on every retry (a persistent
-fault). The first matching rule wins; every rule's counter advances on every request it sees.
+the requests it sees (optionally of one ``stage``); with ``m = n - after`` for the rule's n-th
+request (1-based), it is faulted when ``m >= 1`` and (``m <= first`` or ``m % every == 0``; neither
+given: always). ``per="image"`` counts distinct images instead, in order of first arrival, so the
+same documents fail on every retry (a persistent fault; ``after`` lets several such rules share a
+stage without overlapping). The first matching rule wins; every rule's counter advances on every
+request it sees.
 Kinds: ``status`` (HTTP ``status`` with an OpenAI-style error body; ``retry_after_ms`` adds a
 ``retry-after-ms`` header, which the openai SDK obeys), ``sleep`` (wait ``seconds`` before a normal
 answer: longer than the client timeout = a timeout), ``malformed`` (HTTP 200, truncated JSON body),
 ``empty`` (content ``""``), ``null`` (content ``null``), ``drop`` (close the connection without a
 response), ``refusal`` (a well-formed refusal text).
 
-Counters on the server object (thread-safe snapshots): ``requests`` / ``answered`` per stage,
-``faults`` per kind, ``max_in_flight``, and ``log`` (one :class:`RequestLog` per chat request).
+Counters on the server object (thread-safe snapshots): ``requests`` per stage (every attempt),
+``answered`` per stage (requests no fault was injected into; a ``sleep`` fault's late answer counts
+under ``faults``), ``faults`` per kind, ``max_in_flight``, and ``log`` (one :class:`RequestLog` per
+chat request, with monotonic start / end times and the score sent).
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping, Sequence
 
 from reguide_tasks.benchmarks import BENCHMARKS, REJECTION_CLASS, get_benchmark
-from reguide_tasks.models.scripted import REFUSAL, scripted_suggestions
 
 HOST = "127.0.0.1"
 DEFAULT_MODEL = "reguide-testing"
@@ -57,6 +60,9 @@ CLASS_LIST_MARK = "classes: "
 EXCLUDED_MARK = "Do not provide the following category names as your suggestions: "
 FAULT_KINDS = ("status", "sleep", "malformed", "empty", "null", "drop", "refusal")
 MAX_BODY_BYTES = 64 * 1024 * 1024
+REFUSAL = "I'm sorry, I can't help with that."
+NEAR_SUGGESTIONS = tuple(f"served lookalike {i}" for i in range(1, 19))
+FAR_SUGGESTIONS = tuple(f"served faraway {i}" for i in range(1, 20))
 
 
 # ---------------------------------------------------------------- reading a request
@@ -139,14 +145,21 @@ def image_score(digest: str) -> float:
 
 
 # ---------------------------------------------------------------- answers
+def stage1_suggestions(id_classes: Sequence[str]) -> list[str]:
+    """40 names: 18 near, an ID class, a duplicate, 19 far, another ID class; 37 survive filtering."""
+    return [*NEAR_SUGGESTIONS, id_classes[0], NEAR_SUGGESTIONS[0], *FAR_SUGGESTIONS, id_classes[-1].upper()]
+
+
 def classification_answer(options: Sequence[str], digest: str) -> tuple[str, float]:
-    """``Prediction: ...\\nConfidence: {...}`` over ``options``; returns (answer, max ID confidence)."""
+    """``Prediction: ...\\nConfidence: {...}`` over ``options`` (at least one class besides the
+    rejection class); returns (answer, max ID confidence). Without a known benchmark's class list at
+    the front, every option but the rejection class counts as an ID class."""
     options = list(options)
     body_classes = [name for name in options if name != REJECTION_CLASS]
     id_classes = list(_known_id_classes(body_classes) or body_classes)
     aux = [name for name in body_classes if name not in id_classes]
     score = image_score(digest)
-    top = id_classes[int(digest[8:16], 16) % len(id_classes)] if id_classes else REJECTION_CLASS
+    top = id_classes[int(digest[8:16], 16) % len(id_classes)]
     confidences = {name: 0.0 for name in options}
     confidences[top] = score
     if aux:
@@ -162,11 +175,13 @@ def answer(text: str, digest: str) -> tuple[str, str, float | None]:
     """(stage, answer text, ID score or None for stage 1)."""
     stage = request_stage(text)
     if stage == "stage1":
-        return stage, "Class suggested: " + ", ".join(scripted_suggestions(stage1_id_classes(text))), None
+        return stage, "Class suggested: " + ", ".join(stage1_suggestions(stage1_id_classes(text))), None
     try:
         options = prompt_classes(text)
     except ValueError:
-        return stage, "Prediction: none of these classes\nConfidence: {'none of these classes': 100.0}", None
+        options = []
+    if all(name == REJECTION_CLASS for name in options):  # not one of our prompts: a minimal answer
+        return stage, f"Prediction: {REJECTION_CLASS}\nConfidence: {{'{REJECTION_CLASS}': 100.0}}", None
     reply, score = classification_answer(options, digest)
     return stage, reply, score
 
@@ -179,6 +194,7 @@ class Fault:
     kind: str
     first: int = 0
     every: int = 0
+    after: int = 0
     stage: str | None = None
     per: str = "request"
     status: int = 500
@@ -192,21 +208,24 @@ class Fault:
             raise ValueError(f"per must be 'request' or 'image', not {self.per!r}")
         if self.stage is not None and self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r} (known: {', '.join(STAGES)})")
-        if self.first < 0 or self.every < 0:
-            raise ValueError("first and every must be >= 0")
+        if min(self.first, self.every, self.after) < 0:
+            raise ValueError("first, every and after must be >= 0")
 
     def hits(self, n: int) -> bool:
         """Whether the n-th (1-based) request / image this rule counts is faulted."""
+        m = n - self.after
+        if m < 1:
+            return False
         if not self.first and not self.every:
             return True
-        return n <= self.first or (self.every > 0 and n % self.every == 0)
+        return m <= self.first or (self.every > 0 and m % self.every == 0)
 
 
 def parse_fault(spec: str) -> Fault:
     """``"kind[:arg],key=value,..."``; the arg is the status for ``status``, the seconds for ``sleep``.
 
     E.g. ``status:429,first=3,retry_after_ms=1``, ``sleep:5,every=4``, ``empty,per=image,first=1``,
-    ``malformed,stage=stage2,first=2``.
+    ``malformed,stage=stage2,per=image,after=1,first=1`` (the second image of stage 2, every time).
     """
     head, *pairs = [piece.strip() for piece in spec.split(",") if piece.strip()]
     kind, _, arg = head.partition(":")
@@ -218,7 +237,7 @@ def parse_fault(spec: str) -> Fault:
         if not sep:
             raise ValueError(f"fault spec {spec!r}: expected key=value, got {pair!r}")
         fields[key] = value
-    casts = {"first": int, "every": int, "status": int, "seconds": float, "retry_after_ms": float, "stage": str, "per": str, "kind": str}
+    casts = {"first": int, "every": int, "after": int, "status": int, "seconds": float, "retry_after_ms": float, "stage": str, "per": str, "kind": str}
     unknown = set(fields) - set(casts)
     if unknown:
         raise ValueError(f"fault spec {spec!r}: unknown keys {sorted(unknown)}")
@@ -283,7 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if 0 < length <= MAX_BODY_BYTES else b""
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the body stays unread: this connection cannot be reused
+            self._send_json(413, {"error": {"message": "request body too large", "type": "invalid_request_error"}})
+            return
+        raw = self.rfile.read(length) if length > 0 else b""
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
