@@ -16,6 +16,7 @@ import sys
 from typing import Sequence
 
 from reguide_tasks.documents import BAD_IMAGE_POLICIES, BAD_IMAGES_ENV, DATA_ROOT_ENV, DataError, check_unique, require_images
+from reguide_tasks.oodd_records import RUN_COUNTS
 from reguide_tasks.paths import REPO_TASKS_DIR
 from reguide_tasks.task_yamls import task_variants
 
@@ -68,6 +69,24 @@ def preflight(variants: Sequence, check_images: bool = True) -> None:
             raise DataError(f"task {variant.name}: {exc}") from None
 
 
+CACHE_RUN_ID_ENV = "LMMS_CACHE_RUN_ID"
+
+
+def stable_cache_run_id(model: str | None, model_args: str | None, tasks: str | None) -> str:
+    """A response-cache run id that a restarted run gets again: same model, model args and tasks -> same id.
+
+    lmms-eval 0.7.3 writes each run's answers to ``<cache>/runs/<run id>/rank_<r>.db`` and folds them
+    into ``<cache>/cache.db`` (what later runs read) only when the run finishes. Without
+    ``LMMS_CACHE_RUN_ID`` (or SLURM / torchrun ids) a single process picks a random id, so the answers
+    of a killed run were never read again. The cache keys themselves still hold the task and model
+    fingerprints: sharing a run folder across commands cannot mix answers up.
+    """
+    import hashlib
+
+    key = "\0".join(str(part or "") for part in (model, model_args, tasks))
+    return "reguide-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
 def _split_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--data_root", default=None)
@@ -96,8 +115,15 @@ def run(argv: Sequence[str]) -> None:
     sys.argv = ["lmms-eval", *rest]
     _, args = lmms_main.parse_eval_args()
     args.include_path = _include_path(args.include_path)
+    if getattr(args, "use_cache", None) and not os.environ.get(CACHE_RUN_ID_ENV):
+        # Set for every rank alike (same arguments), before lmms-eval creates the cache.
+        os.environ[CACHE_RUN_ID_ENV] = stable_cache_run_id(args.model, args.model_args, args.tasks)
 
     listing = args.tasks is None or args.tasks.startswith("list")
+    if getattr(args, "use_cache", None):
+        from reguide_tasks import cache_policy
+
+        cache_policy.install()
     if not listing:
         preflight(our_tasks(args.tasks), check_images=model_needs_images(args.model))
         if not own.sequential:
@@ -131,6 +157,9 @@ def run(argv: Sequence[str]) -> None:
         raise RunFailed("lmms-eval ran no evaluation")
     if _is_main_process() and any(o is None or o[0] is None for o in outcomes):
         raise RunFailed("lmms-eval returned no results")
+    counts = RUN_COUNTS
+    if counts["documents"] and counts["request failures"] == counts["documents"]:
+        raise RunFailed(f"every one of the {counts['documents']} requests of this process failed ({counts.get('first failure')}); is the model server reachable?")
 
 
 def _is_main_process() -> bool:

@@ -53,6 +53,11 @@ def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: st
     if score is not None and not math.isfinite(score):
         score = None
     is_id = doc["role"] == "id"
+    reason = failure_reason(parsed, answer_text)
+    RUN_COUNTS["documents"] += 1
+    if score is None and reason.startswith(("request failed", "API budget")):
+        RUN_COUNTS["request failures"] += 1
+        RUN_COUNTS.setdefault("first failure", reason)  # type: ignore[arg-type]
     return {
         "dataset": doc["dataset"],
         "role": doc["role"],
@@ -63,10 +68,15 @@ def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: st
         "ood_score": score,
         "failed": score is None,
         "status": parsed.status,
-        "reason": failure_reason(parsed, answer_text),
+        "reason": reason,
         "score_rule": score_rule,
         "failure_policy": failure_policy,
     }
+
+
+# Per process: documents scored, and how many of them had no answer because the request itself failed
+# (API retries spent, budget). reguide-eval reads it after a run: all requests failed = a failed run.
+RUN_COUNTS: dict = {"documents": 0, "request failures": 0}
 
 
 REGUIDE_FAMILIES = ("aux_pred_rate", "mean_kept", "filtered_out")

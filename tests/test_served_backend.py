@@ -299,6 +299,7 @@ RUNS: dict[str, tuple[str, str, str, list[str], float, list[str], bool]] = {
     ),
     "sequential": ("openai", _openai_args(), CIFAR_REGUIDE, [], 0.02, ["--sequential"], True),
     "no_api_key": ("openai", _openai_args(), CIFAR_BASELINE, [], 0.0, [], False),
+    "all_failed": ("openai", _openai_args("max_retries=1,retry_backoff_s=0.01"), CIFAR_BASELINE, ["status:500,retry_after_ms=1"], 0.0, [], True),
 }
 
 
@@ -488,3 +489,24 @@ def test_model_that_raises_stops_the_run_with_an_error(served) -> None:
     last = run.log.strip().splitlines()[-1]
     assert last.startswith("reguide-eval: error: evaluation failed: OpenAIError"), run.describe()
     assert not list(run.output.rglob("*_results.json")) and not run.server.log
+
+
+def test_a_run_whose_every_request_failed_exits_non_zero(served, fixture_data) -> None:
+    run = served["all_failed"].result()
+    assert run.returncode == 1, run.describe()
+    last = run.log.strip().splitlines()[-1]
+    assert last.startswith("reguide-eval: error: every one of the 14 requests") and "request failed" in last, run.describe()
+    # the results were still written: nothing is lost, the exit code says the run is not usable
+    assert list(run.output.rglob("*_results.json"))
+
+
+def test_failed_api_answers_are_not_cached() -> None:
+    from lmms_eval.caching.response_cache import ResponseCache
+
+    from reguide_tasks import cache_policy
+
+    cache_policy.install()
+    cache_policy.install()  # idempotent
+    assert not ResponseCache._is_valid_response("[LMMS_EVAL_REQUEST_FAILED after 5 retries] boom", "generate_until")
+    assert not ResponseCache._is_valid_response("", "generate_until")
+    assert ResponseCache._is_valid_response("Prediction: cat", "generate_until")
