@@ -9,6 +9,7 @@ lmms-eval's sample logs small. Aggregations turn item lists into percentages.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -96,12 +97,18 @@ def metric_keys(benchmark: Benchmark, stage: str = "baseline") -> list[str]:
     return keys
 
 
-def _keys_for_dataset(benchmark: Benchmark, dataset: str) -> list[str]:
+def _keys_for_dataset(benchmark: Benchmark, dataset: str) -> tuple[str, ...]:
+    return _keys_for(benchmark.name, dataset)
+
+
+@lru_cache(maxsize=None)
+def _keys_for(benchmark_name: str, dataset: str) -> tuple[str, ...]:
+    benchmark = get_benchmark(benchmark_name)
     role = benchmark.role(dataset)
     if role == "id":
-        return [k for k in metric_keys(benchmark) if not k.startswith("fail_rate_")] + [f"fail_rate_{dataset}"]
+        return tuple(k for k in metric_keys(benchmark) if not k.startswith("fail_rate_")) + (f"fail_rate_{dataset}",)
     targets = (dataset, role)
-    return [f"{family}_{t}" for t in targets for family in METRIC_FAMILIES] + [f"fail_rate_{dataset}", RECORD_KEY]
+    return tuple(f"{family}_{t}" for t in targets for family in METRIC_FAMILIES) + (f"fail_rate_{dataset}", RECORD_KEY)
 
 
 def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:

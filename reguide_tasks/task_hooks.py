@@ -94,9 +94,17 @@ def baseline_doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None
 
 
 # ---------------------------------------------------------------- baseline scoring
+@lru_cache(maxsize=8)
+def _baseline_parse_inputs(benchmark: str) -> tuple[tuple[str, ...], tuple]:
+    """(options, example confidences) of a benchmark's baseline prompt: per document, reading them
+    again (a template file stat and a deep copy) cost more than parsing the answer."""
+    return (*get_benchmark(benchmark).classes, REJECTION_CLASS), tuple(example_confidences(benchmark))
+
+
 def _score_baseline(doc: Mapping, answer: str, score_rule: str, failure_policy: str) -> dict:
     classes = get_benchmark(doc["benchmark"]).classes
-    parsed = parse_answer(answer, (*classes, REJECTION_CLASS), example_confidences(doc["benchmark"]))
+    options, examples = _baseline_parse_inputs(doc["benchmark"])
+    parsed = parse_answer(answer, options, examples)
     return build_record(doc, parsed, classes, score_rule, failure_policy, answer)
 
 

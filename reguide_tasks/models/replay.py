@@ -99,30 +99,63 @@ class ReplayModel(lmms):
         self.missing = missing
         self._task_runs = {v.name: f"{v.benchmark}-{SUBSET_RUN[v.subset]}" for v in task_variants() if v.subset in SUBSET_RUN}
         self.missing_counts: Counter[str] = Counter()
+        # Per instance, so that a long run pays each of these once rather than once per request.
+        self._runs: dict[tuple[str, str], list[str]] = {}
+        self._answers: dict[tuple[str, str], dict[str, str]] = {}
+        self._docs: dict[tuple[str, str], tuple] = {}
+
+    @property
+    def device(self):
+        # lmms-eval counts each rank's requests in a tensor on ``lm.device`` when world_size > 1.
+        import torch
+
+        return torch.device("cpu")
 
     def _runs_for(self, benchmark: str, task_name: str) -> list[str]:
         if self.run:
             return [self.run]
         if task_name in self._task_runs:
             return [self._task_runs[task_name]]
-        candidates = sorted({p.name for p in (self.root / "baseline").glob(f"{benchmark}-*")} | {p.name for p in (self.root / "reguide").glob(f"{benchmark}-*")})
-        return sorted(candidates, key=lambda name: float(name.rsplit("-", 1)[1].rstrip("%") or 0))
+        if (benchmark, task_name) not in self._runs:
+            candidates = sorted({p.name for p in (self.root / "baseline").glob(f"{benchmark}-*")} | {p.name for p in (self.root / "reguide").glob(f"{benchmark}-*")})
+            self._runs[(benchmark, task_name)] = sorted(candidates, key=lambda name: float(name.rsplit("-", 1)[1].rstrip("%") or 0))
+        return self._runs[(benchmark, task_name)]
+
+    def _run_answers(self, stage: str, run: str) -> dict[str, str]:
+        """The released answers of one run folder; {} when the release has no such folder."""
+        if (stage, run) not in self._answers:
+            folder = _stage_dirs(self.root, stage, run, self.model_name)
+            self._answers[(stage, run)] = load_answers(str(folder), stage) if folder.is_dir() else {}
+        return self._answers[(stage, run)]
 
     def lookup(self, doc: dict, stage: str, task_name: str) -> str | None:
         for run in self._runs_for(doc["benchmark"], task_name):
-            folder = _stage_dirs(self.root, stage, run, self.model_name)
-            if folder.is_dir():
-                answer = load_answers(str(folder), stage).get(doc["doc_key"])
-                if answer is not None:
-                    return answer
+            answer = self._run_answers(stage, run).get(doc["doc_key"])
+            if answer is not None:
+                return answer
         return None
+
+    def _doc(self, task: str, split: str, doc_id: int) -> dict:
+        """The fields a lookup needs, read column by column once per task split: decoding one Arrow
+        row per request (~50 us) cost more than the lookup itself."""
+        docs = self.task_dict[task][split]
+        cached = self._docs.get((task, split))
+        if cached is None or cached[0] is not docs:
+            names = ("doc_key", "benchmark", "dataset")
+            if hasattr(docs, "select_columns"):  # a datasets.Dataset: one batch read (iterating a column decodes row by row)
+                columns = docs.select_columns(list(names))[:]
+                rows = [dict(zip(names, values)) for values in zip(*(columns[name] for name in names))]
+            else:
+                rows = docs
+            cached = self._docs[(task, split)] = (docs, rows)
+        return cached[1][doc_id]
 
     def generate_until(self, requests) -> list[str]:
         found: list[str | None] = []
         missing: Counter[str] = Counter()
         for request in tqdm(requests, disable=self.rank != 0, desc="Replaying released answers"):
             context, _kwargs, _to_visual, doc_id, task, split = request.args
-            doc = self.task_dict[task][split][doc_id]
+            doc = self._doc(task, split, doc_id)
             stage = request_stage(context)
             answer = self.lookup(doc, stage, task)
             if answer is None:

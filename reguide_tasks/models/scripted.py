@@ -8,16 +8,21 @@ can compute the expected AUROC / FPR with scikit-learn and compare. Stage 1 retu
 
 Model args: ``fail_every`` (every k-th document by hash answers a refusal; 0 = never),
 ``call_latency`` / ``item_latency`` (seconds slept per ``generate_until`` call and per request: a
-stand-in for a batched backend's cost, used by ``bench/``).
+stand-in for a batched backend's cost, used by ``bench/``; the per-request part is slept request by
+request), ``log_calls`` (a file path: one line ``task<TAB>doc_id<TAB>stage<TAB>prompt hash`` is
+appended per answered request, so tests count model calls across processes and restarts; the hash
+is lmms-eval's response-cache content hash, sha256 of the prompt, 16 hex digits).
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import time
 import zlib
 from typing import Mapping, Sequence
 
+import torch
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
@@ -69,36 +74,71 @@ def _classification_answer(doc: Mapping, options: Sequence[str], score: float, a
     return f"Prediction: {prediction}\nConfidence: {{{body}}}"
 
 
+def prompt_stage(context: str, id_classes: Sequence[str]) -> str:
+    """Which of our prompts this is: 'stage1' (suggestions), 'stage2' (auxiliary classes) or 'baseline'."""
+    if context.lstrip().startswith("Your task is to provide"):
+        return "stage1"
+    return "stage2" if len(_options_of(context)) > len(id_classes) + 1 else "baseline"
+
+
+def content_hash(context: str) -> str:
+    """lmms-eval's response-cache content hash of a prompt (sha256, first 16 hex digits)."""
+    return hashlib.sha256(context.encode("utf-8")).hexdigest()[:16]
+
+
 class ScriptedOoDModel(lmms):
-    def __init__(self, fail_every: int | str = 0, call_latency: float | str = 0.0, item_latency: float | str = 0.0, **kwargs) -> None:
+    def __init__(
+        self,
+        fail_every: int | str = 0,
+        call_latency: float | str = 0.0,
+        item_latency: float | str = 0.0,
+        log_calls: str = "",
+        **kwargs,
+    ) -> None:
         super().__init__()
         self.fail_every = int(fail_every)
         self.call_latency = float(call_latency)
         self.item_latency = float(item_latency)
+        self.log_calls = str(log_calls or "")
         self.calls = 0
         self.requests_seen = 0
+
+    @property
+    def device(self) -> torch.device:
+        # lmms-eval counts each rank's requests in a tensor on ``lm.device`` when world_size > 1.
+        return torch.device("cpu")
 
     def answer(self, context: str, doc: Mapping) -> str:
         if scripted_fails(doc["doc_key"], self.fail_every):
             return REFUSAL
         id_classes = get_benchmark(doc["benchmark"]).classes
-        if context.lstrip().startswith("Your task is to provide"):
+        stage = prompt_stage(context, id_classes)
+        if stage == "stage1":
             return "Class suggested: " + ", ".join(scripted_suggestions(id_classes))
         options = _options_of(context)
         aux = [name for name in options[len(id_classes) : -1]]
-        stage = "stage2" if aux else "baseline"
         return _classification_answer(doc, options, scripted_score(doc["doc_key"], doc["role"], stage), aux)
+
+    def _log(self, context: str, doc: Mapping, doc_id: int, task: str) -> None:
+        stage = prompt_stage(context, get_benchmark(doc["benchmark"]).classes)
+        # One short write per line in append mode: lines of concurrent ranks do not interleave.
+        with open(self.log_calls, "a", encoding="utf-8") as handle:
+            handle.write(f"{task}\t{doc_id}\t{stage}\t{content_hash(context)}\n")
 
     def generate_until(self, requests) -> list[str]:
         self.calls += 1
         self.requests_seen += len(requests)
-        time.sleep(self.call_latency + self.item_latency * len(requests))
+        time.sleep(self.call_latency)
         answers = []
         for request in tqdm(requests, disable=self.rank != 0 or len(requests) < 2, desc="Scripted answers"):
             context, _gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
             doc_to_visual(doc)  # open the images as a real model would: bad files surface here
+            if self.item_latency:
+                time.sleep(self.item_latency)
             answers.append(self.answer(context, doc))
+            if self.log_calls:
+                self._log(context, doc, doc_id, task)
         return answers
 
     def loglikelihood(self, requests):

@@ -1,0 +1,177 @@
+"""Harness overhead: our whole CIFAR10 25% baseline task vs a trivial lmms-eval task of the same size.
+
+Ours: ``reguide_baseline_cifar10`` (40,568 documents: the authors' 25% subset of every dataset) with
+``reguide_replay`` and ``missing=skip``: the shipped sample only holds ID answers, the rest are
+answered 'no released answer' and scored as failures, so every document goes through prompt
+rendering, answer parsing, scoring, the per-document record and the aggregation of every metric key.
+Baseline: lmms-eval's ``dummy`` model on a task written here: a JSON dataset of the same documents
+(one row each), ``doc_to_text`` a constant, ``process_results`` ``{"acc": 1}``, aggregation mean.
+
+Both run the same way, alternating, after one warm-up run of each (imports done, dataset caches
+built): by default in THIS process through lmms-eval's CLI entry (``cli_evaluate`` with the parsed
+arguments: task indexing, dataset loading, requests, scoring, aggregation, the results and samples
+files; not the interpreter start-up, which is the same for both and, on a loaded machine, mostly
+noise); with ``--subprocess`` each run is ``python -m lmms_eval`` (start-up included). Same flags
+for both (``--log_samples`` unless ``--no-log-samples``). Target: ratio <= 1.2.
+
+    python bench/bench_overhead.py [--repeats 3] [--no-log-samples] [--subprocess] [--profile FILE.prof]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUR_TASK = "reguide_baseline_cifar10"
+TRIVIAL_TASK = "overhead_trivial"
+
+TRIVIAL_UTILS = '''
+def doc_to_visual(doc):
+    return []
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return "Answer with one letter."
+
+
+def process_results(doc, results):
+    return {"acc": 1}
+'''
+
+TRIVIAL_YAML = f"""task: {TRIVIAL_TASK}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: rows.jsonl
+test_split: test
+output_type: generate_until
+doc_to_visual: !function trivial_utils.doc_to_visual
+doc_to_text: !function trivial_utils.doc_to_text
+doc_to_target: label_name
+process_results: !function trivial_utils.process_results
+generation_kwargs:
+  max_new_tokens: 16
+  until: []
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 0.1
+"""
+
+
+def write_trivial_task(folder: Path) -> int:
+    """The trivial task over the same documents as ours (same row count and fields); return the count."""
+    from reguide_tasks.documents import DOCUMENT_FIELDS, subset_documents
+
+    docs = subset_documents("cifar10", "subset25")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "rows.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps({key: doc[key] for key in DOCUMENT_FIELDS}) + "\n" for doc in docs)
+    (folder / "trivial_utils.py").write_text(TRIVIAL_UTILS, encoding="utf-8")
+    (folder / f"{TRIVIAL_TASK}.yaml").write_text(TRIVIAL_YAML, encoding="utf-8")
+    return len(docs)
+
+
+def cli_argv(task: str, model: str, model_args: str, include: Path, output: Path, log_samples: bool) -> list[str]:
+    argv = ["--include_path", str(include), "--model", model, "--tasks", task, "--output_path", str(output), "--verbosity", "WARNING"]
+    if model_args:
+        argv += ["--model_args", model_args]
+    if log_samples:
+        argv.append("--log_samples")
+    return argv
+
+
+def _check_output(task: str, output: Path, log: str) -> None:
+    """A results file was written; then drop the output (the samples file of ours is ~170 MB)."""
+    if not list(output.rglob("*_results.json")):
+        raise SystemExit(f"{task}: no results written\n{log[-3000:]}")
+    shutil.rmtree(output, ignore_errors=True)
+
+
+def run_in_process(task: str, model: str, model_args: str, include: Path, workdir: Path, log_samples: bool) -> float:
+    """One run through lmms-eval's CLI entry in this process; fresh model and released-answer caches."""
+    import lmms_eval.__main__ as lmms_main
+
+    from reguide_tasks.models import replay
+
+    replay.load_answers.cache_clear()  # a new process would read the released answers again
+    output = workdir / f"out_{task}_{time.monotonic_ns()}"
+    saved_argv = sys.argv
+    sys.argv = ["lmms-eval", *cli_argv(task, model, model_args, include, output, log_samples)]
+    try:
+        _, args = lmms_main.parse_eval_args()
+        start = time.perf_counter()
+        lmms_main.cli_evaluate(args)
+        elapsed = time.perf_counter() - start
+    finally:
+        sys.argv = saved_argv
+    _check_output(task, output, "")
+    return elapsed
+
+
+def run_subprocess(task: str, model: str, model_args: str, include: Path, workdir: Path, log_samples: bool, profile: str | None = None) -> float:
+    output = workdir / f"out_{task}_{time.monotonic_ns()}"
+    argv = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "lmms_eval"]
+    argv += cli_argv(task, model, model_args, include, output, log_samples)
+    start = time.perf_counter()
+    done = subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{task} failed (exit {done.returncode}):\n{done.stdout[-3000:]}")
+    _check_output(task, output, done.stdout)
+    return elapsed
+
+
+def print_profile(path: str, top: int = 25) -> None:
+    import pstats
+
+    stats = pstats.Stats(path)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (after one warm-up run of each)")
+    parser.add_argument("--no-log-samples", action="store_true")
+    parser.add_argument("--subprocess", action="store_true", help="one python -m lmms_eval process per run (start-up included)")
+    parser.add_argument("--profile", default=None, help="also run ours once under cProfile (a subprocess), write the stats here and print the top")
+    args = parser.parse_args()
+    log_samples = not args.no_log_samples
+    workdir = Path(tempfile.mkdtemp(prefix="reguide_overhead_"))
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_CACHE=str(workdir / "hf_datasets"))
+    trivial_dir = workdir / "trivial_task"
+    n_docs = write_trivial_task(trivial_dir)
+    specs = {"trivial": (TRIVIAL_TASK, "dummy", "", trivial_dir), "ours": (OUR_TASK, "reguide_replay", "missing=skip", REPO_ROOT / "tasks_yaml")}
+    run = run_subprocess if args.subprocess else run_in_process
+
+    mode = "subprocess per run" if args.subprocess else "in-process (lmms-eval CLI entry)"
+    print(f"documents: {n_docs} in each task; log_samples={log_samples}; {mode}; {os.cpu_count()} CPUs")
+    for spec in specs.values():  # warm-up
+        run(*spec, workdir, log_samples)
+    times: dict[str, list[float]] = {name: [] for name in specs}
+    for _ in range(args.repeats):
+        for name, spec in specs.items():
+            times[name].append(run(*spec, workdir, log_samples))
+    for name in specs:
+        print(f"{name:8s} wall {' '.join(f'{t:7.2f}' for t in times[name])} s   best {min(times[name]):7.2f} s   median {sorted(times[name])[len(times[name]) // 2]:7.2f} s")
+    ratio = min(times["ours"]) / min(times["trivial"])
+    print(f"ratio ours / trivial (best of {args.repeats}): {ratio:.2f}   target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'}")
+    if args.profile:
+        run_subprocess(*specs["ours"], workdir, log_samples, profile=args.profile)
+        print_profile(args.profile)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
