@@ -86,3 +86,14 @@ def test_an_unknown_task_and_an_unknown_model_exit_non_zero(data, tmp_path):
     done = subprocess.run([REGUIDE_EVAL, "--model", "no_such_model", "--tasks", TASK, "--data_root", str(root)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and _last_line(done).startswith("reguide-eval: error:")
+
+
+def test_lmms_eval_dummy_model_runs_end_to_end(data, tmp_path):
+    """lmms-eval's own `dummy` model answers 'A' to everything: the run completes, writes its results
+    JSON, and every answer is an honest failure (counted, not a crash and not a fake number)."""
+    root, _ = data
+    done = subprocess.run([REGUIDE_EVAL, "--model", "dummy", "--tasks", TASK, "--data_root", str(root), "--output_path", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())["results"][TASK]
+    assert results["fail_rate_cifar10,none"] == 100.0 and results["oodd,none"] == 0
