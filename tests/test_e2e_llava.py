@@ -14,7 +14,6 @@ run at a time (about half the sum of their times). Everything runs with the hub 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from cli_runs import read_metrics, read_results, read_samples
 from reguide_tasks.benchmarks import get_benchmark
 from reguide_tasks.fixtures import make_fixture
 from reguide_tasks.models.scripted import scripted_fails, scripted_score
@@ -81,25 +81,13 @@ class Run:
         return f"$ {' '.join(self.argv)}\nexit {self.returncode} after {self.seconds:.0f}s\n--- log (tail)\n{self.log[-4000:]}"
 
     def results(self) -> dict:
-        files = sorted(self.output.rglob("*_results.json"))
-        assert len(files) == 1, f"expected one results file under {self.output}, found {files}\n{self.describe()}"
-        return json.loads(files[0].read_text(encoding="utf-8"))
+        return read_results(self.output, self.describe())
 
     def metrics(self, task: str) -> dict[str, float]:
-        """The task's aggregated metrics, lmms-eval's ``,none`` filter suffix and stderr entries dropped."""
-        table = self.results()["results"][task]
-        out = {}
-        for key, value in table.items():
-            name, _, filter_name = key.rpartition(",")
-            if filter_name == "none" and "_stderr" not in name:
-                out[name] = value
-        return out
+        return read_metrics(self.output, task, self.describe())
 
     def samples(self, task: str) -> list[dict]:
-        files = sorted(self.output.rglob(f"*_samples_{task}.jsonl"))
-        assert len(files) == 1, f"expected one samples file for {task} under {self.output}, found {files}\n{self.describe()}"
-        rows = [json.loads(line) for line in files[0].read_text(encoding="utf-8").splitlines() if line.strip()]
-        return sorted(rows, key=lambda row: row["doc_id"])
+        return sorted(read_samples(self.output, task, self.describe()), key=lambda row: row["doc_id"])
 
 
 @dataclass

@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from cli_runs import read_metrics, read_results, read_samples
 from reguide_tasks.benchmarks import get_benchmark
 from reguide_tasks.documents import subset_documents, write_documents
 from reguide_tasks.fixtures import FORMATS, custom_documents_path, fixture_image
@@ -136,18 +137,13 @@ class Run:
         return f"[{self.name}] $ {' '.join(self.argv)}\nexit {self.returncode} after {self.seconds:.0f}s\n--- log (tail)\n{self.log[-4000:]}"
 
     def results(self) -> dict:
-        files = sorted(self.output.rglob("*_results.json"))
-        assert len(files) == 1, f"expected one results file, found {files}\n{self.describe()}"
-        return json.loads(files[0].read_text(encoding="utf-8"))
+        return read_results(self.output, self.describe())
 
     def metrics(self, task: str) -> dict[str, float]:
-        table = self.results()["results"][task]
-        return {key.rpartition(",")[0]: value for key, value in table.items() if key.endswith(",none") and "_stderr" not in key}
+        return read_metrics(self.output, task, self.describe())
 
     def samples(self, task: str) -> list[dict]:
-        files = sorted(self.output.rglob(f"*_samples_{task}.jsonl"))
-        assert len(files) == 1, f"expected one samples file for {task}, found {files}\n{self.describe()}"
-        return [json.loads(line) for line in files[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_samples(self.output, task, self.describe())
 
     def call_lines(self, task: str) -> list[tuple[str, ...]]:
         """The scripted model's ``log_calls`` lines of one task: (task, doc_id, stage, prompt hash)."""

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_runs import read_metrics
 from reguide_tasks.cli import stable_cache_run_id
 from reguide_tasks.fixtures import make_fixture
 
@@ -109,10 +110,7 @@ class Outcome:
         return f"[{self.name}] exit {self.returncode}\n--- last log (tail)\n{self.logs[-1][-4000:] if self.logs else ''}"
 
     def metrics(self, task: str) -> dict[str, float]:
-        files = sorted(self.output.rglob("*_results.json"))
-        assert len(files) == 1, f"expected one results file, found {files}\n{self.describe()}"
-        table = json.loads(files[0].read_text(encoding="utf-8"))["results"][task]
-        return {key.rpartition(",")[0]: value for key, value in table.items() if key.endswith(",none") and "_stderr" not in key}
+        return read_metrics(self.output, task, self.describe())
 
 
 def _env(data_root: Path, run_dir: Path) -> dict[str, str]:

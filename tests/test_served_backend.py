@@ -42,6 +42,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from cli_runs import read_metrics, read_samples
 from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
 from reguide_tasks.oodd_records import metric_keys
 from reguide_tasks.parsing import parse_answer
@@ -233,15 +234,10 @@ class ServedRun:
         return f"[{self.name}] exit {self.returncode} after {self.seconds:.0f}s\n$ {' '.join(self.argv)}\n--- log (tail)\n{self.log[-4000:]}"
 
     def metrics(self, task: str) -> dict[str, float]:
-        files = sorted(self.output.rglob("*_results.json"))
-        assert len(files) == 1, self.describe()
-        table = json.loads(files[0].read_text(encoding="utf-8"))["results"][task]
-        return {key.rpartition(",")[0]: value for key, value in table.items() if key.endswith(",none") and "_stderr" not in key}
+        return read_metrics(self.output, task, self.describe())
 
     def records(self, task: str) -> list[dict]:
-        files = sorted(self.output.rglob(f"*_samples_{task}.jsonl"))
-        assert len(files) == 1, self.describe()
-        rows = [json.loads(line) for line in files[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_samples(self.output, task, self.describe())
         return [row["oodd"] for row in sorted(rows, key=lambda row: row["doc_id"])]
 
     def entries(self, stage: str) -> list[RequestLog]:
