@@ -9,6 +9,7 @@ lmms-eval's sample logs small. Aggregations turn item lists into percentages.
 from __future__ import annotations
 
 import math
+import operator
 from functools import lru_cache
 from typing import Mapping, Sequence
 
@@ -146,6 +147,14 @@ def aggregate_metric(key: str, items: Sequence) -> float:
         return 100.0 * float(np.mean([item[1] is None for item in items]))
     if key == "id_acc":
         return 100.0 * float(np.mean([bool(item[2]) for item in items]))
+    return float(_ood_table_of(items).get(key, float("nan")))
+
+
+def _ood_table_of(items: Sequence) -> dict[str, float]:
+    """The OoD metric table over one key's items (ID + OoD documents, compact items)."""
+    cached = _TABLES.get(items)
+    if cached is not None:
+        return cached
     bench = _benchmark_of(items)
     policy = items[0][3]
     scores, kept = apply_failure_policy([item[1] for item in items], policy)
@@ -156,4 +165,37 @@ def aggregate_metric(key: str, items: Sequence) -> float:
     # dropping it would silently turn "near" into the mean of the remaining datasets.
     ood = {d: scores[datasets == d] for d in bench.ood_datasets if np.any(all_datasets == d)}
     table = ood_table(id_scores, ood, bench.near, bench.far)
-    return float(table.get(key, float("nan")))
+    _TABLES.put(items, table)
+    return table
+
+
+class _TableCache:
+    """Tables by item list, matched by the identity of every item.
+
+    A document sends the same item object to each metric key it takes part in, so the five keys of a
+    target (``auroc_mnist``, ``fpr95_mnist``, ...) aggregate lists of the very same objects in the same
+    order: one table serves all five. Entries hold their items, so no id is reused while cached; lists
+    that were copied or unpickled (several ranks) simply miss and are computed again.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._entries: dict[tuple[int, int, int], tuple[tuple, dict]] = {}
+
+    @staticmethod
+    def _key(items: Sequence) -> tuple[int, int, int]:
+        return len(items), id(items[0]), id(items[-1])
+
+    def get(self, items: Sequence) -> dict | None:
+        entry = self._entries.get(self._key(items))
+        if entry is None or not all(map(operator.is_, entry[0], items)):
+            return None
+        return entry[1]
+
+    def put(self, items: Sequence, table: dict) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[self._key(items)] = (tuple(items), table)
+
+
+_TABLES = _TableCache()

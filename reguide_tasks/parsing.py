@@ -48,6 +48,10 @@ _VALUE = re.compile(r":\s*(?:['\"]\s*)?(" + _NUMBER + ")")
 _PREDICTION_COLON = re.compile(r"[ \t'\"]{0,4}:[ \t'\"`*]*")
 _BULLET = re.compile(r"(?:[-*\u2022]|\d{1,3}[.)])\s+")
 _NON_WORD = re.compile(r"[\W_]+")
+# A plain unquoted key right after its delimiter ("{goldfish", ", great white shark"): for such a
+# span _key_from_span returns exactly the name (letters first, so never a bullet; alphanumeric at
+# the end, so nothing to strip). Checked first because weak models write whole dicts this way.
+_PLAIN_KEY_SPAN = re.compile(r"[ \t\r\n]*[,{][ \t]*([A-Za-z](?:[A-Za-z0-9 \-]*[A-Za-z0-9])?)")
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\n]{0,40}\|>|</?s>")
 _FENCE = re.compile(r"```[A-Za-z]*")
 _QUOTE_MAP = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
@@ -286,6 +290,11 @@ def _scan_pairs(text: str, start: int, end: int, limit: int) -> list[tuple[str, 
                 append((text[open_at + 1 : colon - 1], float(m[1])))
                 prev = m.end()
                 continue
+        plain = _PLAIN_KEY_SPAN.fullmatch(text, prev, colon)
+        if plain:  # the other fast case: an unquoted key
+            append((plain[1], float(m[1])))
+            prev = m.end()
+            continue
         append((_key_from_span(text[prev:colon]), float(m[1])))
         prev = m.end()
     return pairs

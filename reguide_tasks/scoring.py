@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
@@ -72,7 +73,8 @@ _FLOAT_ONLY = frozenset({float})
 
 
 def _all_finite_floats(values: tuple) -> bool:
-    return set(map(type, values)) <= _FLOAT_ONLY and all(map(math.isfinite, values))
+    # A finite sum of floats has no inf / NaN in it; only an overflowing sum needs the element check.
+    return set(map(type, values)) <= _FLOAT_ONLY and (math.isfinite(sum(values)) or all(map(math.isfinite, values)))
 
 
 @lru_cache(maxsize=1024)
@@ -82,11 +84,28 @@ def _normalized_keys(names: tuple[Any, ...]) -> tuple[tuple[str, ...], bool]:
     return normalized, len(set(normalized)) == len(normalized)
 
 
+@lru_cache(maxsize=64)
+def _id_name_sets(id_classes: tuple[str, ...]) -> tuple[frozenset, frozenset]:
+    """(the ID class names as given, their normalized forms)."""
+    return frozenset(id_classes), frozenset(_normalized_keys(id_classes)[0])
+
+
 @lru_cache(maxsize=1024)
-def _id_positions(names: tuple[Any, ...], id_classes: tuple[str, ...]) -> tuple[int, ...]:
-    """Positions in an answer's key list of the keys that are ID classes (normalized match)."""
-    ids = set(_normalized_keys(id_classes)[0])
-    return tuple(i for i, key in enumerate(_normalized_keys(names)[0]) if key in ids)
+def _id_values_getter(names: tuple[Any, ...], id_classes: tuple[str, ...]) -> Callable[[tuple], tuple] | None:
+    """For an answer's key list: a function picking the values of the keys that are ID classes
+    (normalized match) from the answer's value tuple; None when no key is an ID class."""
+    exact, normalized = _id_name_sets(id_classes)
+    # An exact ID name is an ID key without normalizing it; only the other keys (auxiliary classes,
+    # 'none of these classes', odd spellings) are normalized. Same result as normalizing every key.
+    positions = [i for i, key in enumerate(names) if key in exact or normalize_class_name(key if type(key) is str else str(key)) in normalized]
+    if not positions:
+        return None
+    if positions == list(range(positions[0], positions[-1] + 1)):  # the usual answer: ID classes first, in a run
+        run = slice(positions[0], positions[-1] + 1)
+        return lambda values: values[run]
+    if len(positions) == 1:
+        return lambda values: (values[positions[0]],)
+    return operator.itemgetter(*positions)
 
 
 def _max_id(conf: dict[str, float], id_classes: Sequence[str]) -> float | None:
@@ -98,8 +117,8 @@ def score_max_id(confidences: Mapping[str, float], id_classes: Sequence[str]) ->
     """S_max (the paper's): max confidence over the ID classes present; None if none is present."""
     values = tuple(confidences.values())
     if _all_finite_floats(values):  # the max over duplicates' values is the max of their max: same result
-        positions = _id_positions(tuple(confidences), tuple(id_classes))
-        return max(map(values.__getitem__, positions)) if positions else None
+        pick = _id_values_getter(tuple(confidences), tuple(id_classes))
+        return max(pick(values)) if pick is not None else None
     return _max_id(_finite(confidences), id_classes)
 
 

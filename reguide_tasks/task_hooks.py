@@ -30,7 +30,7 @@ from reguide_tasks.oodd_records import (
     per_doc_metrics,
     placeholder_reason,
 )
-from reguide_tasks.parsing import parse_answer
+from reguide_tasks.parsing import ParsedAnswer, parse_answer
 from reguide_tasks.prompts import example_confidences, load_examples, render_baseline, render_stage1, render_stage2
 from reguide_tasks.suggestions import Suggestions, filter_suggestions, parse_suggestions
 
@@ -101,10 +101,20 @@ def _baseline_parse_inputs(benchmark: str) -> tuple[tuple[str, ...], tuple]:
     return (*get_benchmark(benchmark).classes, REJECTION_CLASS), tuple(example_confidences(benchmark))
 
 
+def _parse(answer: str, options: Sequence[str], examples: Sequence = ()) -> ParsedAnswer:
+    """parse_answer, except that a placeholder (no released answer, a failed API request) is a
+    failure with its own reason without being parsed: it is no answer (and a long replay with
+    missing=skip is mostly placeholders)."""
+    placeholder = placeholder_reason(answer)
+    if placeholder:
+        return ParsedAnswer(None, {}, "failed", placeholder)
+    return parse_answer(answer, options, examples)
+
+
 def _score_baseline(doc: Mapping, answer: str, score_rule: str, failure_policy: str) -> dict:
     classes = get_benchmark(doc["benchmark"]).classes
     options, examples = _baseline_parse_inputs(doc["benchmark"])
-    parsed = parse_answer(answer, options, examples)
+    parsed = _parse(answer, options, examples)
     return build_record(doc, parsed, classes, score_rule, failure_policy, answer)
 
 
@@ -188,7 +198,7 @@ def _score_reguide(doc: Mapping, response: str, score_rule: str, failure_policy:
     stage1, stage2 = split_reguide_response(response)
     _, info = _reguide_stage2(doc, stage1, ())
     options = (*classes, *info["suggestions_kept"], REJECTION_CLASS)
-    parsed = parse_answer(stage2, options)
+    parsed = _parse(stage2, options)
     record = build_record(doc, parsed, classes, score_rule, failure_policy, stage2)
     record.update(
         stage1=stage1,

@@ -61,3 +61,33 @@ def test_reguide_stage_metrics():
     assert out["aux_pred_rate_mnist"] == 50.0 and out["aux_pred_rate_cifar10"] == 0.0
     assert out["mean_kept_mnist"] == 2.0 and out["mean_kept_cifar10"] == 2.0
     assert out["filtered_out_mnist"] == 2.0
+
+
+def test_one_table_per_target_and_no_stale_table_for_other_items():
+    """The five keys of a target share one table (same item objects); a list that differs in any item,
+    or holds equal but distinct items (several ranks, unpickled), gets its own computation."""
+    from reguide_tasks import oodd_records
+
+    calls = []
+    real = oodd_records.ood_table
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    oodd_records.ood_table, saved = counting, oodd_records.ood_table
+    try:
+        records = [record("cifar10", 90, True), record("cifar10", 80, False), record("mnist", 5), record("mnist", 85)]
+        items = [per_doc_metrics(r, BENCH)["auroc_mnist"] for r in records]
+        same_objects = list(items)  # another key's list: the very same item objects
+        values = {key: aggregate_metric(key, same_objects if key.startswith("fpr") else items)
+                  for key in ("auroc_mnist", "fpr95_mnist", "fpr95tpr_mnist", "aupr_in_mnist", "aupr_out_mnist")}
+        assert len(calls) == 1 and values["auroc_mnist"] == pytest.approx(75.0)
+
+        changed = list(items)
+        changed[1] = per_doc_metrics(record("cifar10", 1, False), BENCH)["auroc_mnist"]  # same ends, new middle
+        assert aggregate_metric("auroc_mnist", changed) == pytest.approx(50.0) and len(calls) == 2
+        copies = [list(item) for item in items]  # equal values, new objects
+        assert aggregate_metric("auroc_mnist", copies) == values["auroc_mnist"] and len(calls) == 3
+    finally:
+        oodd_records.ood_table = saved

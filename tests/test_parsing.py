@@ -443,6 +443,24 @@ def test_fast_path_matches_general_scan_on_real_answers() -> None:
     assert used == 4190
 
 
+def test_plain_key_fast_case_matches_the_general_key_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unquoted keys ("{goldfish: 99, great white shark: 1}", Qwen's usual dict) take a regex fast case
+    in the scan; with it switched off, every released answer gives the very same pairs."""
+    texts = [parsing._clean(answer) for relpath in EXPECTED_STATUS for _, _, _, answer in release_answers(relpath)]
+    with_fast = [parsing._scan_pairs(text, 0, len(text), limit=10_000) for text in texts]
+    plain_key, never = parsing._PLAIN_KEY_SPAN, re.compile(r"(?!)")
+    monkeypatch.setattr(parsing, "_PLAIN_KEY_SPAN", never)
+    without = [parsing._scan_pairs(text, 0, len(text), limit=10_000) for text in texts]
+    assert with_fast == without
+    assert sum(len(pairs) for pairs in with_fast) > 500_000  # the fast case is exercised at scale
+    for span, key in [("{goldfish", "goldfish"), (", great white shark", "great white shark"),
+                      ("\n, shih-tzu", "shih-tzu"), (", 2. hen", None), (",- hen", None), (", hen ", None)]:
+        plain = plain_key.fullmatch(span)
+        assert (plain[1] if plain else None) == key
+        if key:
+            assert parsing._key_from_span(span) == key
+
+
 def test_no_copied_examples_in_release() -> None:
     """The released prompts' example dicts are never echoed (Qwen echoes other, fixed dicts)."""
     for relpath in EXPECTED_STATUS:

@@ -154,3 +154,28 @@ def test_pathological_inputs_under_50ms() -> None:
         "```" * (size // 3),
     ]:
         assert _best_of_3(text[: size + 20]) < 0.05, text[:30]
+
+
+SPAN_CHARS = "ab Z9-_.,;{}\n\t\r'\"*\u2022\u2019:"
+# spans shaped like the scan's: whatever came before, a delimiter, blanks, something name-like
+KEY_SPANS = st.one_of(
+    st.text(alphabet=SPAN_CHARS, max_size=30),
+    st.builds(
+        lambda *parts: "".join(parts),
+        st.text(alphabet=SPAN_CHARS, max_size=6),
+        st.sampled_from([",", "{", "}", ";", "\n", ""]),
+        st.text(alphabet=" \t\r", max_size=2),
+        st.text(alphabet="abZ9 -_.'*\u2022\t", max_size=16),
+    ),
+)
+
+
+@FUZZ
+@given(KEY_SPANS)
+def test_plain_key_fast_case_agrees_with_the_general_key_reader(span: str) -> None:
+    """Wherever the scan's fast case for unquoted keys applies, it reads the key the general reader reads."""
+    from reguide_tasks import parsing
+
+    plain = parsing._PLAIN_KEY_SPAN.fullmatch(span)
+    if plain:
+        assert plain[1] == parsing._key_from_span(span)
