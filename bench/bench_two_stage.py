@@ -1,11 +1,20 @@
 """ReGuide wall time / baseline wall time on the same documents, batched runner vs lmms-eval's loop.
 
-The model is ``reguide_scripted`` with a fixed latency per ``generate_until`` call plus a small cost
-per request (how batched backends such as vLLM, SGLang or a concurrent API behave). Each route runs
-in this process through ``lmms_eval.evaluator.simple_evaluate``, so imports and start-up are paid
-once; dataset loading and scoring are inside the timed region for every route alike.
+Two backends, each timed on baseline, ReGuide through our batched runner and ReGuide through
+lmms-eval's own per-document agentic loop (``--skip-sequential`` leaves the last one out):
 
-    python bench/bench_two_stage.py [--per-dataset 20] [--call-latency 1.0] [--item-latency 0.01]
+- ``scripted``: ``reguide_scripted`` with a fixed latency per ``generate_until`` call plus a small
+  cost per request (how in-process batched engines such as vLLM or SGLang behave);
+- ``served``: lmms-eval's ``openai`` model (``num_concurrent`` requests in flight) against our
+  OpenAI-compatible test server on loopback (real HTTP, base64 images), which answers every request
+  after a fixed latency however many are in flight: a served model below its batch capacity.
+
+Each route runs in this process through ``lmms_eval.evaluator.simple_evaluate``, so imports and
+start-up are paid once; dataset loading and scoring are inside the timed region for every route
+alike. Target (ReGuide issue): ReGuide batched <= 2.2 x baseline.
+
+    python bench/bench_two_stage.py [--backend all|scripted|served] [--per-dataset 20]
+        [--call-latency 1.0] [--item-latency 0.01] [--request-latency 0.5] [--num-concurrent 32]
 """
 
 from __future__ import annotations
@@ -14,12 +23,15 @@ import argparse
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 
 from reguide_tasks.fixtures import make_fixture
 from reguide_tasks.paths import REPO_TASKS_DIR
 
+BASELINE_TASK, REGUIDE_TASK = "reguide_baseline_imagenet200_custom", "reguide_imagenet200_custom"
 
-def timed_run(task: str, model_args: str, batched: bool) -> tuple[float, dict]:
+
+def timed_run(task: str, model: str, model_args: str, batched: bool) -> tuple[float, dict]:
     import lmms_eval.evaluator as evaluator
     from lmms_eval.tasks import TaskManager
 
@@ -31,35 +43,55 @@ def timed_run(task: str, model_args: str, batched: bool) -> tuple[float, dict]:
     try:
         manager = TaskManager("ERROR", include_path=str(REPO_TASKS_DIR))
         start = time.perf_counter()
-        results = evaluator.simple_evaluate(model="reguide_scripted", model_args=model_args, tasks=[task], task_manager=manager, verbosity="ERROR")
+        results = evaluator.simple_evaluate(model=model, model_args=model_args, tasks=[task], task_manager=manager, verbosity="ERROR")
         elapsed = time.perf_counter() - start
     finally:
         evaluator._run_generate_until_agentic = original
     return elapsed, results["results"][task]
 
 
+def compare(label: str, model: str, model_args: str, skip_sequential: bool) -> None:
+    """Time the three routes with one backend and print them with their ratios to the baseline."""
+    base_s, _ = timed_run(BASELINE_TASK, model, model_args, batched=True)
+    batched_s, batched = timed_run(REGUIDE_TASK, model, model_args, batched=True)
+    print(f"[{label}]")
+    print(f"  baseline            {base_s:8.2f} s")
+    print(f"  reguide (batched)   {batched_s:8.2f} s   ratio {batched_s / base_s:.2f}   target <= 2.2: {'met' if batched_s / base_s <= 2.2 else 'NOT met'}")
+    if not skip_sequential:
+        seq_s, sequential = timed_run(REGUIDE_TASK, model, model_args, batched=False)
+        same = {k: v for k, v in sequential.items() if k != "alias"} == {k: v for k, v in batched.items() if k != "alias"}
+        print(f"  reguide (per-doc)   {seq_s:8.2f} s   ratio {seq_s / base_s:.2f}   same metrics as batched: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=("all", "scripted", "served"), default="all")
     parser.add_argument("--per-dataset", type=int, default=20)
-    parser.add_argument("--call-latency", type=float, default=1.0)
-    parser.add_argument("--item-latency", type=float, default=0.01)
+    parser.add_argument("--call-latency", type=float, default=1.0, help="scripted: seconds per generate_until call")
+    parser.add_argument("--item-latency", type=float, default=0.01, help="scripted: seconds per request in a call")
+    parser.add_argument("--request-latency", type=float, default=0.5, help="served: seconds the server takes per request")
+    parser.add_argument("--num-concurrent", type=int, default=32, help="served: requests lmms-eval's openai model keeps in flight")
     parser.add_argument("--skip-sequential", action="store_true")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="reguide_bench_")
     docs = make_fixture(root, "imagenet200", per_dataset=args.per_dataset)
     os.environ["REGUIDE_DATA_ROOT"] = root
-    model_args = f"call_latency={args.call_latency},item_latency={args.item_latency}"
+    print(f"documents: {len(docs)} (fixture images, ImageNet200 ID + 5 OoD sets)")
 
-    timed_run("reguide_baseline_imagenet200_custom", "call_latency=0", batched=True)  # warm-up: imports, dataset cache
-    base_s, base = timed_run("reguide_baseline_imagenet200_custom", model_args, batched=True)
-    batched_s, batched = timed_run("reguide_imagenet200_custom", model_args, batched=True)
-    print(f"documents: {len(docs)}; model: {args.call_latency}s per call + {args.item_latency}s per request")
-    print(f"baseline            {base_s:8.2f} s")
-    print(f"reguide (batched)   {batched_s:8.2f} s   ratio {batched_s / base_s:.2f}")
-    if not args.skip_sequential:
-        seq_s, sequential = timed_run("reguide_imagenet200_custom", model_args, batched=False)
-        same = {k: v for k, v in sequential.items() if k != "alias"} == {k: v for k, v in batched.items() if k != "alias"}
-        print(f"reguide (per-doc)   {seq_s:8.2f} s   ratio {seq_s / base_s:.2f}   same metrics as batched: {same}")
+    timed_run(BASELINE_TASK, "reguide_scripted", "call_latency=0", batched=True)  # warm-up: imports, dataset cache
+    if args.backend in ("all", "scripted"):
+        scripted_args = f"call_latency={args.call_latency},item_latency={args.item_latency}"
+        compare(f"scripted: {args.call_latency} s per call + {args.item_latency} s per request", "reguide_scripted", scripted_args, args.skip_sequential)
+    if args.backend in ("all", "served"):
+        from reguide_tasks.testing_server import DEFAULT_MODEL, OoDDTestServer
+
+        os.environ.setdefault("OPENAI_API_KEY", "sk-reguide-bench")  # the loopback server ignores it; the SDK wants one
+        with ExitStack() as stack:
+            server = stack.enter_context(OoDDTestServer(latency=args.request_latency))
+            served_args = f"model={DEFAULT_MODEL},base_url={server.url},num_concurrent={args.num_concurrent},max_retries=1"
+            label = f"served: openai model, {args.num_concurrent} in flight, {args.request_latency} s per request"
+            compare(label, "openai", served_args, args.skip_sequential)
+            print(f"  server: {sum(server.requests.values())} requests, at most {server.max_in_flight} in flight")
 
 
 if __name__ == "__main__":

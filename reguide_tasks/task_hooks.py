@@ -49,14 +49,20 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
     image root, kept in every document. Missing images stop here with a message naming how many of
     which dataset are missing.
     """
-    rows = []
+    per_set = []
     for spec in spec_rows:
         root = spec.get("data_root") or ""
         docs = document_set(spec["benchmark"], spec["subset"], spec.get("path") or "", root)
         docs_mod.check_unique(docs)
         if docs_mod.images_required():
             docs_mod.require_images(docs, Path(root) if root else None)
-        rows.extend(dict(doc, data_root=root) for doc in docs)
+        per_set.append((root, docs))
+    # The data_root column only when a row sets one: every column costs lmms-eval time on every
+    # document it reads (twice per run), and readers take a missing data_root as the default root.
+    if any(root for root, _ in per_set):
+        rows = [dict(doc, data_root=root) for root, docs in per_set for doc in docs]
+    else:
+        rows = [doc for _, docs in per_set for doc in docs]
     docs_mod.check_unique(rows)
     return datasets.Dataset.from_list(rows)
 
