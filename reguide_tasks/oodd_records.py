@@ -114,7 +114,7 @@ def _keys_for(benchmark_name: str, dataset: str) -> tuple[str, ...]:
 
 def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
     item = [record["dataset"], record["ood_score"], record["correct"], record["failure_policy"]]
-    out = {key: item for key in _keys_for_dataset(benchmark, record["dataset"])}
+    out = dict.fromkeys(_keys_for_dataset(benchmark, record["dataset"]), item)  # one shared item (see _TableCache)
     if "suggestions_kept" in record:  # a ReGuide record
         stage_item = [record["dataset"], bool(record.get("predicted_aux")), len(record["suggestions_kept"]), len(record["suggestions_dropped"])]
         out.update({f"{family}_{record['dataset']}": stage_item for family in REGUIDE_FAMILIES})

@@ -40,6 +40,7 @@ class MissingAnswers(RuntimeError):
     pass
 
 
+@lru_cache(maxsize=256)  # every baseline request of a task carries the same prompt object: scan it once
 def request_stage(prompt: str) -> str:
     """Which of our prompts this is: 'stage1' (suggestions), 'stage2' (with auxiliary classes) or 'baseline'."""
     if "class names based on the given image" in prompt:
