@@ -20,7 +20,7 @@ files; not the interpreter start-up, which is the same for both and, on a loaded
 noise); with ``--subprocess`` each run is ``python -m lmms_eval`` (start-up included). Same flags
 for both (``--log_samples`` unless ``--no-log-samples``). Target: ratio <= 1.2.
 
-    python bench/bench_overhead.py [--repeats 3] [--no-log-samples] [--subprocess] [--profile FILE.prof]
+    python bench/bench_overhead.py [--repeats 3] [--no-log-samples] [--subprocess] [--process-docs-parallel N] [--profile FILE.prof]
 """
 
 from __future__ import annotations
@@ -101,8 +101,11 @@ def write_trivial_task(folder: Path) -> int:
     return len(docs)
 
 
+EXTRA_ARGS: list[str] = []  # lmms-eval flags given to every run (--process-docs-parallel)
+
+
 def cli_argv(task: str, model: str, model_args: str, include: Path, output: Path, log_samples: bool) -> list[str]:
-    argv = ["--include_path", str(include), "--model", model, "--tasks", task, "--output_path", str(output), "--verbosity", "WARNING"]
+    argv = [*EXTRA_ARGS, "--include_path", str(include), "--model", model, "--tasks", task, "--output_path", str(output), "--verbosity", "WARNING"]
     if model_args:
         argv += ["--model_args", model_args]
     if log_samples:
@@ -164,9 +167,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (after one warm-up run of each)")
     parser.add_argument("--no-log-samples", action="store_true")
     parser.add_argument("--subprocess", action="store_true", help="one python -m lmms_eval process per run (start-up included)")
+    parser.add_argument("--process-docs-parallel", type=int, default=None, help="lmms-eval's --process_docs_parallel for every run (its default: 4 threads)")
     parser.add_argument("--profile", default=None, help="also run ours once under cProfile (a subprocess), write the stats here and print the top")
     args = parser.parse_args()
     log_samples = not args.no_log_samples
+    if args.process_docs_parallel is not None:
+        EXTRA_ARGS[:] = ["--process_docs_parallel", str(args.process_docs_parallel)]
     workdir = Path(tempfile.mkdtemp(prefix="reguide_overhead_"))
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_CACHE=str(workdir / "hf_datasets"))
     trivial_dir = workdir / "trivial_task"
@@ -179,7 +185,7 @@ def main() -> None:
     run = run_subprocess if args.subprocess else run_in_process
 
     mode = "subprocess per run" if args.subprocess else "in-process (lmms-eval CLI entry)"
-    print(f"documents: {n_docs} in each task; log_samples={log_samples}; {mode}; {os.cpu_count()} CPUs")
+    print(f"documents: {n_docs} in each task; log_samples={log_samples}; {mode}; {os.cpu_count()} CPUs; extra lmms-eval args: {' '.join(EXTRA_ARGS) or 'none'}")
     for spec in specs.values():  # warm-up
         run(*spec, workdir, log_samples)
     times: dict[str, list[float]] = {name: [] for name in specs}

@@ -6,6 +6,9 @@ Every lmms-eval argument is forwarded unchanged. Our own options (removed before
 agentic loop instead of the batched runner) and ``--bad_images fail|exclude`` (sets
 ``REGUIDE_BAD_IMAGES``: an unreadable image stops the run naming the document, or is recorded in the
 samples and left out of every metric).
+
+When every task is ours, ``--process_docs_parallel`` defaults to 1 (lmms-eval's default is 4 threads,
+which only contend for the GIL on our CPU-bound scoring); pass it to override.
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ def our_tasks(task_arg: str | None) -> list:
         elif name in TAGS:
             chosen.extend(v for v in variants.values() if v.default and v.stage in TAGS[name])
     return chosen
+
+
+def only_our_tasks(task_arg: str | None) -> bool:
+    """Whether every name in ``--tasks`` is a task or tag of ours."""
+    if not task_arg:
+        return False
+    names = {v.name for v in task_variants()} | set(TAGS)
+    return all(t.strip() in names for t in task_arg.split(","))
+
+
+def _given(flag: str, argv: Sequence[str]) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 def model_needs_images(model_name: str | None) -> bool:
@@ -115,6 +130,10 @@ def run(argv: Sequence[str]) -> None:
     sys.argv = ["lmms-eval", *rest]
     _, args = lmms_main.parse_eval_args()
     args.include_path = _include_path(args.include_path)
+    if only_our_tasks(args.tasks) and not _given("--process_docs_parallel", rest):
+        # Our process_results is CPU-bound Python: lmms-eval's default of 4 threads only contends
+        # for the GIL (bench/bench_overhead.py: post-processing about twice as slow).
+        args.process_docs_parallel = 1
     if getattr(args, "use_cache", None) and not os.environ.get(CACHE_RUN_ID_ENV):
         # Set for every rank alike (same arguments), before lmms-eval creates the cache.
         os.environ[CACHE_RUN_ID_ENV] = stable_cache_run_id(args.model, args.model_args, args.tasks)

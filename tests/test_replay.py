@@ -30,6 +30,10 @@ def _results(tmp_path: Path, task: str) -> dict:
     return {k.split(",")[0]: v for k, v in json.loads(files[-1].read_text())["results"][task].items()}
 
 
+def _config(tmp_path: Path) -> dict:
+    return json.loads(sorted((tmp_path / "out").rglob("*_results.json"))[-1].read_text())["config"]
+
+
 def _samples(tmp_path: Path, task: str) -> list[dict]:
     files = sorted((tmp_path / "out").rglob(f"*_samples_{task}.jsonl"))
     return [json.loads(line) for line in files[-1].read_text().splitlines()]
@@ -65,6 +69,7 @@ def test_gpt4o_baseline_replay_reproduces_the_paper_figures(tmp_path):
     assert metrics["fail_rate_ssb_hard"] == 100.0
     assert metrics["auroc_ssb_hard"] != metrics["auroc_ssb_hard"]  # NaN
     assert "no released answer" in done.stdout + done.stderr
+    assert _config(tmp_path)["process_docs_parallel"] == 1  # reguide-eval's default for our tasks
 
 
 def test_missing_released_answers_fail_the_run_by_default(tmp_path):
@@ -76,8 +81,9 @@ def test_missing_released_answers_fail_the_run_by_default(tmp_path):
 
 def test_reguide_replay_of_stage1_and_stage2_runs_end_to_end(tmp_path):
     task = "reguide_imagenet200_5pct"
-    done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", task)
+    done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", task, "--process_docs_parallel", "2")
     assert done.returncode == 0, done.stderr[-2000:]
+    assert _config(tmp_path)["process_docs_parallel"] == 2  # a user's value is kept
     metrics = _results(tmp_path, task)
     records = [s["oodd"] for s in _samples(tmp_path, task)]
     ninco = [r for r in records if r["dataset"] == "ninco"]

@@ -30,3 +30,12 @@ def test_every_aggregation_named_in_yaml_resolves():
             assert f"utils.aggregate_{key}\n" in text
             assert callable(task_hooks.resolve_hook(f"aggregate_{key}"))
     assert callable(task_hooks.resolve_hook("baseline_process_results_msp_most_ood"))
+
+
+def test_only_our_tasks_decides_the_process_docs_parallel_default():
+    from reguide_tasks.cli import only_our_tasks
+
+    assert only_our_tasks("reguide_imagenet200,reguide_baseline_cifar10_25pct")
+    assert only_our_tasks("reguide_all")
+    assert not only_our_tasks("reguide_imagenet200,mme")
+    assert not only_our_tasks(None) and not only_our_tasks("")
