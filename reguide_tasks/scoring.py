@@ -103,9 +103,7 @@ def _id_values_getter(names: tuple[Any, ...], id_classes: tuple[str, ...]) -> Ca
     if positions == list(range(positions[0], positions[-1] + 1)):  # the usual answer: ID classes first, in a run
         run = slice(positions[0], positions[-1] + 1)
         return lambda values: values[run]
-    if len(positions) == 1:
-        return lambda values: (values[positions[0]],)
-    return operator.itemgetter(*positions)
+    return operator.itemgetter(*positions)  # two or more positions (one is a run): a tuple
 
 
 def _max_id(conf: dict[str, float], id_classes: Sequence[str]) -> float | None:

@@ -46,8 +46,8 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
     "data_root": ...}``. ``full`` builds from OpenOOD's ``benchmark_imglist/<benchmark>/`` under the data
     root (or ``path``); ``file`` reads a JSONL of documents at ``path`` (relative to the data root when
     not absolute). ``data_root`` (optional, "" = ``REGUIDE_DATA_ROOT`` / ``./data``) is the task's own
-    image root, kept in every document. Missing images stop here with a message naming how many of
-    which dataset are missing.
+    image root, kept in every document when set (a ``data_root`` column only then). Missing images
+    stop here with a message naming how many of which dataset are missing.
     """
     per_set = []
     for spec in spec_rows:
