@@ -52,6 +52,7 @@ def timed_run(task: str, model: str, model_args: str, batched: bool) -> tuple[fl
 
 def compare(label: str, model: str, model_args: str, skip_sequential: bool) -> None:
     """Time the three routes with one backend and print them with their ratios to the baseline."""
+    timed_run(BASELINE_TASK, model, model_args, batched=True)  # warm-up: the backend's imports and clients
     base_s, _ = timed_run(BASELINE_TASK, model, model_args, batched=True)
     batched_s, batched = timed_run(REGUIDE_TASK, model, model_args, batched=True)
     print(f"[{label}]")
@@ -78,7 +79,6 @@ def main() -> None:
     os.environ["REGUIDE_DATA_ROOT"] = root
     print(f"documents: {len(docs)} (fixture images, ImageNet200 ID + 5 OoD sets)")
 
-    timed_run(BASELINE_TASK, "reguide_scripted", "call_latency=0", batched=True)  # warm-up: imports, dataset cache
     if args.backend in ("all", "scripted"):
         scripted_args = f"call_latency={args.call_latency},item_latency={args.item_latency}"
         compare(f"scripted: {args.call_latency} s per call + {args.item_latency} s per request", "reguide_scripted", scripted_args, args.skip_sequential)
