@@ -4,7 +4,12 @@ end-to-end test files (each keeps its own run bookkeeping)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 
 def _one(output: Path, pattern: str, describe: str) -> Path:
@@ -28,3 +33,27 @@ def read_samples(output: Path, task: str, describe: str = "") -> list[dict]:
     """A task's sample log rows, in file order."""
     path = _one(output, f"*_samples_{task}.jsonl", describe)
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def console_script(name: str) -> str:
+    """The console script installed next to this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"console script {name!r} not found: install the package (pip install -e .)")
+    return found
+
+
+def offline_env(run_dir: Path, drop: tuple[str, ...] = ("REGUIDE_",), **extra: str) -> dict[str, str]:
+    """This process's environment for a CLI run: variables starting with ``drop`` removed, the hubs
+    offline, a dataset cache of the run's own (runs overlap), one OpenMP thread, then ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(drop)}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        HF_DATASETS_CACHE=str(run_dir / "hf_datasets"),
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
+    return env

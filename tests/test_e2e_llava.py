@@ -15,11 +15,8 @@ run at a time (about half the sum of their times). Everything runs with the hub 
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +26,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from cli_runs import read_metrics, read_results, read_samples
+from cli_runs import console_script, offline_env, read_metrics, read_results, read_samples
 from reguide_tasks.benchmarks import get_benchmark
 from reguide_tasks.fixtures import make_fixture
 from reguide_tasks.models.scripted import scripted_fails, scripted_score
@@ -52,15 +49,6 @@ RUN_ORDER = ("llava_batched", "llava_sequential", "qwen_batched", "scripted_batc
 
 
 # ---------------------------------------------------------------- running the CLIs
-def console_script(name: str) -> str:
-    """The console script installed next to this interpreter (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"console script {name!r} not found: install the package (pip install -e .)")
-    return found
-
-
 @dataclass
 class Run:
     """One finished CLI run: exit status, logs, and the files it wrote under ``output``."""
@@ -118,16 +106,7 @@ class RunPool:
         output, logs = run_dir / "output", run_dir / "logs"
         logs.mkdir(parents=True)
         argv = [arg.replace("{OUTPUT}", str(output)) for arg in argv]
-        env = {key: value for key, value in os.environ.items() if not key.startswith("REGUIDE_")}
-        env.update(
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-            HF_DATASETS_OFFLINE="1",
-            HF_DATASETS_CACHE=str(run_dir / "hf_datasets"),  # runs overlap: no shared dataset cache
-            OMP_NUM_THREADS="1",  # a tiny model is fastest single-threaded, and two runs share the cores
-            TOKENIZERS_PARALLELISM="false",
-            **extra_env,
-        )
+        env = offline_env(run_dir, TOKENIZERS_PARALLELISM="false", **extra_env)
         # The child keeps its own copies of the log files' descriptors: the parent closes its at once.
         with open(logs / "stdout.txt", "w", encoding="utf-8") as out, open(logs / "stderr.txt", "w", encoding="utf-8") as err:
             process = subprocess.Popen(argv, cwd=run_dir, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)

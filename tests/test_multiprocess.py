@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +37,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cli_runs import read_metrics, read_results, read_samples
+from cli_runs import console_script, offline_env, read_metrics, read_results, read_samples
 from reguide_tasks.benchmarks import get_benchmark
 from reguide_tasks.documents import subset_documents, write_documents
 from reguide_tasks.fixtures import FORMATS, custom_documents_path, fixture_image
@@ -153,14 +150,6 @@ class Run:
         return [row for row in rows if row[0] == task]
 
 
-def console_script(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"console script {name!r} not found: install the package (pip install -e .)")
-    return found
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -179,18 +168,8 @@ def run_cli(name: str, argv: list[str], workdir: Path, data_root: Path) -> Run:
     run_dir.mkdir(parents=True)
     calls = run_dir / "calls.txt"
     argv = [arg.replace("{OUTPUT}", str(output)).replace("{CALLS}", str(calls)) for arg in argv]
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("REGUIDE_", "LMMS_CACHE"))}
-    env.update(
-        REGUIDE_DATA_ROOT=str(data_root),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        HF_DATASETS_CACHE=str(run_dir / "hf_datasets"),
-        OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false",
-        ACCELERATE_USE_CPU="1",
-        CUDA_VISIBLE_DEVICES="",
-    )
+    env = offline_env(run_dir, ("REGUIDE_", "LMMS_CACHE"), REGUIDE_DATA_ROOT=str(data_root), TOKENIZERS_PARALLELISM="false",
+                      ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="")
     started = time.monotonic()
     try:
         done = subprocess.run(argv, check=False, cwd=run_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runs import read_metrics
+from cli_runs import console_script, offline_env, read_metrics
 from reguide_tasks.cli import stable_cache_run_id
 from reguide_tasks.fixtures import make_fixture
 
@@ -57,14 +54,6 @@ Request = tuple  # (task, doc_id, stage, prompt hash): one line of the scripted 
 
 
 # ---------------------------------------------------------------- running and killing
-def console_script(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"console script {name!r} not found: install the package (pip install -e .)")
-    return found
-
-
 def read_calls(path: Path) -> list[Request]:
     if not path.exists():
         return []
@@ -113,20 +102,6 @@ class Outcome:
         return read_metrics(self.output, task, self.describe())
 
 
-def _env(data_root: Path, run_dir: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("REGUIDE_", "LMMS_CACHE", "SLURM_", "TORCHELASTIC_"))}
-    env.update(
-        REGUIDE_DATA_ROOT=str(data_root),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        HF_DATASETS_CACHE=str(run_dir / "hf_datasets"),
-        OMP_NUM_THREADS="1",
-        CUDA_VISIBLE_DEVICES="",
-    )
-    return env
-
-
 def run_scenario(name: str, extra: list[str], tasks: str, workdir: Path, data_root: Path, kill_when=None, cache: bool = True) -> Outcome:
     """``reguide-eval`` twice with the same arguments: the first time SIGKILLed once ``kill_when(lines)``."""
     run_dir = workdir / name
@@ -136,7 +111,7 @@ def run_scenario(name: str, extra: list[str], tasks: str, workdir: Path, data_ro
     argv = [console_script("reguide-eval"), *extra, "--tasks", tasks, "--model", "reguide_scripted", "--model_args", model_args]
     if cache:
         argv += ["--use_cache", str(run_dir / "cache")]
-    env = _env(data_root, run_dir)
+    env = offline_env(run_dir, ("REGUIDE_", "LMMS_CACHE", "SLURM_", "TORCHELASTIC_"), REGUIDE_DATA_ROOT=str(data_root), CUDA_VISIBLE_DEVICES="")
 
     def start(output: Path, log: Path) -> subprocess.Popen:
         with open(log, "w", encoding="utf-8") as handle:  # the child keeps its own descriptor
