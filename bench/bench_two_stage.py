@@ -26,7 +26,7 @@ import time
 from contextlib import ExitStack
 
 from reguide_tasks.fixtures import make_fixture
-from reguide_tasks.paths import REPO_TASKS_DIR
+from reguide_tasks.paths import TASKS_DIR
 
 BASELINE_TASK, REGUIDE_TASK = "reguide_baseline_imagenet200_custom", "reguide_imagenet200_custom"
 
@@ -41,7 +41,7 @@ def timed_run(task: str, model: str, model_args: str, batched: bool) -> tuple[fl
     if batched:
         two_stage.install()
     try:
-        manager = TaskManager("ERROR", include_path=str(REPO_TASKS_DIR))
+        manager = TaskManager("ERROR", include_path=str(TASKS_DIR))
         start = time.perf_counter()
         results = evaluator.simple_evaluate(model=model, model_args=model_args, tasks=[task], task_manager=manager, verbosity="ERROR")
         elapsed = time.perf_counter() - start

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from reguide_tasks.documents import BAD_IMAGE_POLICIES, BAD_IMAGES_ENV, DATA_ROOT_ENV, DataError, check_unique, require_images
 from reguide_tasks.oodd_records import RUN_COUNTS
-from reguide_tasks.paths import REPO_TASKS_DIR
+from reguide_tasks.paths import TASKS_DIR
 from reguide_tasks.task_yamls import task_variants
 
 TAGS = {"reguide_all": ("reguide",), "reguide_baseline_all": ("baseline",)}
@@ -111,7 +111,7 @@ def _split_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]
 
 
 def _include_path(user_value):
-    paths = [str(REPO_TASKS_DIR)]
+    paths = [str(TASKS_DIR)]
     if user_value:
         paths = (user_value if isinstance(user_value, list) else [user_value]) + paths
     return paths

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 from loguru import logger
 
+from reguide_tasks.plugin_tasks import lmms_eval_version
+
 SUPPORTED_LMMS_EVAL = ("0.7.3",)
 
 
@@ -151,14 +153,9 @@ def lmms_eval_agentic_loop():
 
 def install() -> bool:
     """Route lmms-eval's agentic requests through :func:`run_agentic_batched`; False if unsupported."""
-    import lmms_eval
     import lmms_eval.evaluator as evaluator
 
-    version = getattr(lmms_eval, "__version__", None)
-    if version is None:
-        from importlib.metadata import version as dist_version
-
-        version = dist_version("lmms_eval")
+    version = lmms_eval_version()
     if version not in SUPPORTED_LMMS_EVAL or not hasattr(evaluator, "_run_generate_until_agentic"):
         logger.warning(f"lmms-eval {version}: batched two-stage runner not installed (written for {SUPPORTED_LMMS_EVAL}); using lmms-eval's per-document loop")
         return False

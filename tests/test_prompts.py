@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reguide_tasks import prompts
-from reguide_tasks.paths import REPO_TASKS_DIR, TEMPLATES_DIR
+from reguide_tasks.paths import TASKS_DIR, TEMPLATES_DIR
 from reguide_tasks.prompts import (
     REJECTION_CLASS,
     RELEASE_IMAGE_PREFIX,
@@ -66,7 +66,7 @@ def printed_class_list(prompt: str) -> list[str]:
 
 
 def test_paths_point_at_the_repo_templates() -> None:
-    assert TEMPLATES_DIR == REPO_TASKS_DIR / "templates" and prompts.TEMPLATES_DIR == TEMPLATES_DIR
+    assert TEMPLATES_DIR == TASKS_DIR / "templates" and prompts.TEMPLATES_DIR == TEMPLATES_DIR
     assert {p.stem for p in TEMPLATES_DIR.glob("*.yaml")} >= {
         "baseline", "stage1", "stage2", "examples_cifar10", "examples_imagenet200"
     }
@@ -143,7 +143,7 @@ def test_example_numbers_print_as_released() -> None:
 
 
 def _extraction_script():
-    path = REPO_TASKS_DIR.parent / "utils" / "extract_prompt_examples.py"
+    path = Path(__file__).resolve().parents[1] / "utils" / "extract_prompt_examples.py"
     spec = importlib.util.spec_from_file_location("extract_prompt_examples", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

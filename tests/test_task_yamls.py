@@ -5,12 +5,12 @@ from __future__ import annotations
 from reguide_tasks import task_hooks
 from reguide_tasks.benchmarks import get_benchmark
 from reguide_tasks.oodd_records import metric_keys
-from reguide_tasks.paths import REPO_TASKS_DIR
+from reguide_tasks.paths import TASKS_DIR
 from reguide_tasks.task_yamls import render_task_yamls, task_variants, write_task_yamls
 
 
 def test_committed_yamls_are_up_to_date():
-    assert write_task_yamls(REPO_TASKS_DIR, check=True) == [], "run: python utils/generate_task_yamls.py"
+    assert write_task_yamls(TASKS_DIR, check=True) == [], "run: python utils/generate_task_yamls.py"
 
 
 def test_task_names_are_guessable_and_unique():

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/demo}
+VENV=${VENV:-.venv}  # utils/check_upstream.sh runs the demo in its own environment
 rm -rf "$OUT"; mkdir -p "$(dirname "$OUT")"
-.venv/bin/reguide-eval --model reguide_replay --model_args model=gpt,missing=skip \
+"$VENV/bin/reguide-eval" --model reguide_replay --model_args model=gpt,missing=skip \
   --tasks reguide_baseline_imagenet200_5pct --output_path "$OUT" --log_samples >"$OUT.log" 2>&1 \
   || { tail -n 5 "$OUT.log"; exit 1; }
-.venv/bin/reguide-report "$OUT" --out "$OUT/report"
+"$VENV/bin/reguide-report" "$OUT" --out "$OUT/report"

@@ -7,6 +7,7 @@ The manifests are built lazily (module ``__getattr__``): lmms-eval loads these e
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 MODEL_CLASS_PATHS = {
@@ -14,6 +15,18 @@ MODEL_CLASS_PATHS = {
     "REPLAY_MANIFEST": ("reguide_replay", "reguide_tasks.models.replay.ReplayModel"),
     "CLIP_OOD_MANIFEST": ("clip_ood", "reguide_tasks.models.clip_ood.ClipOoD"),
 }
+
+# What lmms-eval's LMMS_EVAL_PLUGINS route reads from ``<plugin>.models`` (module name -> class name,
+# as ``<plugin>.models.<model>.<Class>``). Empty on purpose: our models are registered through the
+# entry points above; this table only has to exist for LMMS_EVAL_PLUGINS=reguide_tasks to import.
+AVAILABLE_MODELS: dict[str, str] = {}
+
+# lmms-eval 0.7.3 imports this module before it builds its task index; when LMMS_EVAL_PLUGINS names
+# us, make that index include our tasks (see plugin_tasks for why lmms-eval alone does not).
+if "LMMS_EVAL_PLUGINS" in os.environ:
+    from reguide_tasks.plugin_tasks import install as _install_plugin_tasks
+
+    _install_plugin_tasks()
 
 
 def __getattr__(name: str) -> Any:
