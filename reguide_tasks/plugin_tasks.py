@@ -42,7 +42,10 @@ def plugin_task_folders(plugins: list[str]) -> list[str]:
     """Each plugin's ``<plugin>.tasks`` folder, located the way lmms-eval locates it."""
     folders = []
     for plugin in plugins:
-        spec = importlib.util.find_spec(f"{plugin}.tasks")
+        try:
+            spec = importlib.util.find_spec(f"{plugin}.tasks")
+        except ModuleNotFoundError:  # no such package: lmms-eval reports it itself
+            continue
         if spec is not None and spec.submodule_search_locations:
             folders.append(list(spec.submodule_search_locations)[0])
     return folders

@@ -120,9 +120,12 @@ def test_installed_demo_replays_the_release_and_reports(venv: Path, tmp_path: Pa
 
 @pytest.mark.e2e
 def test_plain_lmms_eval_finds_our_tasks_through_lmms_eval_plugins(venv: Path, tmp_path: Path, fixture_data) -> None:
-    """``LMMS_EVAL_PLUGINS=reguide_tasks lmms-eval ...``: no include path, no checkout, no reguide-eval."""
+    """``LMMS_EVAL_PLUGINS=reguide_tasks python -m lmms_eval ...``: no include path, no checkout, no reguide-eval.
+
+    ``python -m lmms_eval``: lmms-eval's console script lives in .venv's bin, not in the borrowing venv.
+    """
     out = tmp_path / "out"
-    done = _run(venv, tmp_path, "lmms-eval", "--model", "reguide_scripted", "--tasks", FIXTURE_TASK,
+    done = _run(venv, tmp_path, "python", "-m", "lmms_eval", "--model", "reguide_scripted", "--tasks", FIXTURE_TASK,
                 "--output_path", str(out), "--log_samples",
                 LMMS_EVAL_PLUGINS="reguide_tasks", REGUIDE_DATA_ROOT=str(fixture_data.root))
     assert done.returncode == 0 and "Tasks were not found" not in done.stderr, _describe(done)
@@ -133,3 +136,23 @@ def test_plain_lmms_eval_finds_our_tasks_through_lmms_eval_plugins(venv: Path, t
     expected = expected_scripted_baseline(docs, "imagenet200")
     wrong = {key: (metrics.get(key), value) for key, value in expected.items() if metrics.get(key) != pytest.approx(value, abs=1e-9)}
     assert not wrong, f"(got, sklearn): {wrong}"
+
+
+def test_plugin_folders_join_any_include_path_once() -> None:
+    from reguide_tasks.plugin_tasks import with_plugin_folders
+
+    assert with_plugin_folders(None, ["/p"]) == ["/p"]
+    assert with_plugin_folders("/mine", ["/p"]) == ["/mine", "/p"]
+    assert with_plugin_folders(["/mine", "/p"], ["/p"]) == ["/mine", "/p"]
+    assert with_plugin_folders("/mine", []) == "/mine"
+
+
+def test_plugin_task_folder_is_the_shipped_task_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reguide_tasks.paths import TASKS_DIR
+    from reguide_tasks.plugin_tasks import install, named_plugins, plugin_task_folders
+
+    monkeypatch.setenv("LMMS_EVAL_PLUGINS", "someone_else")
+    assert named_plugins() == ["someone_else"] and install() is False  # not named: lmms-eval left alone
+    monkeypatch.setenv("LMMS_EVAL_PLUGINS", "someone_else, reguide_tasks")
+    assert named_plugins() == ["someone_else", "reguide_tasks"]
+    assert [Path(p).resolve() for p in plugin_task_folders(["not_installed_pkg", "reguide_tasks"])] == [TASKS_DIR]
