@@ -50,10 +50,10 @@ step() {  # step NAME COMMAND...: run, log, stop with the diff on failure
   fi
 }
 
-: >"$LOG" 2>/dev/null || { mkdir -p "$(dirname "$VENV")"; : >"$LOG"; }
+mkdir -p "$(dirname "$VENV")"; : >"$LOG"
 step "fresh venv at $VENV" python3 -m venv "$VENV"
-step "newest pip and setuptools" "$VENV/bin/python" -m pip install -U pip setuptools
-step "install setup.cfg's ranges, newest releases" "$VENV/bin/python" -m pip install -e '.[test]'
+step "newest pip and setuptools" "$VENV/bin/python" -m pip install -q -U pip setuptools
+step "install setup.cfg's ranges, newest releases" "$VENV/bin/python" -m pip install -q -e '.[test]'
 step "demo" env VENV="$VENV" bash utils/demo.sh "$(dirname "$VENV")/demo"
 step "quick tests" "$VENV/bin/python" -m pytest -q -x -p no:cacheprovider "${QUICK_TESTS[@]}"
 echo "check_upstream: passed with today's releases"
