@@ -63,12 +63,16 @@ def test_gpt4o_baseline_replay_reproduces_the_paper_figures(tmp_path):
     no_id_confidence = sum(r["ood_score"] is None for r in records if r["dataset"] != "ssb_hard")
     assert metrics["oodd"] == 4170 - 1970 - no_id_confidence
     assert metrics["fail_rate_ninco"] == pytest.approx(100 * sum(r["failed"] for r in records if r["dataset"] == "ninco") / 249)
-    # SSB-hard has no released answers in the sample: reported, not dropped, and NaN rather than a fake number
+    # SSB-hard has no released answers in the sample: recorded per document, counted as not in release,
+    # no failure share, and NaN rather than a fake number (near too: not a mean over NINCO alone)
     ssb = [r for r in records if r["dataset"] == "ssb_hard"]
-    assert len(ssb) == 1970 and all(r["reason"] == "no released answer" for r in ssb)
-    assert metrics["fail_rate_ssb_hard"] == 100.0
-    assert metrics["auroc_ssb_hard"] != metrics["auroc_ssb_hard"]  # NaN
-    assert "no released answer" in done.stdout + done.stderr
+    assert len(ssb) == 1970 and all(r["reason"] == "no released answer" and r["not_in_release"] and not r["failed"] for r in ssb)
+    assert metrics["not_in_release_ssb_hard"] == 1970 and metrics["not_in_release_ninco"] == 0
+    assert metrics["fail_rate_ssb_hard"] != metrics["fail_rate_ssb_hard"]  # NaN: no answer to fail
+    assert metrics["auroc_ssb_hard"] != metrics["auroc_ssb_hard"] and metrics["auroc_near"] != metrics["auroc_near"]
+    assert all(metrics[f"repaired_rate_{d}"] == 0.0 for d in ("imagenet200", "ninco", "inaturalist", "textures", "openimage_o"))
+    assert all(r["key_reading"] == "repair" and r["repaired_keys"] == {} for r in records)
+    assert "not_in_release_<dataset> (missing=skip)" in done.stdout + done.stderr
     assert _config(tmp_path)["process_docs_parallel"] == 1  # reguide-eval's default for our tasks
 
 
@@ -90,7 +94,8 @@ def test_reguide_replay_of_stage1_and_stage2_runs_end_to_end(tmp_path):
     assert len(ninco) == 249 and all(r["stage1"].startswith("Class suggested") for r in ninco[:20])
     assert sum(len(r["suggestions_kept"]) for r in ninco) / 249 > 30
     assert sum(not r["failed"] for r in ninco) > 150 and metrics["fail_rate_ninco"] < 40
-    # stage-2 answers were released for NINCO only: the other sets are reported as failed, not dropped
+    assert all(r["suggestions_source"] == "sent" for r in records)  # scored against the list stage 2 showed
+    # stage-2 answers were released for NINCO only: the other sets are recorded as not in release
     others = [r for r in records if r["dataset"] != "ninco"]
-    assert all(r["failed"] and r["reason"] == "no released answer" for r in others)
-    assert metrics["fail_rate_imagenet200"] == 100.0
+    assert all(r["not_in_release"] and not r["failed"] and r["reason"] == "no released answer" for r in others)
+    assert metrics["not_in_release_imagenet200"] == 400 and metrics["fail_rate_imagenet200"] != metrics["fail_rate_imagenet200"]
