@@ -4,7 +4,6 @@ and failed answers, unknown and repaired keys) scored by the task's own hook, sa
 from __future__ import annotations
 
 import csv
-import math
 from collections import Counter
 from functools import cache
 from pathlib import Path

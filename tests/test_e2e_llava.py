@@ -43,8 +43,9 @@ BOGUS_CHECKPOINT = "no-such-tiny-checkpoint-7f3a"
 
 LLAVA_BASELINE, LLAVA_REGUIDE = "reguide_baseline_cifar10_custom", "reguide_cifar10_custom"
 SCRIPTED_BASELINE, SCRIPTED_REGUIDE = "reguide_baseline_imagenet200_custom", "reguide_imagenet200_custom"
-RECORD_FIELDS = {"dataset", "role", "image", "label_name", "prediction", "correct", "ood_score", "failed", "status", "reason", "score_rule", "failure_policy"}
-REGUIDE_RECORD_FIELDS = RECORD_FIELDS | {"stage1", "suggestions_kept", "suggestions_dropped", "stage2"}
+RECORD_FIELDS = {"dataset", "role", "image", "label_name", "prediction", "correct", "ood_score", "failed", "status", "reason", "score_rule", "failure_policy",
+                 "key_reading", "repaired_keys", "repaired_prediction", "unknown_keys", "score_repaired", "not_in_release"}
+REGUIDE_RECORD_FIELDS = RECORD_FIELDS | {"stage1", "suggestions_kept", "suggestions_dropped", "stage2", "suggestions_source"}
 RUN_ORDER = ("llava_batched", "llava_sequential", "qwen_batched", "scripted_batched", "scripted_sequential", "plain_failing", "wrong_root", "list")
 
 

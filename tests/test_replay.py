@@ -74,6 +74,30 @@ def test_gpt4o_baseline_replay_reproduces_the_paper_figures(tmp_path):
     assert all(r["key_reading"] == "repair" and r["repaired_keys"] == {} for r in records)
     assert "not_in_release_<dataset> (missing=skip)" in done.stdout + done.stderr
     assert _config(tmp_path)["process_docs_parallel"] == 1  # reguide-eval's default for our tasks
+    _check_demo_report_and_audit(tmp_path, records)
+
+
+def _check_demo_report_and_audit(tmp_path: Path, records: list[dict]) -> None:
+    """What the README demo prints next: the report has no failure share from missing release files,
+    and the audit of the same output says how every answer was read."""
+    from reguide_tasks.audit_cli import main as audit_main
+    from reguide_tasks.report_cli import main as report_main
+    from test_report import table_rows
+
+    answered = [r for r in records if not r["not_in_release"]]
+    assert report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report"), "--bootstrap", "0", "--no-plots"]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    (summary,) = table_rows(markdown, "imagenet200")
+    assert summary["Fail all"] == f"{100 * sum(r['failed'] for r in answered) / len(answered):.1f}" == "6.4"
+    answers = {row["Dataset"]: row for row in table_rows(markdown, "imagenet200", 2)}
+    assert answers["ssb_hard"]["Not in release"] == "1970" and answers["ssb_hard"]["Fail"] == "n/a"
+    assert answers["ninco"]["Not in release"] == "0" and answers["ninco"]["Repaired"] == "0.0"
+    assert audit_main([str(tmp_path / "out"), "--out", str(tmp_path / "audit")]) == 0
+    audit = {row["Dataset"]: row for row in table_rows((tmp_path / "audit" / "audit.md").read_text(), "reguide_replay (gpt) on reguide_baseline_imagenet200_5pct")}
+    # the per-file pins of tests/test_parsing.py (ok, partial, failed), read back from the records
+    assert [audit["imagenet200"][h] for h in ("OK", "Partial", "Failed")] == ["378", "1", "21"]
+    assert [audit["ninco"][h] for h in ("OK", "Partial", "Failed")] == ["211", "0", "38"]
+    assert audit["ssb_hard"]["Not in release"] == "1970" and audit["textures"]["Top failure reasons"] == "refusal (26)"
 
 
 def test_missing_released_answers_fail_the_run_by_default(tmp_path):
