@@ -839,16 +839,17 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
 
 def answers_markdown(table: pd.DataFrame, bench: Benchmark, left: int) -> str:
     """One row per run and dataset: failed and repaired shares (%), documents not in the release."""
-    header = ["Model", "Task"][:left] + ["Dataset", "Fail", "Repaired", "Not in release"]
+    header = ["Model", "Task"][:left] + ["Key reading", "Dataset", "Fail", "Repaired", "Not in release"]
     body = []
     for r in table.to_dict("records"):
         for dataset in bench.datasets:
             missing = r.get(f"not_in_release_{dataset}", math.nan)
             body.append(
                 [str(r[k]) for k in ("model", "task")[:left]]
-                + [dataset, _fmt(r.get(f"fail_rate_{dataset}")), _fmt(r.get(f"repaired_rate_{dataset}")), _fmt(missing, 0)]
+                + [str(r.get("key_reading") or "?"), dataset, _fmt(r.get(f"fail_rate_{dataset}")),
+                   _fmt(r.get(f"repaired_rate_{dataset}")), _fmt(missing, 0)]
             )
-    return markdown_table(header, body, left + 1)
+    return markdown_table(header, body, left + 2)
 
 
 def report_markdown(tables: Mapping[str, pd.DataFrame], notes: Sequence[str], *, n_boot: int, seed: int) -> str:

@@ -147,7 +147,8 @@ def make_process_results(stage: str, score_rule: str = "max_id", failure_policy:
             return {RECORD_KEY: record}
         return per_doc_metrics(record, get_benchmark(doc["benchmark"]))
 
-    process_results.__name__ = f"{stage}_process_results_{score_rule}_{failure_policy}" + ("_strict" if key_reading == "strict" else "")
+    name = f"{stage}_process_results_{score_rule}_{failure_policy}" + ("_strict" if key_reading == "strict" else "")
+    process_results.__name__ = process_results.__qualname__ = name  # the results JSON's config shows it
     return process_results
 
 

@@ -123,3 +123,33 @@ def test_reguide_replay_of_stage1_and_stage2_runs_end_to_end(tmp_path):
     others = [r for r in records if r["dataset"] != "ninco"]
     assert all(r["not_in_release"] and not r["failed"] and r["reason"] == "no released answer" for r in others)
     assert metrics["not_in_release_imagenet200"] == 400 and metrics["fail_rate_imagenet200"] != metrics["fail_rate_imagenet200"]
+
+
+def test_a_strict_task_of_your_own_reports_both_readings(tmp_path):
+    """The README's recipe: a task file of yours naming the ``_strict`` hook, run beside ours; the
+    records and the report say which reading each task used."""
+    from reguide_tasks.paths import TASKS_DIR
+    from reguide_tasks.report_cli import main as report_main
+    from test_report import table_rows
+
+    mine = tmp_path / "my_tasks"
+    mine.mkdir()
+    (mine / "my_strict.yaml").write_text(
+        f"include: {TASKS_DIR / 'reguide_imagenet200' / 'reguide_baseline_imagenet200_5pct.yaml'}\n"
+        "task: my_baseline_imagenet200_strict\n"
+        "process_results: !function utils.baseline_process_results_max_id_exclude_strict\n"
+    )
+    (mine / "utils.py").write_text(
+        "from reguide_tasks.task_hooks import *  # noqa: F401,F403\n"
+        "from reguide_tasks.task_hooks import resolve_hook as __getattr__  # noqa: F401\n"
+    )
+    ours, strict = "reguide_baseline_imagenet200_5pct", "my_baseline_imagenet200_strict"
+    done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", f"{ours},{strict}",
+                "--include_path", str(mine), "--limit", "40")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {r["oodd"]["key_reading"] for r in _samples(tmp_path, strict)} == {"strict"}
+    assert {r["oodd"]["key_reading"] for r in _samples(tmp_path, ours)} == {"repair"}
+    assert _results(tmp_path, strict)["repaired_rate_imagenet200"] == 0.0
+    assert report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report"), "--bootstrap", "0", "--no-plots"]) == 0
+    rows = table_rows((tmp_path / "report" / "report.md").read_text(), "imagenet200", 2)
+    assert {(row["Task"], row["Key reading"]) for row in rows} == {(ours, "repair"), (strict, "strict")}

@@ -12,3 +12,4 @@ rm -rf "$OUT"; mkdir -p "$(dirname "$OUT")"
   --tasks reguide_baseline_imagenet200_5pct --output_path "$OUT" --log_samples >"$OUT.log" 2>&1 \
   || { tail -n 5 "$OUT.log"; exit 1; }
 "$VENV/bin/reguide-report" "$OUT" --out "$OUT/report"
+"$VENV/bin/reguide-audit" "$OUT" --out "$OUT/audit"
