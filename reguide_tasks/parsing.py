@@ -12,11 +12,16 @@ loops). :func:`parse_answer` turns any string into a :class:`ParsedAnswer` and n
 Conventions:
 
 - Confidences are kept as given (the prompt's 0..100 scale); nothing is rescaled or clipped.
-- Keys are matched to the prompt's class list by :func:`match_class`: exact, then normalised (case,
-  spacing, punctuation), then a conservative typo match (one edit, keys of 5+ characters, unique).
+- The ``Prediction:`` value and every key are matched to the prompt's class list by the one policy
+  of :mod:`reguide_tasks.key_matching`: exact, then normalised, then (unless ``repair=False``, the
+  strict reading) repair of a key still unknown to the one class without a value that it is a typo
+  of. Keys are first all read exactly / normalised, then the unknown ones repaired in answer order,
+  so an exact key always wins over a typo of the same class. Repairs are listed in
+  ``repaired_keys`` (key as written -> class), the keys left unknown in ``unknown_keys``.
 - A key that appears twice keeps its first value. ``confidences`` is in answer order.
-- The prediction is the ``Prediction:`` value matched to the class list; if missing or unmatched,
-  the argmax of the confidences (ties: first in class order); None when there is neither.
+- The prediction is the ``Prediction:`` value matched to the class list (a repair: against every
+  class; ``repaired_prediction`` then holds the value as written); if missing or unmatched, the
+  argmax of the confidences (ties: first in class order); None when there is neither.
 - ``status``: ``"ok"`` every class has a confidence, ``"partial"`` some, ``"failed"`` none.
   A failed answer has no confidences (a copied example's values are dropped).
 - ``reason``: ``""`` for a clean ``ok`` answer; otherwise ``"; "``-joined notes, e.g.
@@ -35,9 +40,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from os.path import commonprefix
+from dataclasses import dataclass, field
+
+from reguide_tasks.key_matching import ClassIndex, class_index
 
 __all__ = ["ParsedAnswer", "match_class", "parse_answer"]
 
@@ -47,7 +52,6 @@ _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _VALUE = re.compile(r":\s*(?:['\"]\s*)?(" + _NUMBER + ")")
 _PREDICTION_COLON = re.compile(r"[ \t'\"]{0,4}:[ \t'\"`*]*")
 _BULLET = re.compile(r"(?:[-*\u2022]|\d{1,3}[.)])\s+")
-_NON_WORD = re.compile(r"[\W_]+")
 # A plain unquoted key right after its delimiter ("{goldfish", ", great white shark"): for such a
 # span _key_from_span returns exactly the name (letters first, so never a bullet; alphanumeric at
 # the end, so nothing to strip). Checked first because weak models write whole dicts this way.
@@ -78,112 +82,40 @@ _REFUSALS = (
 _REFUSAL_WINDOW = 400  # refusals open the answer; don't search a 100k loop for them
 _PREDICTION_SPAN = 200  # a class name is never longer than this
 _PREDICTION_TRIES = 16  # 'prediction' occurrences examined (a loop may repeat it thousands of times)
-_MAX_FUZZY_KEYS = 32  # typo look-ups per answer (bounds garbage-heavy answers)
-_MAX_FUZZY_LEN = 80  # longer keys are garbage, not typos
-_MIN_FUZZY_LEN = 5  # 'hen' vs 'hyena', 'ant' vs 'ants': never fuzzy-match short keys
 _MAX_LISTED = 5  # keys named in a reason
 # pairs read per class: a repetition loop adds nothing after its first rounds
 _PAIRS_PER_CLASS = 8
-_FUZZY_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True)
 class ParsedAnswer:
-    """One parsed answer; see the module docstring for the conventions."""
+    """One parsed answer; see the module docstring for the conventions.
+
+    The last three fields say how the keys were read; they are left out of ``==`` so that an answer
+    compares by what it says (prediction, confidences, status, reason).
+    """
 
     prediction: str | None
     confidences: dict[str, float]
     status: str
     reason: str
+    repaired_keys: dict[str, str] = field(default_factory=dict, compare=False)
+    unknown_keys: tuple[str, ...] = field(default=(), compare=False)
+    repaired_prediction: str | None = field(default=None, compare=False)
 
 
-def _normalize(name: str) -> str:
-    """Lower-case, punctuation and underscores to single spaces, stripped."""
-    return _NON_WORD.sub(" ", name.lower()).strip()
-
-
-def _within_one_edit(a: str, b: str) -> bool:
-    """True when ``a`` and ``b`` differ by at most one insertion, deletion, substitution or swap."""
-    la, lb = len(a), len(b)
-    if abs(la - lb) > 1:
-        return False
-    i = len(commonprefix((a, b)))
-    if i == la == lb:
-        return True
-    if la == lb:
-        if a[i + 1 :] == b[i + 1 :]:
-            return True
-        return i + 1 < la and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
-    return a[i + 1 :] == b[i:] if la > lb else a[i:] == b[i + 1 :]
-
-
-class _ClassTable:
-    """Look-ups for one class list: raw names, then (built on first need) normalised names,
-    names by length and a typo cache. Stage-2 lists differ per image, so the cheap part comes first.
-    """
-
-    def __init__(self, classes: tuple[str, ...]) -> None:
-        self.unique = tuple(dict.fromkeys(classes))
-        self.exact: dict[str, str] = dict(zip(self.unique, self.unique))
-        self._normalized: dict[str, str] | None = None
-        self.by_length: dict[int, list[tuple[str, str]]] = {}
-        self.fuzzy: dict[str, str | None] = {}
-
-    @property
-    def normalized(self) -> dict[str, str]:
-        if self._normalized is None:
-            self._normalized = {}
-            for name in self.unique:
-                norm = _normalize(name)
-                if norm and norm not in self._normalized:  # first spelling in class order wins
-                    self._normalized[norm] = name
-                    self.by_length.setdefault(len(norm), []).append((norm, name))
-        return self._normalized
-
-    def lookup(self, key: str, allow_fuzzy: bool = True) -> str | None:
-        hit = self.exact.get(key)
-        if hit is not None:
-            return hit
-        norm = _normalize(key)
-        hit = self.normalized.get(norm)
-        if hit is not None or not allow_fuzzy:
-            return hit
-        return self._fuzzy(norm)
-
-    def _fuzzy(self, norm: str) -> str | None:
-        if not _MIN_FUZZY_LEN <= len(norm) <= _MAX_FUZZY_LEN:
-            return None
-        if norm in self.fuzzy:
-            return self.fuzzy[norm]
-        found: set[str] = set()
-        for length in (len(norm) - 1, len(norm), len(norm) + 1):
-            for cand, name in self.by_length.get(length, ()):
-                if _within_one_edit(norm, cand):
-                    found.add(name)
-        hit = found.pop() if len(found) == 1 else None  # ambiguous typo: refuse to guess
-        if len(self.fuzzy) >= _FUZZY_CACHE_SIZE:
-            self.fuzzy.clear()
-        self.fuzzy[norm] = hit
-        return hit
-
-
-@lru_cache(maxsize=256)
-def _table(classes: tuple[str, ...]) -> _ClassTable:
-    return _ClassTable(classes)
-
-
-def match_class(key: str, classes: Sequence[str]) -> str | None:
+def match_class(key: str, classes: Sequence[str], repair: bool = True) -> str | None:
     """Map a key (or prediction) from an answer to its canonical class name, or None.
 
-    Exact match first, then case / spacing / punctuation-insensitive ('Granny smith',
-    'shih-tzu', "'tennis racket.'"), then a unique one-edit typo for keys of 5+ characters
-    ('tingray' -> 'stingray', 'cuba diver' -> 'scuba diver'); short keys are never fuzzy-matched
-    ('hen' never becomes 'hyena'), nor are two-edit differences ('basketball player' stays unknown
-    rather than becoming 'baseball player').
+    The policy of :mod:`reguide_tasks.key_matching` against the whole list: exact ('hen'), then
+    case / spacing / punctuation-insensitive ('Granny smith', 'shih-tzu', "'tennis racket.'"), then
+    (``repair``) a unique one-edit typo ('tingray' -> 'stingray', 'cuba diver' -> 'scuba diver') or,
+    for keys under 5 characters, a unique dropped leading character ('nail' -> 'snail'). Ambiguous
+    typos and two-edit differences stay unknown ('basketball player' never becomes 'baseball player').
     """
     if not isinstance(key, str):
         return None
-    return _table(tuple(classes)).lookup(key)
+    return class_index(tuple(classes)).match(key, repair)[0]
 
 
 def _clean(text: str) -> str:
@@ -335,29 +267,49 @@ def _listing(label: str, keys: list[str]) -> str:
     return f"{label}: {shown}{more}"
 
 
-def _assign(pairs: list[tuple[str, float]], table: _ClassTable) -> tuple[dict[str, float], list[str], list[str]]:
-    """Map raw pairs to classes in answer order: (confidences, duplicate classes, unknown keys)."""
-    exact = table.exact
+def _assign(
+    pairs: list[tuple[str, float]], index: ClassIndex, repair: bool
+) -> tuple[dict[str, float], list[str], list[str], dict[str, str]]:
+    """Map raw pairs to classes: (confidences in answer order, duplicate classes, unknown keys,
+    repaired keys). Keys are read exactly / normalised first; then each distinct key left over is
+    repaired (in answer order) against the classes that still have no value."""
+    exact = index.exact
     conf: dict[str, float] = {}
     dups: dict[str, None] = {}
-    unknown: dict[str, None] = {}
-    seen: dict[str, str | None] = {}  # repetition loops repeat the same unknown keys
-    fuzzy_left = _MAX_FUZZY_KEYS
-    for key, value in pairs:
+    leftover: dict[str, list[int]] = {}  # unknown key -> its positions in pairs
+    seen: dict[str, str | None] = {}  # repetition loops repeat the same keys: each is read once
+    for position, (key, value) in enumerate(pairs):
         name = exact.get(key)
         if name is None:
-            if key in seen:
-                name = seen[key]
-            else:
-                name = seen[key] = table.lookup(key, allow_fuzzy=fuzzy_left > 0)
-                fuzzy_left -= 1
+            name = seen[key] if key in seen else seen.setdefault(key, index.find(key))
         if name is None:
-            unknown.setdefault(key.strip() or "''", None)
+            leftover.setdefault(key, []).append(position)
         elif name in conf:
             dups.setdefault(name, None)  # first value wins
         else:
             conf[name] = value
-    return conf, list(dups), list(unknown)
+    repaired: dict[str, str] = {}
+    if repair and leftover:
+        empty = {name for name in index.unique if name not in conf}
+        for key in list(leftover):
+            name = index.repair(key, empty) if empty else None
+            if name is None:
+                continue
+            empty.discard(name)
+            repaired[key] = name
+            positions = leftover.pop(key)
+            conf[name] = pairs[positions[0]][1]  # a repaired key repeated: its first value, like any key
+            if len(positions) > 1:
+                dups.setdefault(name, None)
+        if repaired:  # back into answer order: a class sits where its value was read
+            where: dict[str, int] = {}
+            for position, (key, _) in enumerate(pairs):
+                name = exact.get(key) or seen.get(key) or repaired.get(key)
+                if name is not None:
+                    where.setdefault(name, position)
+            conf = dict(sorted(conf.items(), key=lambda item: where[item[0]]))
+    unknown = [key.strip() or "''" for key in leftover]
+    return conf, list(dups), list(dict.fromkeys(unknown)), repaired
 
 
 def _as_float(value: object) -> float | None:
@@ -367,10 +319,10 @@ def _as_float(value: object) -> float | None:
         return None
 
 
-def _canonical_example(example: Mapping[str, float], table: _ClassTable) -> dict[str, float | None]:
+def _canonical_example(example: Mapping[str, float], index: ClassIndex) -> dict[str, float | None]:
     canon: dict[str, float | None] = {}
     for key, value in example.items():
-        name = table.lookup(str(key), allow_fuzzy=False)
+        name = index.find(str(key))
         if name is not None and name not in canon:
             canon[name] = _as_float(value)
     return canon
@@ -379,7 +331,7 @@ def _canonical_example(example: Mapping[str, float], table: _ClassTable) -> dict
 def _is_copy(
     conf: Mapping[str, float],
     examples: Sequence[Mapping[str, float]],
-    table: _ClassTable,
+    index: ClassIndex,
 ) -> bool:
     """True when every parsed value equals one example's value for that class (3+ classes, or all).
 
@@ -391,7 +343,7 @@ def _is_copy(
         for name, value in conf.items():
             given = example.get(name)
             if given is None:
-                canon = _canonical_example(example, table) if canon is None else canon
+                canon = _canonical_example(example, index) if canon is None else canon
                 given = canon.get(name)
             if given is None or _as_float(given) != value:
                 break
@@ -415,37 +367,41 @@ def _looks_like_refusal(lower: str) -> bool:
     return any(phrase in head for phrase in _REFUSALS)
 
 
-def parse_answer(text: str, classes: Sequence[str], examples: Sequence[Mapping[str, float]] = ()) -> ParsedAnswer:
+def parse_answer(
+    text: str, classes: Sequence[str], examples: Sequence[Mapping[str, float]] = (), repair: bool = True
+) -> ParsedAnswer:
     """Parse one answer against the prompt's full class list (in prompt order).
 
     ``examples`` are the example confidence dicts shown in the prompt; an answer whose values all
     equal one of them is ``failed`` with reason ``"copied example"``. The prediction is the
     ``Prediction:`` value matched to ``classes``; if missing or unmatched, the argmax of the parsed
-    confidences (ties: first in class order); None when neither exists.
+    confidences (ties: first in class order); None when neither exists. ``repair=False`` is the
+    strict reading: keys and prediction matched exactly or normalised only.
 
     Never raises for any ``text`` (a non-str is parsed as ``str(text)``, None as empty): every step
     is total on strings, which the fuzz tests check on random, mutated and 100k-character input.
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    table = _table(tuple(classes))
+    index = class_index(tuple(classes))
     text = _clean(text)
     if not text.strip():
         return ParsedAnswer(None, {}, "failed", "empty answer")
     lower = text.lower()
     raw_prediction = _prediction_text(text, lower)
-    prediction = table.lookup(raw_prediction) if raw_prediction else None
+    prediction, prediction_repaired = index.match(raw_prediction, repair) if raw_prediction else (None, False)
+    read = _Reading(prediction, raw_prediction if prediction_repaired else None)
 
     region = _dict_region(text, lower)
     if region is None:
-        return _failed(prediction, lower, "no confidence dict")
+        return _failed(read, lower, "no confidence dict")
     start, end, closed = region
     braced = text.startswith("{", start)
     raw = _fast_dict(text[start : end + 1]) if closed else None
-    if raw is not None and raw.keys() <= table.exact.keys():
-        return _finish(prediction, raw, [], [], [], table, examples)  # the common, clean case
+    if raw is not None and raw.keys() <= index.exact.keys():
+        return _finish(read, raw, [], [], index, examples)  # the common, clean case
 
-    limit = _PAIRS_PER_CLASS * len(table.unique) + 64
+    limit = _PAIRS_PER_CLASS * len(index.unique) + 64
     if raw is not None:
         pairs = list(raw.items())
     else:
@@ -453,46 +409,55 @@ def parse_answer(text: str, classes: Sequence[str], examples: Sequence[Mapping[s
         if not pairs and closed and text.startswith(":", end + 1):
             pairs = _scan_pairs(text, start, len(text), limit)  # "{goldfish}: 33.4, {hen}: 2.1"
     if not pairs:
-        return _failed(
-            prediction,
-            lower,
-            "no confidence values" if braced else "no confidence dict",
-        )
-    conf, dups, unknown = _assign(pairs[:limit], table)
+        return _failed(read, lower, "no confidence values" if braced else "no confidence dict")
+    conf, dups, read.unknown, read.repaired = _assign(pairs[:limit], index, repair)
     notes = []
     if braced and not closed:
         notes.append("truncated dict")
     if len(pairs) > limit:
         notes.append(f"pairs after the first {limit} ignored")
     if not conf:
-        return _failed(prediction, lower, _listing("unknown keys", unknown))
-    return _finish(prediction, conf, dups, unknown, notes, table, examples)
+        return _failed(read, lower, _listing("unknown keys", read.unknown))
+    return _finish(read, conf, dups, notes, index, examples)
 
 
-def _failed(prediction: str | None, lower: str, reason: str) -> ParsedAnswer:
+class _Reading:
+    """How an answer's names were read, carried into its ParsedAnswer."""
+
+    __slots__ = ("prediction", "raw_prediction", "unknown", "repaired")
+
+    def __init__(self, prediction: str | None, raw_prediction: str | None) -> None:
+        self.prediction = prediction
+        self.raw_prediction = raw_prediction  # the value as written, when it took a repair
+        self.unknown: list[str] = []
+        self.repaired: dict[str, str] = {}
+
+    def answer(self, prediction: str | None, conf: dict[str, float], status: str, reason: str) -> ParsedAnswer:
+        return ParsedAnswer(prediction, conf, status, reason, self.repaired, tuple(self.unknown), self.raw_prediction)
+
+
+def _failed(read: _Reading, lower: str, reason: str) -> ParsedAnswer:
     """A failed answer; a refusal wins over the structural reason."""
-    return ParsedAnswer(prediction, {}, "failed", "refusal" if _looks_like_refusal(lower) else reason)
+    return read.answer(read.prediction, {}, "failed", "refusal" if _looks_like_refusal(lower) else reason)
 
 
 def _finish(
-    prediction: str | None,
+    read: _Reading,
     conf: dict[str, float],
     dups: list[str],
-    unknown: list[str],
     notes: list[str],
-    table: _ClassTable,
+    index: ClassIndex,
     examples: Sequence[Mapping[str, float]],
 ) -> ParsedAnswer:
     """Status, reason and fallback prediction for an answer with at least one confidence."""
-    if examples and _is_copy(conf, examples, table):
-        return ParsedAnswer(prediction, {}, "failed", "copied example")
-    missing = len(table.unique) - len(conf)
+    if examples and _is_copy(conf, examples, index):
+        return read.answer(read.prediction, {}, "failed", "copied example")
+    missing = len(index.unique) - len(conf)
     if missing:
         notes.append(f"missing {missing} class{'es' if missing != 1 else ''}")
     if dups:
         notes.append(_listing("duplicate keys", dups))
-    if unknown:
-        notes.append(_listing("unknown keys", unknown))
-    if prediction is None:
-        prediction = _argmax(conf, table.unique)
-    return ParsedAnswer(prediction, conf, "partial" if missing else "ok", "; ".join(notes))
+    if read.unknown:
+        notes.append(_listing("unknown keys", read.unknown))
+    prediction = read.prediction if read.prediction is not None else _argmax(conf, index.unique)
+    return read.answer(prediction, conf, "partial" if missing else "ok", "; ".join(notes))

@@ -18,7 +18,11 @@ Conventions
 - Column keys: ``id_acc``, ``fail_rate_id`` (the ID dataset's), ``fail_rate_all`` (all documents),
   ``<metric>_<d>`` for ``metric`` in ``auroc`` / ``fpr95`` (OpenOOD rule) / ``fpr95tpr`` (classic) /
   ``aupr_in`` / ``aupr_out`` and ``d`` an OoD dataset or ``near`` / ``far``; ``fail_rate_<d>``;
-  ``auroc_<d>_lo`` / ``auroc_<d>_hi`` for the bootstrap CI. Values are percentages.
+  ``auroc_<d>_lo`` / ``auroc_<d>_hi`` for the bootstrap CI; ``repaired_rate_<d>`` (% of answers whose
+  score used a repaired key) and ``not_in_release_<d>`` (documents without a released answer, a
+  count); ``key_reading`` (``repair`` or ``strict``). Values are percentages unless named a count.
+- Documents without a released answer (records with ``not_in_release``) are no answers: they are left
+  out of the scores, the CIs, the plots and every failure share, and reported per dataset.
 - Problems that make a report impossible raise :class:`ReportError` (one-line message); problems that
   only drop a part (missing samples file) are returned as notes.
 """
@@ -104,7 +108,8 @@ class RunScores:
     """Per-document OoD scores of one run, after its failure policy.
 
     ``scores[d]``: the kept scores of dataset ``d`` (ID dataset included), higher = more ID.
-    ``n_total[d]`` / ``n_failed[d]``: documents and failed documents before the policy.
+    ``n_total[d]`` / ``n_failed[d]``: answered documents and failed answers before the policy.
+    ``n_not_in_release[d]``: documents without a released answer (in neither of the above).
     """
 
     benchmark: Benchmark
@@ -113,6 +118,8 @@ class RunScores:
     n_failed: dict[str, int]
     score_rule: str
     failure_policy: str
+    n_not_in_release: dict[str, int] = field(default_factory=dict)
+    key_reading: str = "repair"
 
     @property
     def id_scores(self) -> np.ndarray:
@@ -477,6 +484,9 @@ def scores_from_records(records: Sequence[Mapping[str, Any]], benchmark: Benchma
     if policy not in FAILURE_POLICIES:
         raise ReportError(f"unknown failure policy {policy!r} in the samples (known: {', '.join(FAILURE_POLICIES)})")
     rule = _most_common(records, "score_rule", "max_id")
+    reading = _most_common(records, "key_reading", "repair")
+    not_in_release = Counter(str(r.get("dataset")) for r in records if r.get("not_in_release"))
+    records = [r for r in records if not r.get("not_in_release")]
     datasets = [str(r.get("dataset")) for r in records]
     raw = [None if r.get("failed") or r.get("ood_score") is None else float(r["ood_score"]) for r in records]
     values, kept = apply_failure_policy(raw, policy)
@@ -485,7 +495,7 @@ def scores_from_records(records: Sequence[Mapping[str, Any]], benchmark: Benchma
     scores = {d: values[kept_datasets == d] for d in order}
     n_total = Counter(datasets)
     n_failed = Counter(d for d, s in zip(datasets, raw) if s is None)
-    return RunScores(benchmark, scores, {d: n_total[d] for d in order}, {d: n_failed[d] for d in order}, rule, policy)
+    return RunScores(benchmark, scores, {d: n_total[d] for d in order}, {d: n_failed[d] for d in order}, rule, policy, dict(not_in_release), reading)
 
 
 def _most_common(records: Sequence[Mapping[str, Any]], key: str, default: str) -> str:
@@ -638,9 +648,15 @@ def run_row(run: Run, scores: RunScores | None, cis: Mapping[str, tuple[float, f
             row[f"{metric}_{key}"] = m.get(f"{metric}_{key}", nan)
     for dataset in bench.datasets:
         row[f"fail_rate_{dataset}"] = m.get(f"fail_rate_{dataset}", nan)
+    for dataset in bench.datasets:
+        row[f"repaired_rate_{dataset}"] = m.get(f"repaired_rate_{dataset}", nan)
+    for dataset in bench.datasets:
+        counted = scores.n_not_in_release.get(dataset, 0) if scores else nan
+        row[f"not_in_release_{dataset}"] = m.get(f"not_in_release_{dataset}", counted)
     row["n_docs"] = run.n_docs if run.n_docs is not None else (sum(scores.n_total.values()) if scores else nan)
     row["score_rule"] = scores.score_rule if scores else _config_value(run.task_config, "score_rule")
     row["failure_policy"] = scores.failure_policy if scores else _config_value(run.task_config, "failure_policy")
+    row["key_reading"] = scores.key_reading if scores else _key_reading_of(run.task_config)
     row["date"] = run.date
     row["model_name"] = run.model
     row["model_args"] = run.model_args
@@ -659,9 +675,18 @@ def overall_fail_rate(run: Run, scores: RunScores | None) -> float:
     if scores is not None:
         return scores.fail_rate_all
     usable = run.metrics.get("oodd")
-    if usable is not None and run.n_docs:
-        return 100.0 * (1.0 - usable / run.n_docs)
+    answered = (run.n_docs or 0) - sum(v for k, v in run.metrics.items() if k.startswith("not_in_release_") and not math.isnan(v))
+    if usable is not None and answered > 0:
+        return 100.0 * (1.0 - usable / answered)
     return math.nan
+
+
+def _key_reading_of(config: Any) -> str:
+    """'strict' when the task's process_results is a ``..._strict`` variant, else 'repair'."""
+    hook = re.search(r"\w*process_results\w*", _config_value(config, "process_results"))
+    if hook is None:
+        return ""
+    return "strict" if hook.group().endswith("_strict") else "repair"
 
 
 def _config_value(config: Any, key: str) -> str:
@@ -789,7 +814,7 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
         [[_fmt_ci(r, k) if k.startswith("auroc_") else _fmt(r[k]) for k, _ in detail_cols] for r in rows],
         left,
     )
-    rules = sorted({f"{r['score_rule'] or '?'} / {r['failure_policy'] or '?'}" for r in rows})
+    rules = sorted({f"{r['score_rule'] or '?'} / {r['failure_policy'] or '?'} / {r.get('key_reading') or '?'}" for r in rows})
     ci_text = (
         f"Brackets: bootstrap 95% CI of the AUROC (percentile, ID and OoD documents resampled separately, "
         f"B={n_boot}, seed={seed}), where the samples file was found."
@@ -798,15 +823,33 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
     )
     intro = (
         f"ID: {bench.id_dataset}; near-OoD: {', '.join(bench.near)}; far-OoD: {', '.join(bench.far)}. "
-        f"Score rule / failure policy: {', '.join(rules)}."
+        f"Score rule / failure policy / key reading: {', '.join(rules)}."
     )
+    answers = answers_markdown(table, bench, left)
     legend = (
         "All values in %. AUROC: ID vs OoD, higher is better. FPR@95: OpenOOD rule (OoD positive: share of "
         "ID images flagged OoD when 95% of OoD images are caught). FPR@95TPR: classic (ID positive: share of "
         "OoD images accepted when 95% of ID images are accepted). Lower FPR is better. near / far: unweighted "
-        f"means over the datasets. Fail: share of answers without a usable score. {ci_text}"
+        f"means over the datasets. Fail: share of answers without a usable score. Repaired: share of answers "
+        f"whose score used a repaired key (key reading 'repair'). Not in release: documents without a released "
+        f"answer, left out of every metric (a dataset without any answer is n/a, and so is its group). {ci_text}"
     )
-    return "\n\n".join([f"## {name}", intro, summary, "### Per OoD dataset", detail, legend])
+    return "\n\n".join([f"## {name}", intro, summary, "### Per OoD dataset", detail, "### Answers per dataset", answers, legend])
+
+
+def answers_markdown(table: pd.DataFrame, bench: Benchmark, left: int) -> str:
+    """One row per run and dataset: failed and repaired shares (%), documents not in the release."""
+    header = ["Model", "Task"][:left] + ["Key reading", "Dataset", "Fail", "Repaired", "Not in release"]
+    body = []
+    for r in table.to_dict("records"):
+        for dataset in bench.datasets:
+            missing = r.get(f"not_in_release_{dataset}", math.nan)
+            body.append(
+                [str(r[k]) for k in ("model", "task")[:left]]
+                + [str(r.get("key_reading") or "?"), dataset, _fmt(r.get(f"fail_rate_{dataset}")),
+                   _fmt(r.get(f"repaired_rate_{dataset}")), _fmt(missing, 0)]
+            )
+    return markdown_table(header, body, left + 2)
 
 
 def report_markdown(tables: Mapping[str, pd.DataFrame], notes: Sequence[str], *, n_boot: int, seed: int) -> str:

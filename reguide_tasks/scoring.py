@@ -171,6 +171,19 @@ def ood_score(answer: ParsedAnswer, id_classes: Sequence[str], rule: str = "max_
     return score_rule(answer.confidences or {}, id_classes)
 
 
+def score_uses_repair(answer: ParsedAnswer, id_classes: Sequence[str], rule: str, score: float | None) -> bool:
+    """Whether ``score`` (the answer's score by ``rule``) depends on a repaired key: the strict reading
+    (the answer without the classes its repaired keys gave values to) scores differently or not at
+    all. For S_max: the maximum came from a repaired key and no exactly read key ties it."""
+    repaired = getattr(answer, "repaired_keys", None)
+    if score is None or not repaired:
+        return False
+    lost = set(repaired.values())
+    kept = {name: value for name, value in (answer.confidences or {}).items() if name not in lost}
+    strict = SCORE_RULES[rule](kept, id_classes) if kept else None
+    return strict != score
+
+
 def apply_failure_policy(
     scores: Sequence[float | None], policy: str = "exclude"
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,10 @@ protocol (round 0: stage-1 prompt; round 1: stage-2 prompt; round 2: terminal, t
 a JSON record of both raw answers) and :func:`reguide_process_results` scores it.
 
 Metric keys and their aggregations are generated (``aggregate_<metric>``, resolved by
-:func:`resolve_hook`), so each task folder's ``utils.py`` only re-exports this module.
+:func:`resolve_hook`), so each task folder's ``utils.py`` only re-exports this module. So are the
+``process_results`` variants a YAML can name: ``<stage>_process_results_<score rule>_<failure
+policy>`` (keys read by the repairing policy of :mod:`reguide_tasks.key_matching`) and the same name
+ending in ``_strict`` (keys read exactly or normalised only).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import datasets
 
 from reguide_tasks import documents as docs_mod
 from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.key_matching import READINGS
 from reguide_tasks.oodd_records import (
     METRIC_FAMILIES,
     RECORD_KEY,
@@ -107,40 +111,44 @@ def _baseline_parse_inputs(benchmark: str) -> tuple[tuple[str, ...], tuple]:
     return (*get_benchmark(benchmark).classes, REJECTION_CLASS), tuple(example_confidences(benchmark))
 
 
-def _parse(answer: str, options: Sequence[str], examples: Sequence = ()) -> ParsedAnswer:
+def _parse(answer: str, options: Sequence[str], examples: Sequence = (), key_reading: str = "repair") -> ParsedAnswer:
     """parse_answer, except that a placeholder (no released answer, a failed API request) is a
     failure with its own reason without being parsed: it is no answer (and a long replay with
     missing=skip is mostly placeholders)."""
     placeholder = placeholder_reason(answer)
     if placeholder:
         return ParsedAnswer(None, {}, "failed", placeholder)
-    return parse_answer(answer, options, examples)
+    return parse_answer(answer, options, examples, repair=key_reading == "repair")
 
 
-def _score_baseline(doc: Mapping, answer: str, score_rule: str, failure_policy: str) -> dict:
+def _score_baseline(doc: Mapping, answer: str, score_rule: str, failure_policy: str, key_reading: str = "repair") -> dict:
     classes = get_benchmark(doc["benchmark"]).classes
     options, examples = _baseline_parse_inputs(doc["benchmark"])
-    parsed = _parse(answer, options, examples)
-    return build_record(doc, parsed, classes, score_rule, failure_policy, answer)
+    parsed = _parse(answer, options, examples, key_reading)
+    return build_record(doc, parsed, classes, score_rule, failure_policy, answer, key_reading)
 
 
-def make_process_results(stage: str, score_rule: str = "max_id", failure_policy: str = "exclude") -> Callable:
-    """A ``process_results`` for ``stage`` ('baseline' or 'reguide') with a score rule and failure policy."""
+def make_process_results(stage: str, score_rule: str = "max_id", failure_policy: str = "exclude", key_reading: str = "repair") -> Callable:
+    """A ``process_results`` for ``stage`` ('baseline' or 'reguide') with a score rule, a failure
+    policy and a key reading ('repair' or 'strict', see :mod:`reguide_tasks.key_matching`)."""
+    if key_reading not in READINGS:
+        raise ValueError(f"unknown key reading {key_reading!r}; choose one of {list(READINGS)}")
 
     def process_results(doc: Mapping, results: Sequence[Any]) -> dict:
         response = results[0] if results else ""
         if isinstance(response, list):  # some lmms-eval paths nest one level
             response = response[0] if response else ""
         if stage == "baseline":
-            record = _score_baseline(doc, str(response or ""), score_rule, failure_policy)
+            record = _score_baseline(doc, str(response or ""), score_rule, failure_policy, key_reading)
         else:
-            record = _score_reguide(doc, str(response or ""), score_rule, failure_policy)
+            record = _score_reguide(doc, str(response or ""), score_rule, failure_policy, key_reading)
         if doc["doc_key"] in docs_mod.EXCLUDED:  # unreadable image, REGUIDE_BAD_IMAGES=exclude
             record.update(ood_score=None, failed=True, excluded=True, reason=docs_mod.EXCLUDED[doc["doc_key"]])
             return {RECORD_KEY: record}
         return per_doc_metrics(record, get_benchmark(doc["benchmark"]))
 
-    process_results.__name__ = f"{stage}_process_results_{score_rule}_{failure_policy}"
+    name = f"{stage}_process_results_{score_rule}_{failure_policy}" + ("_strict" if key_reading == "strict" else "")
+    process_results.__name__ = process_results.__qualname__ = name  # the results JSON's config shows it
     return process_results
 
 
@@ -175,7 +183,10 @@ def reguide_doc_to_text(
     previous_round_info: Mapping | None = None,
 ):
     """Round 0: stage-1 prompt. Round 1: stage-2 prompt built from the filtered suggestions.
-    Round 2: terminal; the final response becomes ``{"stage1": ..., "stage2": ...}`` (JSON)."""
+    Round 2: terminal; the final response becomes ``{"stage1": ..., "stage2": ..., "stage2_sent":
+    {...}}`` (JSON), ``stage2_sent`` being the round-1 info: the suggestions the stage-2 prompt showed
+    (``suggestions_kept``), what filtering dropped and the stage-1 parse status. Stage 2 is scored
+    against that list, whatever ``lmms_eval_specific_kwargs`` built the prompt."""
     overrides = _overrides(lmms_eval_specific_kwargs)
     if not round_idx:
         return _stage1_prompt(doc["benchmark"], overrides)
@@ -185,28 +196,51 @@ def reguide_doc_to_text(
         return None, prompt, False, outputs, info
     stage1 = outputs[0] if outputs else ""
     stage2 = outputs[1] if len(outputs) > 1 else ""
-    return None, None, True, [json.dumps({"stage1": stage1, "stage2": stage2}, ensure_ascii=False)], None
+    payload = {"stage1": stage1, "stage2": stage2}
+    if isinstance(previous_round_info, Mapping) and isinstance(previous_round_info.get("suggestions_kept"), list):
+        payload["stage2_sent"] = {key: previous_round_info.get(key) for key in _SENT_KEYS}
+    return None, None, True, [json.dumps(payload, ensure_ascii=False)], None
+
+
+_SENT_KEYS = ("suggestions_kept", "suggestions_dropped", "suggestions_status", "suggestions_reason")
 
 
 def split_reguide_response(response: str) -> tuple[str, str]:
     """The final agentic response -> (stage-1 answer, stage-2 answer); not JSON -> ('', response)."""
+    stage1, stage2, _ = read_reguide_response(response)
+    return stage1, stage2
+
+
+def read_reguide_response(response: str) -> tuple[str, str, dict | None]:
+    """The final agentic response -> (stage-1 answer, stage-2 answer, what stage 2 was sent or None
+    when the response does not say: a response written before it was carried)."""
     try:
         payload = json.loads(response)
     except (TypeError, ValueError):
-        return "", response
+        return "", response, None
     if not isinstance(payload, dict):
-        return "", response
-    return str(payload.get("stage1") or ""), str(payload.get("stage2") or "")
+        return "", response, None
+    sent = payload.get("stage2_sent")
+    if not (isinstance(sent, dict) and isinstance(sent.get("suggestions_kept"), list)):
+        sent = None
+    return str(payload.get("stage1") or ""), str(payload.get("stage2") or ""), sent
 
 
-def _score_reguide(doc: Mapping, response: str, score_rule: str, failure_policy: str) -> dict:
+def _score_reguide(doc: Mapping, response: str, score_rule: str, failure_policy: str, key_reading: str = "repair") -> dict:
     classes = get_benchmark(doc["benchmark"]).classes
-    stage1, stage2 = split_reguide_response(response)
-    _, info = _reguide_stage2(doc, stage1, ())
+    stage1, stage2, sent = read_reguide_response(response)
+    if sent is not None:
+        info, source = {key: sent.get(key) for key in _SENT_KEYS}, "sent"
+        info["suggestions_kept"] = [str(name) for name in info["suggestions_kept"]]
+        info["suggestions_dropped"] = list(info["suggestions_dropped"] or [])
+    else:  # not carried: re-derived from stage 1 with the default prompt
+        _, info = _reguide_stage2(doc, stage1, ())
+        source = "rederived"
     options = (*classes, *info["suggestions_kept"], REJECTION_CLASS)
-    parsed = _parse(stage2, options)
-    record = build_record(doc, parsed, classes, score_rule, failure_policy, stage2)
+    parsed = _parse(stage2, options, (), key_reading)
+    record = build_record(doc, parsed, classes, score_rule, failure_policy, stage2, key_reading)
     record.update(
+        suggestions_source=source,
         stage1=stage1,
         suggestions_kept=info["suggestions_kept"],
         suggestions_dropped=info["suggestions_dropped"],
@@ -229,7 +263,9 @@ def _hook_table() -> dict[str, Callable]:
 
         for rule in SCORE_RULES:
             for policy in FAILURE_POLICIES:
-                table[f"{stage}_process_results_{rule}_{policy}"] = make_process_results(stage, rule, policy)
+                for reading in READINGS:
+                    hook = make_process_results(stage, rule, policy, reading)
+                    table[hook.__name__] = hook
     return table
 
 
@@ -238,7 +274,8 @@ def resolve_hook(name: str) -> Callable:
 
     ``aggregate_<metric key>`` (e.g. ``aggregate_auroc_ninco``, ``aggregate_fail_rate_imagenet200``)
     and ``<stage>_process_results_<score rule>_<failure policy>`` (e.g.
-    ``baseline_process_results_msp_most_ood``) are generated on demand.
+    ``baseline_process_results_msp_most_ood``, ``reguide_process_results_max_id_exclude_strict``) are
+    generated on demand.
     """
     if name.startswith("aggregate_"):
         key = name[len("aggregate_"):]

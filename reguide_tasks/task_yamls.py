@@ -57,7 +57,7 @@ def _metric_list(bench: Benchmark, stage: str) -> str:
         family = next((f for f in HIGHER_IS_BETTER if key.startswith(f + "_")), None)
         if key == RECORD_KEY or key == "id_acc" or key.startswith(("aux_pred_rate_", "mean_kept_")):
             better = True
-        elif key.startswith(("fail_rate_", "filtered_out_")):
+        elif key.startswith(("fail_rate_", "filtered_out_", "repaired_rate_", "not_in_release_")):
             better = False
         else:
             better = HIGHER_IS_BETTER[family]

@@ -237,7 +237,7 @@ def test_unknown_keys_are_listed_briefly() -> None:
         ("'none of these classes.'", "none of these classes"),
         ("hen", "hen"),
         ("hyena", "hyena"),
-        ("hena", None),  # short keys are never fuzzy-matched
+        ("hena", None),  # short keys: only a dropped leading character is repaired
         ("hens", None),
         (
             "basketball player",

@@ -63,13 +63,41 @@ def test_gpt4o_baseline_replay_reproduces_the_paper_figures(tmp_path):
     no_id_confidence = sum(r["ood_score"] is None for r in records if r["dataset"] != "ssb_hard")
     assert metrics["oodd"] == 4170 - 1970 - no_id_confidence
     assert metrics["fail_rate_ninco"] == pytest.approx(100 * sum(r["failed"] for r in records if r["dataset"] == "ninco") / 249)
-    # SSB-hard has no released answers in the sample: reported, not dropped, and NaN rather than a fake number
+    # SSB-hard has no released answers in the sample: recorded per document, counted as not in release,
+    # no failure share, and NaN rather than a fake number (near too: not a mean over NINCO alone)
     ssb = [r for r in records if r["dataset"] == "ssb_hard"]
-    assert len(ssb) == 1970 and all(r["reason"] == "no released answer" for r in ssb)
-    assert metrics["fail_rate_ssb_hard"] == 100.0
-    assert metrics["auroc_ssb_hard"] != metrics["auroc_ssb_hard"]  # NaN
-    assert "no released answer" in done.stdout + done.stderr
+    assert len(ssb) == 1970 and all(r["reason"] == "no released answer" and r["not_in_release"] and not r["failed"] for r in ssb)
+    assert metrics["not_in_release_ssb_hard"] == 1970 and metrics["not_in_release_ninco"] == 0
+    assert metrics["fail_rate_ssb_hard"] != metrics["fail_rate_ssb_hard"]  # NaN: no answer to fail
+    assert metrics["auroc_ssb_hard"] != metrics["auroc_ssb_hard"] and metrics["auroc_near"] != metrics["auroc_near"]
+    assert all(metrics[f"repaired_rate_{d}"] == 0.0 for d in ("imagenet200", "ninco", "inaturalist", "textures", "openimage_o"))
+    assert all(r["key_reading"] == "repair" and r["repaired_keys"] == {} for r in records)
+    assert "not_in_release_<dataset> (missing=skip)" in done.stdout + done.stderr
     assert _config(tmp_path)["process_docs_parallel"] == 1  # reguide-eval's default for our tasks
+    _check_demo_report_and_audit(tmp_path, records)
+
+
+def _check_demo_report_and_audit(tmp_path: Path, records: list[dict]) -> None:
+    """What the README demo prints next: the report has no failure share from missing release files,
+    and the audit of the same output says how every answer was read."""
+    from reguide_tasks.audit_cli import main as audit_main
+    from reguide_tasks.report_cli import main as report_main
+    from test_report import table_rows
+
+    answered = [r for r in records if not r["not_in_release"]]
+    assert report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report"), "--bootstrap", "0", "--no-plots"]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    (summary,) = table_rows(markdown, "imagenet200")
+    assert summary["Fail all"] == f"{100 * sum(r['failed'] for r in answered) / len(answered):.1f}" == "6.4"
+    answers = {row["Dataset"]: row for row in table_rows(markdown, "imagenet200", 2)}
+    assert answers["ssb_hard"]["Not in release"] == "1970" and answers["ssb_hard"]["Fail"] == "n/a"
+    assert answers["ninco"]["Not in release"] == "0" and answers["ninco"]["Repaired"] == "0.0"
+    assert audit_main([str(tmp_path / "out"), "--out", str(tmp_path / "audit")]) == 0
+    audit = {row["Dataset"]: row for row in table_rows((tmp_path / "audit" / "audit.md").read_text(), "reguide_replay (gpt) on reguide_baseline_imagenet200_5pct")}
+    # the per-file pins of tests/test_parsing.py (ok, partial, failed), read back from the records
+    assert [audit["imagenet200"][h] for h in ("OK", "Partial", "Failed")] == ["378", "1", "21"]
+    assert [audit["ninco"][h] for h in ("OK", "Partial", "Failed")] == ["211", "0", "38"]
+    assert audit["ssb_hard"]["Not in release"] == "1970" and audit["textures"]["Top failure reasons"] == "refusal (26)"
 
 
 def test_missing_released_answers_fail_the_run_by_default(tmp_path):
@@ -90,7 +118,38 @@ def test_reguide_replay_of_stage1_and_stage2_runs_end_to_end(tmp_path):
     assert len(ninco) == 249 and all(r["stage1"].startswith("Class suggested") for r in ninco[:20])
     assert sum(len(r["suggestions_kept"]) for r in ninco) / 249 > 30
     assert sum(not r["failed"] for r in ninco) > 150 and metrics["fail_rate_ninco"] < 40
-    # stage-2 answers were released for NINCO only: the other sets are reported as failed, not dropped
+    assert all(r["suggestions_source"] == "sent" for r in records)  # scored against the list stage 2 showed
+    # stage-2 answers were released for NINCO only: the other sets are recorded as not in release
     others = [r for r in records if r["dataset"] != "ninco"]
-    assert all(r["failed"] and r["reason"] == "no released answer" for r in others)
-    assert metrics["fail_rate_imagenet200"] == 100.0
+    assert all(r["not_in_release"] and not r["failed"] and r["reason"] == "no released answer" for r in others)
+    assert metrics["not_in_release_imagenet200"] == 400 and metrics["fail_rate_imagenet200"] != metrics["fail_rate_imagenet200"]
+
+
+def test_a_strict_task_of_your_own_reports_both_readings(tmp_path):
+    """The README's recipe: a task file of yours naming the ``_strict`` hook, run beside ours; the
+    records and the report say which reading each task used."""
+    from reguide_tasks.paths import TASKS_DIR
+    from reguide_tasks.report_cli import main as report_main
+    from test_report import table_rows
+
+    mine = tmp_path / "my_tasks"
+    mine.mkdir()
+    (mine / "my_strict.yaml").write_text(
+        f"include: {TASKS_DIR / 'reguide_imagenet200' / 'reguide_baseline_imagenet200_5pct.yaml'}\n"
+        "task: my_baseline_imagenet200_strict\n"
+        "process_results: !function utils.baseline_process_results_max_id_exclude_strict\n"
+    )
+    (mine / "utils.py").write_text(
+        "from reguide_tasks.task_hooks import *  # noqa: F401,F403\n"
+        "from reguide_tasks.task_hooks import resolve_hook as __getattr__  # noqa: F401\n"
+    )
+    ours, strict = "reguide_baseline_imagenet200_5pct", "my_baseline_imagenet200_strict"
+    done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", f"{ours},{strict}",
+                "--include_path", str(mine), "--limit", "40")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {r["oodd"]["key_reading"] for r in _samples(tmp_path, strict)} == {"strict"}
+    assert {r["oodd"]["key_reading"] for r in _samples(tmp_path, ours)} == {"repair"}
+    assert _results(tmp_path, strict)["repaired_rate_imagenet200"] == 0.0
+    assert report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report"), "--bootstrap", "0", "--no-plots"]) == 0
+    rows = table_rows((tmp_path / "report" / "report.md").read_text(), "imagenet200", 2)
+    assert {(row["Task"], row["Key reading"]) for row in rows} == {(ours, "repair"), (strict, "strict")}

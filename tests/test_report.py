@@ -19,11 +19,13 @@ from reguide_tasks.benchmarks import get_benchmark
 from reguide_tasks.metrics import auroc, ood_table
 from reguide_tasks.report import (
     ReportError,
+    Run,
     _auroc_from_counts,
     _value_counts,
     assign_labels,
     bootstrap_auroc,
     load_runs,
+    overall_fail_rate,
     scores_from_records,
 )
 from reguide_tasks.report_cli import main
@@ -343,6 +345,26 @@ def test_failure_policies_in_scores():
     exclude = scores_from_records([r | {"failure_policy": "exclude"} for r in records], bench)
     assert exclude.scores["cifar10"].tolist() == [90.0] and exclude.scores["mnist"].tolist() == [10.0]
     assert exclude.n_failed == {"cifar10": 1, "mnist": 1} and exclude.fail_rate_all == 50.0
+
+
+def test_documents_not_in_release_are_no_answers():
+    """Records of documents without a released answer: out of the scores and of every failure share,
+    counted per dataset; also when only the results JSON is there (1 - usable / answered)."""
+    bench = get_benchmark("cifar10")
+    records = [
+        {"dataset": "cifar10", "ood_score": 90.0, "failed": False},
+        {"dataset": "cifar10", "ood_score": None, "failed": True},
+        {"dataset": "mnist", "ood_score": 10.0, "failed": False},
+        {"dataset": "mnist", "ood_score": None, "failed": False, "not_in_release": True},
+        {"dataset": "svhn", "ood_score": None, "failed": False, "not_in_release": True},
+    ]
+    scores = scores_from_records(records, bench)
+    assert scores.n_total == {"cifar10": 2, "mnist": 1} and scores.n_failed == {"cifar10": 1, "mnist": 0}
+    assert scores.n_not_in_release == {"mnist": 1, "svhn": 1} and scores.fail_rate_all == pytest.approx(100 / 3)
+    assert "svhn" not in scores.scores and scores.scores["mnist"].tolist() == [10.0]
+    run = Run("reguide_cifar10", "cifar10", "m", "", "", Path("r_results.json"), None,
+                {"oodd": 2.0, "not_in_release_mnist": 1.0, "not_in_release_svhn": 1.0}, n_docs=5)
+    assert overall_fail_rate(run, None) == pytest.approx(100 / 3)
 
 
 # ----------------------------------------------------------------------------- plots

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded demo: score the authors' released GPT-4o answers (ImageNet200, 5% subset, baseline)
 # through lmms-eval with reguide_replay, then write the cross-model report. No images, GPU or network.
-# SSB-hard has no released answers in the shipped sample: missing=skip counts them as failures.
+# SSB-hard has no released answers in the shipped sample: missing=skip leaves those documents out of every
+# metric and the report lists them as "not in release" (reguide-audit OUT reads the same output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/demo}
@@ -11,3 +12,4 @@ rm -rf "$OUT"; mkdir -p "$(dirname "$OUT")"
   --tasks reguide_baseline_imagenet200_5pct --output_path "$OUT" --log_samples >"$OUT.log" 2>&1 \
   || { tail -n 5 "$OUT.log"; exit 1; }
 "$VENV/bin/reguide-report" "$OUT" --out "$OUT/report"
+"$VENV/bin/reguide-audit" "$OUT" --out "$OUT/audit"

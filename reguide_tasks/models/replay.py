@@ -12,8 +12,9 @@ Model args:
 - ``run``: the run folder (``imagenet200-5%``); default: the one matching the task's document set,
   else every run of the benchmark (smaller subsets first).
 - ``missing``: ``fail`` (default: stop before answering and say how many documents of which dataset
-  have no released answer) or ``skip`` (answer them with :data:`NO_ANSWER`, scored as failures with
-  reason 'no released answer', and log the counts).
+  have no released answer) or ``skip`` (answer them with :data:`NO_ANSWER` and log the counts: such a
+  document is no answer of the model, so the task leaves it out of every metric, ``fail_rate``
+  included, and counts it in ``not_in_release_<dataset>``).
 """
 
 from __future__ import annotations
@@ -168,9 +169,9 @@ class ReplayModel(lmms):
             if self.missing == "fail":
                 raise MissingAnswers(
                     f"reguide_replay: {total} of {len(requests)} requests have no released answer in {self.root} "
-                    f"(model {self.model_name}; {summary}). Point responses= at a release holding them, or pass missing=skip to score them as failures."
+                    f"(model {self.model_name}; {summary}). Point responses= at a release holding them, or pass missing=skip to leave them out of the metrics (counted as not_in_release_<dataset>)."
                 )
-            logger.warning(f"reguide_replay: {total} of {len(requests)} requests have no released answer ({summary}); scored as failures (missing=skip)")
+            logger.warning(f"reguide_replay: {total} of {len(requests)} requests have no released answer ({summary}); left out of every metric and counted as not_in_release_<dataset> (missing=skip)")
             self.missing_counts.update(missing)
         return [answer if answer is not None else NO_ANSWER for answer in found]
 
