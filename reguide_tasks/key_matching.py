@@ -16,7 +16,8 @@ stage-2 answer, whose list holds the auxiliary classes):
    'beagle' or 'lio'; Qwen writes such keys) and a key longer than :data:`MAX_REPAIR_LEN` (garbage).
 
 "Has no value yet" is the caller's: :mod:`reguide_tasks.parsing` first reads every key exactly or
-normalised, then repairs the keys left over, in answer order, each against the classes still empty;
+normalised, then repairs the keys left over, in answer order, each against the classes still
+without a value (:meth:`ClassIndex.repair` is told which classes are filled);
 the prediction is repaired against the whole list. Work stays bounded without a cap on the number of
 keys: a key is looked up once per answer (a repetition loop repeats its keys), and the classes within
 one edit of a key come from a deletion index (a dict look-up per deleted character, no scan of the
@@ -26,7 +27,7 @@ class list), cached per key.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Container, Sequence
 from functools import lru_cache
 
 __all__ = ["READINGS", "ClassIndex", "class_index", "normalize_key"]
@@ -97,12 +98,13 @@ class ClassIndex:
             return hit
         return self.normalized.get(normalize_key(key))
 
-    def repair(self, key: str, empty: Collection[str] | None = None) -> str | None:
-        """The one class of ``empty`` (default: every class) that ``key`` is a repairable typo of, or
-        None (no such class, or several). Call it for keys that :meth:`find` did not match."""
+    def repair(self, key: str, filled: Container[str] = ()) -> str | None:
+        """The one class not in ``filled`` (the classes that already have a value; default none) that
+        ``key`` is a repairable typo of, or None (no such class, or several). Call it for keys that
+        :meth:`find` did not match."""
         candidates = self.repair_candidates(normalize_key(key))
-        if empty is not None:
-            candidates = tuple(name for name in candidates if name in empty)
+        if filled and candidates:
+            candidates = tuple(name for name in candidates if name not in filled)
         return candidates[0] if len(candidates) == 1 else None
 
     def match(self, key: str, repair: bool = True) -> tuple[str | None, bool]:

@@ -276,30 +276,31 @@ def _assign(
     exact = index.exact
     conf: dict[str, float] = {}
     dups: dict[str, None] = {}
-    leftover: dict[str, list[int]] = {}  # unknown key -> its positions in pairs
+    leftover: dict[str, float] = {}  # unknown key -> its first value
+    repeated: set[str] = set()  # unknown keys written more than once
     seen: dict[str, str | None] = {}  # repetition loops repeat the same keys: each is read once
-    for position, (key, value) in enumerate(pairs):
+    for key, value in pairs:
         name = exact.get(key)
         if name is None:
             name = seen[key] if key in seen else seen.setdefault(key, index.find(key))
         if name is None:
-            leftover.setdefault(key, []).append(position)
+            if key in leftover:
+                repeated.add(key)
+            else:
+                leftover[key] = value
         elif name in conf:
             dups.setdefault(name, None)  # first value wins
         else:
             conf[name] = value
     repaired: dict[str, str] = {}
     if repair and leftover:
-        empty = {name for name in index.unique if name not in conf}
         for key in list(leftover):
-            name = index.repair(key, empty) if empty else None
+            name = index.repair(key, conf)  # conf: the classes that already have a value
             if name is None:
                 continue
-            empty.discard(name)
             repaired[key] = name
-            positions = leftover.pop(key)
-            conf[name] = pairs[positions[0]][1]  # a repaired key repeated: its first value, like any key
-            if len(positions) > 1:
+            conf[name] = leftover.pop(key)  # a repaired key repeated: its first value, like any key
+            if key in repeated:
                 dups.setdefault(name, None)
         if repaired:  # back into answer order: a class sits where its value was read
             where: dict[str, int] = {}

@@ -140,7 +140,7 @@ def test_ambiguous_keys_stay_unknown():
     assert index.repair("eagle") is None  # the end of 'bald eagle', not a typo of 'beagle'
     assert index.repair("lion") is None
     # ... unless one of the two already has a value: then only the other is a candidate
-    assert index.repair("beaker", empty={"beaver"}) == "beaver"
+    assert index.repair("beaker", filled={"beakers"}) == "beaver"
     text = "Confidence: {'beakers': 5, 'beaker': 90, 'carf': 1, 'eagle': 80}"
     parsed = parse_answer(text, index.unique)
     assert parsed.confidences == {"beakers": 5.0, "beaver": 90.0}
