@@ -23,7 +23,14 @@ from pathlib import Path
 import pandas as pd
 
 from reguide_tasks.benchmarks import get_benchmark
-from reguide_tasks.report import ReportError, Run, load_runs, markdown_table, read_records, select_runs
+from reguide_tasks.report import (
+    ReportError,
+    Run,
+    load_runs,
+    markdown_table,
+    read_records,
+    select_runs,
+)
 
 STATUSES = ("ok", "partial", "failed")
 _NUMBER = re.compile(r"\d+")

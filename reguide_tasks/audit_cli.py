@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from reguide_tasks.audit import make_audit
-from reguide_tasks.report import ReportError
-from reguide_tasks.report_cli import _csv_list
+from reguide_tasks.report_cli import _csv_list, print_outcome
 
 PROG = "reguide-audit"
 
@@ -37,18 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        audit = make_audit(args.paths, args.out, top=args.top, models=args.models, tasks=args.tasks)
-    except ReportError as err:
-        sys.stdout.flush()
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print(audit.markdown)
-    if audit.files:
-        print("Wrote:")
-        for path in audit.files:
-            print(f"  {path}")
-    return 0
+    return print_outcome(PROG, lambda: make_audit(args.paths, args.out, top=args.top, models=args.models, tasks=args.tasks))
 
 
 if __name__ == "__main__":

@@ -425,7 +425,7 @@ def parse_answer(
 class _Reading:
     """How an answer's names were read, carried into its ParsedAnswer."""
 
-    __slots__ = ("prediction", "raw_prediction", "unknown", "repaired")
+    __slots__ = ("prediction", "raw_prediction", "repaired", "unknown")
 
     def __init__(self, prediction: str | None, raw_prediction: str | None) -> None:
         self.prediction = prediction

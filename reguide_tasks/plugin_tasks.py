@@ -47,7 +47,7 @@ def plugin_task_folders(plugins: list[str]) -> list[str]:
         except ModuleNotFoundError:  # no such package: lmms-eval reports it itself
             continue
         if spec is not None and spec.submodule_search_locations:
-            folders.append(list(spec.submodule_search_locations)[0])
+            folders.append(next(iter(spec.submodule_search_locations)))
     return folders
 
 

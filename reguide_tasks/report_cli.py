@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from reguide_tasks.report import ReportError, make_report
 
@@ -53,27 +54,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     def note(text: str) -> None:
         print(f"{PROG}: note: {text}", file=sys.stderr)
 
+    return print_outcome(PROG, lambda: make_report(
+        args.paths,
+        args.out,
+        sort_by=args.sort_by,
+        descending=args.descending,
+        models=args.models,
+        tasks=args.tasks,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        plots=args.plots,
+        note=note,
+    ))
+
+
+def print_outcome(prog: str, build: Callable[[], Any]) -> int:
+    """Run ``build`` (a report or an audit: ``.markdown``, ``.files``) and print its Markdown and the
+    files it wrote; on ReportError, ``<prog>: error: <reason>`` as the last line and exit status 1."""
     try:
-        report = make_report(
-            args.paths,
-            args.out,
-            sort_by=args.sort_by,
-            descending=args.descending,
-            models=args.models,
-            tasks=args.tasks,
-            n_boot=args.bootstrap,
-            seed=args.seed,
-            plots=args.plots,
-            note=note,
-        )
+        outcome = build()
     except ReportError as err:
         sys.stdout.flush()
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(1) from None
-    print(report.markdown)
-    print("Wrote:")
-    for path in report.files:
-        print(f"  {path}")
+    print(outcome.markdown)
+    if outcome.files:
+        print("Wrote:")
+        for path in outcome.files:
+            print(f"  {path}")
     return 0
 
 

@@ -17,10 +17,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from cli_runs import offline_env, read_metrics, read_samples
-from reguide_tasks.task_yamls import task_variants
 from test_e2e_llava import expected_scripted_baseline
+
+from reguide_tasks.task_yamls import task_variants
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TASK = "reguide_baseline_imagenet200_5pct"
@@ -43,7 +43,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy2(REPO_ROOT / name, source / name)
     dist = tmp_path_factory.mktemp("dist")
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (built,) = dist.glob("reguide_tasks-*.whl")
     return built
@@ -58,7 +58,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
                                capture_output=True, text=True, check=True).stdout.strip())
     (site / "borrowed_from_dot_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"), "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root
 
@@ -67,7 +67,7 @@ def _run(venv: Path, run_dir: Path, program: str, *args: str, **env: str) -> sub
     """A program of the wheel's venv, started from a folder outside the source tree."""
     run_dir.mkdir(parents=True, exist_ok=True)
     environment = offline_env(run_dir, ("REGUIDE_", "PYTHONPATH", "LMMS_EVAL_PLUGINS"), **env)
-    return subprocess.run([str(venv / "bin" / program), *args], cwd=run_dir, env=environment,
+    return subprocess.run([str(venv / "bin" / program), *args], check=False, cwd=run_dir, env=environment,
                           capture_output=True, text=True, timeout=600)
 
 
