@@ -205,12 +205,6 @@ def reguide_doc_to_text(
 _SENT_KEYS = ("suggestions_kept", "suggestions_dropped", "suggestions_status", "suggestions_reason")
 
 
-def split_reguide_response(response: str) -> tuple[str, str]:
-    """The final agentic response -> (stage-1 answer, stage-2 answer); not JSON -> ('', response)."""
-    stage1, stage2, _ = read_reguide_response(response)
-    return stage1, stage2
-
-
 def read_reguide_response(response: str) -> tuple[str, str, dict | None]:
     """The final agentic response -> (stage-1 answer, stage-2 answer, what stage 2 was sent or None
     when the response does not say: a response written before it was carried)."""
