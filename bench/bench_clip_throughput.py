@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from lmms_eval.api.instance import Instance  # noqa: E402
 from transformers import AutoImageProcessor, CLIPModel  # noqa: E402
 
-from reguide_tasks.benchmarks import get_benchmark  # noqa: E402
+from reguide_tasks.data.benchmarks import get_benchmark  # noqa: E402
 from reguide_tasks.models.clip_ood import DEFAULT_TEMPLATE, ClipOoD  # noqa: E402
 
 
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     # same numbers from both sides
     answers = clip_ood_run(ours, images[:8], args.benchmark)
     reference = direct_run(model, processor, text, images[:8], args.batch_size, device)
-    from reguide_tasks.parsing import parse_answer
-    from reguide_tasks.scoring import score_max_id
+    from reguide_tasks.answers.parsing import parse_answer
+    from reguide_tasks.answers.scoring import score_max_id
 
     parsed = [score_max_id(parse_answer(a, classes).confidences, classes) for a in answers]
     max_diff = max(abs(a - b) for a, b in zip(parsed, reference))

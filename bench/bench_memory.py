@@ -4,7 +4,7 @@ Synthetic ``benchmark_imglist/imagenet200/test_<dataset>.txt`` files are written
 per-dataset counts of the OpenOOD v1.5 ImageNet200 test sets (:data:`COUNTS`; paths shaped like
 OpenOOD's, ID labels 0..199) and loaded the way the ``_full`` task loads them: lmms-eval reads the
 task's one-row document-set spec and its ``process_docs``,
-:func:`reguide_tasks.task_hooks.expand_document_sets`, builds every document (images not checked:
+:func:`reguide_tasks.lmms.hooks.expand_document_sets`, builds every document (images not checked:
 ``set_images_required(False)``, as for ``reguide_replay``). Each stage runs in a fresh process and
 reports its peak RSS (``resource.getrusage``):
 
@@ -56,7 +56,7 @@ def imglist_line(dataset: str, i: int) -> str:
 
 
 def write_imglists(root: Path) -> Path:
-    from reguide_tasks.benchmarks import get_benchmark
+    from reguide_tasks.data.benchmarks import get_benchmark
 
     bench = get_benchmark("imagenet200")
     folder = root / "benchmark_imglist" / "imagenet200"
@@ -76,8 +76,8 @@ def stage(name: str, root: Path) -> dict:
     import datasets
     import lmms_eval.evaluator  # noqa: F401  (the floor includes what a run imports)
 
-    from reguide_tasks import task_hooks
-    from reguide_tasks.documents import set_images_required
+    from reguide_tasks.lmms import hooks as task_hooks
+    from reguide_tasks.data.documents import set_images_required
 
     set_images_required(False)
     out: dict = {"stage": name}

@@ -86,8 +86,8 @@ metadata:
 
 def write_trivial_task(folder: Path) -> int:
     """The trivial tasks over the same documents as ours (same row count and fields); return the count."""
-    from reguide_tasks.documents import DOCUMENT_FIELDS, subset_documents
-    from reguide_tasks.task_hooks import baseline_doc_to_text
+    from reguide_tasks.data.documents import DOCUMENT_FIELDS, subset_documents
+    from reguide_tasks.lmms.hooks import baseline_doc_to_text
 
     docs = subset_documents("cifar10", "subset25")
     folder.mkdir(parents=True, exist_ok=True)

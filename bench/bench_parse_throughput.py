@@ -5,7 +5,7 @@ sets), the ImageNet200 25% Qwen baseline answers (a weak model: refusals, missin
 loops) and the CIFAR10 25% GPT-4o ID answers. Each answer is scored against its document (matched
 by normalized image path) at three levels:
 
-- ``parse``: :func:`reguide_tasks.parsing.parse_answer` with the prompt's options and examples;
+- ``parse``: :func:`reguide_tasks.answers.parsing.parse_answer` with the prompt's options and examples;
 - ``parse+score``: plus the S_max OoD score and, for ID documents, correctness;
 - ``process_results``: the task's whole per-document hook (parse, score, the record, the per-document
   metric items), what lmms-eval calls once per document.
@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
-from reguide_tasks.documents import subset_documents
-from reguide_tasks.parsing import parse_answer
-from reguide_tasks.prompts import example_confidences
-from reguide_tasks.release import RELEASE_DIR, normalize_image_path, read_release_file
-from reguide_tasks.scoring import is_correct, ood_score
-from reguide_tasks.task_hooks import baseline_process_results
+from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.data.documents import subset_documents
+from reguide_tasks.answers.parsing import parse_answer
+from reguide_tasks.prompts.render import example_confidences
+from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
+from reguide_tasks.answers.scoring import is_correct, ood_score
+from reguide_tasks.lmms.hooks import baseline_process_results
 
 CORPORA = {
     "imagenet200 5% gpt-4o": ("imagenet200", "response/baseline/imagenet200-5%/gpt"),

@@ -25,7 +25,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 
-from reguide_tasks.fixtures import make_fixture
+from reguide_tasks.testing.fixtures import make_fixture
 from reguide_tasks.paths import TASKS_DIR
 
 BASELINE_TASK, REGUIDE_TASK = "reguide_baseline_imagenet200_custom", "reguide_imagenet200_custom"
@@ -35,7 +35,7 @@ def timed_run(task: str, model: str, model_args: str, batched: bool) -> tuple[fl
     import lmms_eval.evaluator as evaluator
     from lmms_eval.tasks import TaskManager
 
-    from reguide_tasks import two_stage
+    from reguide_tasks.lmms import two_stage
 
     original = two_stage.lmms_eval_agentic_loop()
     if batched:
@@ -83,7 +83,7 @@ def main() -> None:
         scripted_args = f"call_latency={args.call_latency},item_latency={args.item_latency}"
         compare(f"scripted: {args.call_latency} s per call + {args.item_latency} s per request", "reguide_scripted", scripted_args, args.skip_sequential)
     if args.backend in ("all", "served"):
-        from reguide_tasks.testing_server import DEFAULT_MODEL, OoDDTestServer
+        from reguide_tasks.testing.server import DEFAULT_MODEL, OoDDTestServer
 
         os.environ.setdefault("OPENAI_API_KEY", "sk-reguide-bench")  # the loopback server ignores it; the SDK wants one
         with ExitStack() as stack:

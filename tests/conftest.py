@@ -41,8 +41,8 @@ class FixtureData:
 
 @pytest.fixture(scope="session")
 def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> FixtureData:
-    from reguide_tasks.benchmarks import BENCHMARKS
-    from reguide_tasks.fixtures import make_fixture
+    from reguide_tasks.data.benchmarks import BENCHMARKS
+    from reguide_tasks.testing.fixtures import make_fixture
 
     root = tmp_path_factory.mktemp("reguide_data")
     documents = {name: make_fixture(root, name, FIXTURE_PER_DATASET) for name in sorted(BENCHMARKS)}

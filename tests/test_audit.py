@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from test_report import table_rows, write_run
 
-from reguide_tasks.audit import audit_records, reason_kind
-from reguide_tasks.audit_cli import main
-from reguide_tasks.documents import subset_documents
-from reguide_tasks.oodd_records import NO_ANSWER, RECORD_KEY
-from reguide_tasks.release import RELEASE_DIR, normalize_image_path, read_release_file
-from reguide_tasks.task_hooks import resolve_hook
+from reguide_tasks.report.audit import audit_records, reason_kind
+from reguide_tasks.report.audit_cli import main
+from reguide_tasks.data.documents import subset_documents
+from reguide_tasks.lmms.records import NO_ANSWER, RECORD_KEY
+from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
+from reguide_tasks.lmms.hooks import resolve_hook
 
 QWEN = ("reguide_replay", "model=qwen,missing=skip")
 TASK = "reguide_baseline_imagenet200_25pct"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reguide_tasks.fixtures import make_fixture
+from reguide_tasks.testing.fixtures import make_fixture
 
 pytestmark = pytest.mark.e2e
 REGUIDE_EVAL = str(Path(sys.executable).with_name("reguide-eval"))

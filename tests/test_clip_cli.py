@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from reguide_tasks.benchmarks import get_benchmark
+from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES
 from tiny_clip import build_tiny_clip
 

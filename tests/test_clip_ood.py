@@ -17,11 +17,11 @@ from lmms_eval.api.instance import Instance
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-from reguide_tasks import clip_scores as cs
-from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.models import clip_scores as cs
+from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES, ClipOoD, format_answer, format_number, load_prompt_context
-from reguide_tasks.parsing import parse_answer
-from reguide_tasks.scoring import score_max_id
+from reguide_tasks.answers.parsing import parse_answer
+from reguide_tasks.answers.scoring import score_max_id
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_clip import build_tiny_clip  # noqa: E402

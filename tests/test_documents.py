@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from reguide_tasks.benchmarks import get_benchmark
-from reguide_tasks.documents import (
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.documents import (
     DataError,
     check_unique,
     find_missing_images,
@@ -18,8 +18,8 @@ from reguide_tasks.documents import (
     subset_documents,
     write_documents,
 )
-from reguide_tasks.fixtures import make_fixture
-from reguide_tasks.release import normalize_image_path
+from reguide_tasks.testing.fixtures import make_fixture
+from reguide_tasks.data.release import normalize_image_path
 
 # Counts of the authors' released lists (their README and the paper's appendix).
 EXPECTED = {
@@ -134,7 +134,7 @@ def test_check_data_and_build_full_documents_scripts(tmp_path, capsys):
 def test_a_task_can_name_its_own_data_root(tmp_path, monkeypatch):
     import datasets
 
-    from reguide_tasks.task_hooks import doc_to_visual, expand_document_sets
+    from reguide_tasks.lmms.hooks import doc_to_visual, expand_document_sets
 
     make_fixture(tmp_path / "elsewhere", "cifar10", per_dataset=1)
     monkeypatch.setenv("REGUIDE_DATA_ROOT", str(tmp_path / "nowhere"))

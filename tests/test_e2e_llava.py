@@ -27,10 +27,10 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from cli_runs import console_script, offline_env, read_metrics, read_results, read_samples
-from reguide_tasks.benchmarks import get_benchmark
-from reguide_tasks.fixtures import make_fixture
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.testing.fixtures import make_fixture
 from reguide_tasks.models.scripted import scripted_fails, scripted_score
-from reguide_tasks.oodd_records import metric_keys
+from reguide_tasks.lmms.records import metric_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -369,8 +369,8 @@ def test_wrong_data_root_fails_before_the_model_loads(runs: RunPool, fixture_dat
 
 
 def test_task_list_shows_all_our_tasks(runs: RunPool) -> None:
-    from reguide_tasks.cli import TAGS
-    from reguide_tasks.task_yamls import task_variants
+    from reguide_tasks.lmms.cli import TAGS
+    from reguide_tasks.lmms.task_yamls import task_variants
 
     run = runs.get("list")
     assert run.returncode == 0, run.describe()
@@ -382,8 +382,8 @@ def test_task_list_shows_all_our_tasks(runs: RunPool) -> None:
 def test_our_task_names_do_not_clash_with_lmms_eval_builtins() -> None:
     from lmms_eval.tasks import TaskManager
 
-    from reguide_tasks.cli import TAGS
-    from reguide_tasks.task_yamls import task_variants
+    from reguide_tasks.lmms.cli import TAGS
+    from reguide_tasks.lmms.task_yamls import task_variants
 
     builtin = set(TaskManager(verbosity="ERROR").all_tasks)  # no include path: lmms-eval's own tasks only
     assert len(builtin) > 100 and "mme" in builtin  # the index really is lmms-eval's

@@ -1,4 +1,4 @@
-"""The one key-matching policy (reguide_tasks.key_matching) on synthetic answers built on the pattern
+"""The one key-matching policy (reguide_tasks.answers.key_matching) on synthetic answers built on the pattern
 seen in a weak model's ImageNet200 answers: keys that lost their first letter ('carf', 'kunk',
 'ushroom', 'cuba diver'), about 35 per answer, the same in every answer. The fixtures are written here;
 no third-party answers are shipped."""
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reguide_tasks.key_matching import ClassIndex, class_index, normalize_key
-from reguide_tasks.parsing import parse_answer
-from reguide_tasks.release import RELEASE_DIR
-from reguide_tasks.scoring import ood_score
+from reguide_tasks.answers.key_matching import ClassIndex, class_index, normalize_key
+from reguide_tasks.answers.parsing import parse_answer
+from reguide_tasks.data.release import RELEASE_DIR
+from reguide_tasks.answers.scoring import ood_score
 
 ID_CLASSES = tuple((RELEASE_DIR.parent / "classes" / "imagenet200.txt").read_text(encoding="utf-8").splitlines())
 OPTIONS = (*ID_CLASSES, "none of these classes")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from reguide_tasks.metrics import (
+from reguide_tasks.metrics.ood import (
     METRICS,
     aupr_in,
     aupr_out,

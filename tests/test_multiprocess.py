@@ -38,9 +38,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cli_runs import console_script, offline_env, read_metrics, read_results, read_samples
-from reguide_tasks.benchmarks import get_benchmark
-from reguide_tasks.documents import subset_documents, write_documents
-from reguide_tasks.fixtures import FORMATS, custom_documents_path, fixture_image
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.documents import subset_documents, write_documents
+from reguide_tasks.testing.fixtures import FORMATS, custom_documents_path, fixture_image
 from reguide_tasks.models.scripted import scripted_fails, scripted_score
 
 pytestmark = pytest.mark.e2e
@@ -196,11 +196,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, documents: list[dict], tiny_l
              "--gen_kwargs", "max_new_tokens=8", "--output_path", "{OUTPUT}", "--log_samples", *tasks]
     specs = {
         "single": [console_script("reguide-eval"), *tasks, *scripted],
-        "two_batched": [*two_processes("reguide_tasks.cli"), *tasks, *scripted],
+        "two_batched": [*two_processes("reguide_tasks.lmms.cli"), *tasks, *scripted],
         "two_plain_lmms_eval": [*two_processes("lmms_eval"), "--include_path", str(REPO_ROOT / "tasks_yaml"), *tasks, *scripted],
-        "two_sequential": [*two_processes("reguide_tasks.cli"), "--sequential", *tasks, *scripted],
+        "two_sequential": [*two_processes("reguide_tasks.lmms.cli"), "--sequential", *tasks, *scripted],
         "llava_single": [console_script("reguide-eval"), *llava],
-        "llava_two": [*two_processes("reguide_tasks.cli"), *llava],
+        "llava_two": [*two_processes("reguide_tasks.lmms.cli"), *llava],
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(run_cli, name, argv, workdir, data_root) for name, argv in specs.items()}

@@ -20,7 +20,7 @@ import pytest
 from cli_runs import offline_env, read_metrics, read_samples
 from test_e2e_llava import expected_scripted_baseline
 
-from reguide_tasks.task_yamls import task_variants
+from reguide_tasks.lmms.task_yamls import task_variants
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TASK = "reguide_baseline_imagenet200_5pct"
@@ -86,7 +86,7 @@ def test_wheel_carries_every_task_file_and_the_package_data(wheel: Path) -> None
 
 
 def test_installed_package_reads_only_its_own_files(venv: Path, tmp_path: Path) -> None:
-    probe = "import reguide_tasks, reguide_tasks.paths as p, reguide_tasks.release as r; print(reguide_tasks.__file__); print(p.TASKS_DIR); print(r.RELEASE_DIR)"
+    probe = "import reguide_tasks, reguide_tasks.paths as p, reguide_tasks.data.release as r; print(reguide_tasks.__file__); print(p.TASKS_DIR); print(r.RELEASE_DIR)"
     done = _run(venv, tmp_path, "python", "-c", probe)
     assert done.returncode == 0, _describe(done)
     locations = [Path(line) for line in done.stdout.split()]
@@ -139,7 +139,7 @@ def test_plain_lmms_eval_finds_our_tasks_through_lmms_eval_plugins(venv: Path, t
 
 
 def test_plugin_folders_join_any_include_path_once() -> None:
-    from reguide_tasks.plugin_tasks import with_plugin_folders
+    from reguide_tasks.lmms.plugin_tasks import with_plugin_folders
 
     assert with_plugin_folders(None, ["/p"]) == ["/p"]
     assert with_plugin_folders("/mine", ["/p"]) == ["/mine", "/p"]
@@ -149,7 +149,7 @@ def test_plugin_folders_join_any_include_path_once() -> None:
 
 def test_plugin_task_folder_is_the_shipped_task_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     from reguide_tasks.paths import TASKS_DIR
-    from reguide_tasks.plugin_tasks import install, named_plugins, plugin_task_folders
+    from reguide_tasks.lmms.plugin_tasks import install, named_plugins, plugin_task_folders
 
     monkeypatch.setenv("LMMS_EVAL_PLUGINS", "someone_else")
     assert named_plugins() == ["someone_else"] and install() is False  # not named: lmms-eval left alone

@@ -1,4 +1,4 @@
-"""Tests for reguide_tasks.parsing: hand-written failure modes, every released answer, the AUROC check."""
+"""Tests for reguide_tasks.answers.parsing: hand-written failure modes, every released answer, the AUROC check."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from functools import cache
 
 import pytest
 
-from reguide_tasks import parsing
-from reguide_tasks.parsing import ParsedAnswer, match_class, parse_answer
-from reguide_tasks.release import RELEASE_DIR, read_release_file
+from reguide_tasks.answers import parsing
+from reguide_tasks.answers.parsing import ParsedAnswer, match_class, parse_answer
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 
 C = ["goldfish", "stingray", "hen", "hyena", "scuba diver", "Granny Smith", "baseball player", "none of these classes"]
 FULL = dict(zip(C, [1.0, 2.0, 95.0, 0.5, 0.1, 0.2, 0.3, 3.0]))

@@ -1,4 +1,4 @@
-"""Property tests for reguide_tasks.parsing: any text parses, fast, into a well-formed result."""
+"""Property tests for reguide_tasks.answers.parsing: any text parses, fast, into a well-formed result."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from functools import cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reguide_tasks.parsing import ParsedAnswer, match_class, parse_answer
-from reguide_tasks.release import RELEASE_DIR, read_release_file
+from reguide_tasks.answers.parsing import ParsedAnswer, match_class, parse_answer
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 
 CLASSES = tuple((RELEASE_DIR.parent / "classes" / "imagenet200.txt").read_text(encoding="utf-8").splitlines()) + (
     "none of these classes",
@@ -174,7 +174,7 @@ KEY_SPANS = st.one_of(
 @given(KEY_SPANS)
 def test_plain_key_fast_case_agrees_with_the_general_key_reader(span: str) -> None:
     """Wherever the scan's fast case for unquoted keys applies, it reads the key the general reader reads."""
-    from reguide_tasks import parsing
+    from reguide_tasks.answers import parsing
 
     plain = parsing._PLAIN_KEY_SPAN.fullmatch(span)
     if plain:

@@ -11,9 +11,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reguide_tasks import prompts
+from reguide_tasks.prompts import render as prompts
 from reguide_tasks.paths import TASKS_DIR, TEMPLATES_DIR
-from reguide_tasks.prompts import (
+from reguide_tasks.prompts.render import (
     REJECTION_CLASS,
     RELEASE_IMAGE_PREFIX,
     example_confidences,
@@ -23,7 +23,7 @@ from reguide_tasks.prompts import (
     render_stage1,
     render_stage2,
 )
-from reguide_tasks.release import RELEASE_DIR, read_release_file
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 
 CLASSES_DIR = RELEASE_DIR.parent / "classes"
 RESPONSES = RELEASE_DIR / "response"

@@ -10,7 +10,7 @@ What lmms-eval 0.7.3's response cache guarantees (``lmms_eval/caching/response_c
   new run reads) only when it finishes. The run id is random for a single process unless
   ``LMMS_CACHE_RUN_ID`` / ``SLURM_JOB_ID`` / ``TORCHELASTIC_RUN_ID`` is set, so a killed run's answers
   were never read again; ``reguide-eval`` sets ``LMMS_CACHE_RUN_ID`` from the model, model args and
-  tasks (:func:`reguide_tasks.cli.stable_cache_run_id`), and the restart reopens the killed run's files.
+  tasks (:func:`reguide_tasks.lmms.cli.stable_cache_run_id`), and the restart reopens the killed run's files.
 
 The model is ``reguide_scripted`` with ``log_calls`` (one line per answered request, across processes)
 and ``item_latency`` (slow enough to kill at a known point). The set of answers that survived the kill
@@ -39,8 +39,8 @@ from pathlib import Path
 import pytest
 
 from cli_runs import console_script, offline_env, read_metrics
-from reguide_tasks.cli import stable_cache_run_id
-from reguide_tasks.fixtures import make_fixture
+from reguide_tasks.lmms.cli import stable_cache_run_id
+from reguide_tasks.testing.fixtures import make_fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE, REGUIDE = "reguide_baseline_cifar10_custom", "reguide_cifar10_custom"

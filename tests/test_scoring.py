@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from reguide_tasks.metrics import auroc
-from reguide_tasks.scoring import (
+from reguide_tasks.metrics.ood import auroc
+from reguide_tasks.answers.scoring import (
     FAILURE_POLICIES,
     NONE_CLASS,
     SCORE_RULES,
@@ -23,7 +23,7 @@ ID_CLASSES = ("cat", "dog", "great white shark")
 
 
 def answer(confidences=None, prediction=None, status="ok"):
-    """Stand-in for reguide_tasks.parsing.ParsedAnswer (same attributes)."""
+    """Stand-in for reguide_tasks.answers.parsing.ParsedAnswer (same attributes)."""
     return SimpleNamespace(prediction=prediction, confidences=confidences or {}, status=status, reason="")
 
 

@@ -1,6 +1,6 @@
 """Served backends: lmms-eval's OpenAI-compatible models against our deterministic test server.
 
-The in-process tests check :mod:`reguide_tasks.testing_server` itself (stage recognition on the
+The in-process tests check :mod:`reguide_tasks.testing.server` itself (stage recognition on the
 real prompts, the fault schedule, the HTTP faults, concurrency counters). The end-to-end tests run
 ``reguide-eval --model openai`` / ``async_openai`` in subprocesses against a server started here
 (127.0.0.1, ephemeral port, one per run) and read the server's request log next to the result and
@@ -43,12 +43,12 @@ import numpy as np
 import pytest
 
 from cli_runs import read_metrics, read_samples
-from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
-from reguide_tasks.oodd_records import metric_keys
-from reguide_tasks.parsing import parse_answer
-from reguide_tasks.prompts import load_examples, render_baseline, render_stage1, render_stage2
-from reguide_tasks.suggestions import filter_suggestions, parse_suggestions
-from reguide_tasks.testing_server import (
+from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.lmms.records import metric_keys
+from reguide_tasks.answers.parsing import parse_answer
+from reguide_tasks.prompts.render import load_examples, render_baseline, render_stage1, render_stage2
+from reguide_tasks.answers.suggestions import filter_suggestions, parse_suggestions
+from reguide_tasks.testing.server import (
     Fault,
     OoDDTestServer,
     RequestLog,
@@ -201,7 +201,7 @@ def test_concurrent_requests_are_counted() -> None:
 
 
 def test_command_line_serves_and_reports() -> None:
-    done = subprocess.run([sys.executable, "-m", "reguide_tasks.testing_server", "--port", "0", "--duration", "0.3", "--fault", "empty,first=1"],
+    done = subprocess.run([sys.executable, "-m", "reguide_tasks.testing.server", "--port", "0", "--duration", "0.3", "--fault", "empty,first=1"],
                           capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("serving http://127.0.0.1:") and "requests {}" in done.stdout
@@ -499,7 +499,7 @@ def test_a_run_whose_every_request_failed_exits_non_zero(served, fixture_data) -
 def test_failed_api_answers_are_not_cached() -> None:
     from lmms_eval.caching.response_cache import ResponseCache
 
-    from reguide_tasks import cache_policy
+    from reguide_tasks.lmms import cache_policy
 
     cache_policy.install()
     cache_policy.install()  # idempotent

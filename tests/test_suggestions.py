@@ -28,8 +28,8 @@ from functools import cache
 
 import pytest
 
-from reguide_tasks.release import RELEASE_DIR, normalize_image_path, read_release_file
-from reguide_tasks.suggestions import (
+from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
+from reguide_tasks.answers.suggestions import (
     MAX_CHARS,
     REJECTION_CLASS,
     FilterResult,
@@ -462,7 +462,7 @@ def test_compact_id_match_is_the_main_deliberate_difference() -> None:
 
 
 def test_a_sentence_is_not_a_class_name():
-    from reguide_tasks.suggestions import filter_suggestions, parse_suggestions
+    from reguide_tasks.answers.suggestions import filter_suggestions, parse_suggestions
 
     garbage = "cat sat on the mat while the dog looked at a picture of something else entirely"
     items = parse_suggestions(garbage).items

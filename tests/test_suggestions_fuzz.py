@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reguide_tasks.release import RELEASE_DIR
-from reguide_tasks.suggestions import (
+from reguide_tasks.data.release import RELEASE_DIR
+from reguide_tasks.answers.suggestions import (
     REJECTION_CLASS,
     clean_item,
     filter_suggestions,

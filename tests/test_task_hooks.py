@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from reguide_tasks import task_hooks
-from reguide_tasks.benchmarks import get_benchmark
-from reguide_tasks.oodd_records import NO_ANSWER, RECORD_KEY, aggregate_metric
-from reguide_tasks.task_hooks import reguide_doc_to_text, resolve_hook
+from reguide_tasks.lmms import hooks as task_hooks
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.lmms.records import NO_ANSWER, RECORD_KEY, aggregate_metric
+from reguide_tasks.lmms.hooks import reguide_doc_to_text, resolve_hook
 
 BENCH = get_benchmark("imagenet200")
 CLASSES = BENCH.classes

@@ -1,12 +1,12 @@
-"""The committed task YAMLs are what reguide_tasks.task_yamls generates, and name real hooks."""
+"""The committed task YAMLs are what reguide_tasks.lmms.task_yamls generates, and name real hooks."""
 
 from __future__ import annotations
 
-from reguide_tasks import task_hooks
-from reguide_tasks.benchmarks import get_benchmark
-from reguide_tasks.oodd_records import metric_keys
+from reguide_tasks.lmms import hooks as task_hooks
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.lmms.records import metric_keys
 from reguide_tasks.paths import TASKS_DIR
-from reguide_tasks.task_yamls import render_task_yamls, task_variants, write_task_yamls
+from reguide_tasks.lmms.task_yamls import render_task_yamls, task_variants, write_task_yamls
 
 
 def test_committed_yamls_are_up_to_date():
@@ -33,7 +33,7 @@ def test_every_aggregation_named_in_yaml_resolves():
 
 
 def test_only_our_tasks_decides_the_process_docs_parallel_default():
-    from reguide_tasks.cli import only_our_tasks
+    from reguide_tasks.lmms.cli import only_our_tasks
 
     assert only_our_tasks("reguide_imagenet200,reguide_baseline_cifar10_25pct")
     assert only_our_tasks("reguide_all")

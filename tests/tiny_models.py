@@ -40,8 +40,8 @@ CHAT_TEMPLATE = (
 
 def prompt_corpus() -> list[str]:
     """Every prompt our tasks send (baseline, stage 1, stage 2 with and without suggestions), both benchmarks."""
-    from reguide_tasks.benchmarks import BENCHMARKS
-    from reguide_tasks.prompts import (
+    from reguide_tasks.data.benchmarks import BENCHMARKS
+    from reguide_tasks.prompts.render import (
         load_examples,
         render_baseline,
         render_stage1,

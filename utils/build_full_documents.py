@@ -14,8 +14,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from reguide_tasks.benchmarks import BENCHMARKS
-from reguide_tasks.documents import DataError, check_unique, data_root, full_documents, write_documents
+from reguide_tasks.data.benchmarks import BENCHMARKS
+from reguide_tasks.data.documents import DataError, check_unique, data_root, full_documents, write_documents
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from reguide_tasks.cli import our_tasks
-from reguide_tasks.documents import DATA_ROOT_ENV, DataError, find_missing_images
-from reguide_tasks.task_hooks import document_set
+from reguide_tasks.lmms.cli import our_tasks
+from reguide_tasks.data.documents import DATA_ROOT_ENV, DataError, find_missing_images
+from reguide_tasks.lmms.hooks import document_set
 
 
 def main(argv: list[str] | None = None) -> int:

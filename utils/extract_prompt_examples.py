@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from reguide_tasks.paths import TEMPLATES_DIR
-from reguide_tasks.release import RELEASE_DIR, read_release_file
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 
 # Released file whose (single) prompt holds each benchmark's examples. Given without ``.gz``:
 # ``read_release_file`` finds the gzipped twin, so a plain full release works too.

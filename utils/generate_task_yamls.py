@@ -1,4 +1,4 @@
-"""Write (or --check) the generated task YAMLs under tasks_yaml/ from reguide_tasks/benchmarks.py."""
+"""Write (or --check) the generated task YAMLs under tasks_yaml/ from reguide_tasks/data/benchmarks.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reguide_tasks.task_yamls import write_task_yamls
+from reguide_tasks.lmms.task_yamls import write_task_yamls
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks_yaml"
 

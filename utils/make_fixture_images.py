@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from reguide_tasks.benchmarks import BENCHMARKS
-from reguide_tasks.fixtures import custom_documents_path, make_fixture
+from reguide_tasks.data.benchmarks import BENCHMARKS
+from reguide_tasks.testing.fixtures import custom_documents_path, make_fixture
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ The ID classes come from the DOCUMENT (``get_benchmark(doc["benchmark"]).classes
 prompt text, which is ignored.
 
 Score -> per-class values (``max_k v_k`` IS the detector's score, bit-for-bit after parsing;
-see :func:`reguide_tasks.clip_scores.class_values`):
+see :func:`reguide_tasks.models.clip_scores.class_values`):
 
 - ``mcm``: ``v = softmax(cos / T)`` (MCM's probabilities).
 - ``glmcm``: ``v = softmax(cos / T) + lambda_local * localMCM`` (one shift for every class).
@@ -66,8 +66,8 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
-from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
-from reguide_tasks.clip_scores import SCORES, compute_scores, normalize
+from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.models.clip_scores import SCORES, compute_scores, normalize
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 ENSEMBLE_TEMPLATES = (
@@ -382,7 +382,7 @@ class ClipOoD(lmms):
     # ------------------------------------------------------------------ answering
 
     def score_images(self, pixel_values: torch.Tensor, classes: Sequence[str]):
-        """:class:`reguide_tasks.clip_scores.ScoreOutput` of a batch of preprocessed images."""
+        """:class:`reguide_tasks.models.clip_scores.ScoreOutput` of a batch of preprocessed images."""
         text = self.class_text_features(classes)
         image, patches = self.image_features(pixel_values)
         return compute_scores(self.score, image, text, patches=patches, temperature=self.temperature, lambda_local=self.lambda_local, logit_scale=self.logit_scale)

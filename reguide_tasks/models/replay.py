@@ -27,10 +27,10 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from reguide_tasks.documents import set_images_required
-from reguide_tasks.oodd_records import NO_ANSWER
-from reguide_tasks.release import RELEASE_DIR, normalize_image_path, read_release_file
-from reguide_tasks.task_yamls import task_variants
+from reguide_tasks.data.documents import set_images_required
+from reguide_tasks.lmms.records import NO_ANSWER
+from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
+from reguide_tasks.lmms.task_yamls import task_variants
 
 STAGES = ("baseline", "stage1", "stage2")
 MISSING_POLICIES = ("fail", "skip")

@@ -26,7 +26,7 @@ import torch
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
 
 NEAR_SUGGESTIONS = tuple(f"scripted lookalike {i}" for i in range(1, 19))
 FAR_SUGGESTIONS = tuple(f"scripted faraway {i}" for i in range(1, 20))

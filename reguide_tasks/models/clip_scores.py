@@ -5,7 +5,7 @@ Conventions
 - Inputs are UNNORMALIZED features; every function L2-normalizes what it needs.
   ``image`` is ``[B, D]``, ``patches`` is ``[B, P, D]`` (projected patch / local features),
   ``text`` is ``[K, D]`` (one row per ID class).
-- A score is HIGHER for MORE in-distribution (as in :mod:`reguide_tasks.metrics`).
+- A score is HIGHER for MORE in-distribution (as in :mod:`reguide_tasks.metrics.ood`).
 - ``cos`` = cosine similarity image-class, ``logits`` = ``logit_scale * cos`` (CLIP's own logits;
   ``logit_scale`` is the model's ``logit_scale.exp()``, 100 for OpenAI CLIP).
 - Scores (T = ``temperature``):

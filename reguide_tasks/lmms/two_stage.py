@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from reguide_tasks.plugin_tasks import lmms_eval_version
+from reguide_tasks.lmms.plugin_tasks import lmms_eval_version
 
 SUPPORTED_LMMS_EVAL = ("0.7.3",)
 

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from sklearn.metrics import auc, roc_curve
 
 if TYPE_CHECKING:
-    from reguide_tasks.report import Run, RunScores
+    from reguide_tasks.report.build import Run, RunScores
 
 _DPI = 110
 

@@ -13,7 +13,7 @@ Conventions:
 
 - Confidences are kept as given (the prompt's 0..100 scale); nothing is rescaled or clipped.
 - The ``Prediction:`` value and every key are matched to the prompt's class list by the one policy
-  of :mod:`reguide_tasks.key_matching`: exact, then normalised, then (unless ``repair=False``, the
+  of :mod:`reguide_tasks.answers.key_matching`: exact, then normalised, then (unless ``repair=False``, the
   strict reading) repair of a key still unknown to the one class without a value that it is a typo
   of. Keys are first all read exactly / normalised, then the unknown ones repaired in answer order,
   so an exact key always wins over a typo of the same class. Repairs are listed in
@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from reguide_tasks.key_matching import ClassIndex, class_index
+from reguide_tasks.answers.key_matching import ClassIndex, class_index
 
 __all__ = ["ParsedAnswer", "match_class", "parse_answer"]
 
@@ -107,7 +107,7 @@ class ParsedAnswer:
 def match_class(key: str, classes: Sequence[str], repair: bool = True) -> str | None:
     """Map a key (or prediction) from an answer to its canonical class name, or None.
 
-    The policy of :mod:`reguide_tasks.key_matching` against the whole list: exact ('hen'), then
+    The policy of :mod:`reguide_tasks.answers.key_matching` against the whole list: exact ('hen'), then
     case / spacing / punctuation-insensitive ('Granny smith', 'shih-tzu', "'tennis racket.'"), then
     (``repair``) a unique one-edit typo ('tingray' -> 'stingray', 'cuba diver' -> 'scuba diver') or,
     for keys under 5 characters, a unique dropped leading character ('nail' -> 'snail'). Ambiguous

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from reguide_tasks.release import RELEASE_DIR
+from reguide_tasks.data.release import RELEASE_DIR
 
 REJECTION_CLASS = "none of these classes"
-_CLASSES_DIR = Path(__file__).resolve().parent / "data" / "classes"
+_CLASSES_DIR = Path(__file__).resolve().parent / "classes"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Edge cases
 - If either side (ID or OoD) is empty, or all its scores are NaN, the metric is undefined and
   ``float("nan")`` is returned; no exception.
 - Otherwise NaN scores are not allowed: a ValueError is raised, since the caller must first apply a
-  failure policy (:func:`reguide_tasks.scoring.apply_failure_policy`). Infinite scores are rejected
+  failure policy (:func:`reguide_tasks.answers.scoring.apply_failure_policy`). Infinite scores are rejected
   too (scikit-learn cannot rank them).
 """
 
@@ -50,7 +50,7 @@ def _prepare(is_id: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarra
         if side_nan.any() and not side_nan.all():
             raise ValueError(
                 f"{int(side_nan.sum())} of {side_nan.size} {side} scores are NaN: apply a failure "
-                "policy (reguide_tasks.scoring.apply_failure_policy) before computing metrics"
+                "policy (reguide_tasks.answers.scoring.apply_failure_policy) before computing metrics"
             )
     if id_nan.all() or ood_nan.all():  # also True for an empty side
         return None

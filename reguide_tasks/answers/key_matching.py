@@ -15,7 +15,7 @@ stage-2 answer, whose list holds the auxiliary classes):
    of the list ('eagle' of 'bald eagle', 'lion' of 'sea lion': a shortened name, not a typo of
    'beagle' or 'lio'; Qwen writes such keys) and a key longer than :data:`MAX_REPAIR_LEN` (garbage).
 
-"Has no value yet" is the caller's: :mod:`reguide_tasks.parsing` first reads every key exactly or
+"Has no value yet" is the caller's: :mod:`reguide_tasks.answers.parsing` first reads every key exactly or
 normalised, then repairs the keys left over, in answer order, each against the classes still
 without a value (:meth:`ClassIndex.repair` is told which classes are filled);
 the prediction is repaired against the whole list. Work stays bounded without a cap on the number of

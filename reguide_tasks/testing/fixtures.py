@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reguide_tasks.documents import subset_documents, write_documents
+from reguide_tasks.data.documents import subset_documents, write_documents
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-RELEASE_DIR = Path(__file__).resolve().parent / "data" / "reguide-release"
+RELEASE_DIR = Path(__file__).resolve().parent / "reguide-release"
 
 _STABLE_ROOTS = ("images_classic/", "images_largescale/")
 _SLASHES = re.compile(r"/+")

@@ -2,7 +2,7 @@
 
 For tests and for trying the harness against a served backend without a GPU::
 
-    python -m reguide_tasks.testing_server --port 0 --fault status:429,first=3,retry_after_ms=1
+    python -m reguide_tasks.testing.server --port 0 --fault status:429,first=3,retry_after_ms=1
     reguide-eval --model openai --model_args model=reguide-testing,base_url=http://127.0.0.1:PORT/v1 ...
 
 Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``; loopback only (127.0.0.1).
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping, Sequence
 
-from reguide_tasks.benchmarks import BENCHMARKS, REJECTION_CLASS, get_benchmark
+from reguide_tasks.data.benchmarks import BENCHMARKS, REJECTION_CLASS, get_benchmark
 
 HOST = "127.0.0.1"
 DEFAULT_MODEL = "reguide-testing"

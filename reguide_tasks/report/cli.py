@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reguide_tasks.report import ReportError, make_report
+from reguide_tasks.report.build import ReportError, make_report
 
 PROG = "reguide-report"
 

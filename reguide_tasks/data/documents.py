@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from reguide_tasks.benchmarks import Benchmark, get_benchmark
-from reguide_tasks.release import normalize_image_path, read_release_file
+from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
+from reguide_tasks.data.release import normalize_image_path, read_release_file
 
 DATA_ROOT_ENV = "REGUIDE_DATA_ROOT"
 BAD_IMAGES_ENV = "REGUIDE_BAD_IMAGES"

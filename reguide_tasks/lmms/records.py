@@ -21,9 +21,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from reguide_tasks.benchmarks import Benchmark, get_benchmark
-from reguide_tasks.metrics import ood_table
-from reguide_tasks.scoring import apply_failure_policy, is_correct, ood_score, predicted_class, score_uses_repair
+from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
+from reguide_tasks.metrics.ood import ood_table
+from reguide_tasks.answers.scoring import apply_failure_policy, is_correct, ood_score, predicted_class, score_uses_repair
 
 METRIC_FAMILIES = ("auroc", "fpr95", "fpr95tpr", "aupr_in", "aupr_out")
 HIGHER_IS_BETTER = {"auroc": True, "fpr95": False, "fpr95tpr": False, "aupr_in": True, "aupr_out": True}

@@ -9,7 +9,7 @@ a JSON record of both raw answers) and :func:`reguide_process_results` scores it
 Metric keys and their aggregations are generated (``aggregate_<metric>``, resolved by
 :func:`resolve_hook`), so each task folder's ``utils.py`` only re-exports this module. So are the
 ``process_results`` variants a YAML can name: ``<stage>_process_results_<score rule>_<failure
-policy>`` (keys read by the repairing policy of :mod:`reguide_tasks.key_matching`) and the same name
+policy>`` (keys read by the repairing policy of :mod:`reguide_tasks.answers.key_matching`) and the same name
 ending in ``_strict`` (keys read exactly or normalised only).
 """
 
@@ -22,10 +22,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import datasets
 
-from reguide_tasks import documents as docs_mod
-from reguide_tasks.benchmarks import REJECTION_CLASS, get_benchmark
-from reguide_tasks.key_matching import READINGS
-from reguide_tasks.oodd_records import (
+from reguide_tasks.data import documents as docs_mod
+from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.answers.key_matching import READINGS
+from reguide_tasks.lmms.records import (
     METRIC_FAMILIES,
     RECORD_KEY,
     aggregate_metric,
@@ -34,9 +34,9 @@ from reguide_tasks.oodd_records import (
     per_doc_metrics,
     placeholder_reason,
 )
-from reguide_tasks.parsing import ParsedAnswer, parse_answer
-from reguide_tasks.prompts import example_confidences, load_examples, render_baseline, render_stage1, render_stage2
-from reguide_tasks.suggestions import Suggestions, filter_suggestions, parse_suggestions
+from reguide_tasks.answers.parsing import ParsedAnswer, parse_answer
+from reguide_tasks.prompts.render import example_confidences, load_examples, render_baseline, render_stage1, render_stage2
+from reguide_tasks.answers.suggestions import Suggestions, filter_suggestions, parse_suggestions
 
 N_NEAR = 20
 N_FAR = 20
@@ -130,7 +130,7 @@ def _score_baseline(doc: Mapping, answer: str, score_rule: str, failure_policy: 
 
 def make_process_results(stage: str, score_rule: str = "max_id", failure_policy: str = "exclude", key_reading: str = "repair") -> Callable:
     """A ``process_results`` for ``stage`` ('baseline' or 'reguide') with a score rule, a failure
-    policy and a key reading ('repair' or 'strict', see :mod:`reguide_tasks.key_matching`)."""
+    policy and a key reading ('repair' or 'strict', see :mod:`reguide_tasks.answers.key_matching`)."""
     if key_reading not in READINGS:
         raise ValueError(f"unknown key reading {key_reading!r}; choose one of {list(READINGS)}")
 
@@ -253,7 +253,7 @@ reguide_process_results = make_process_results("reguide")
 def _hook_table() -> dict[str, Callable]:
     table: dict[str, Callable] = {}
     for stage in ("baseline", "reguide"):
-        from reguide_tasks.scoring import FAILURE_POLICIES, SCORE_RULES
+        from reguide_tasks.answers.scoring import FAILURE_POLICIES, SCORE_RULES
 
         for rule in SCORE_RULES:
             for policy in FAILURE_POLICIES:
@@ -281,7 +281,7 @@ def resolve_hook(name: str) -> Callable:
     table = _hook_table()
     if name in table:
         return table[name]
-    raise AttributeError(f"reguide_tasks.task_hooks has no hook {name!r}")
+    raise AttributeError(f"reguide_tasks.lmms.hooks has no hook {name!r}")
 
 
 __all__ = [

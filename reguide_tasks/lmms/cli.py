@@ -18,10 +18,10 @@ import os
 import sys
 from typing import Sequence
 
-from reguide_tasks.documents import BAD_IMAGE_POLICIES, BAD_IMAGES_ENV, DATA_ROOT_ENV, DataError, check_unique, require_images
-from reguide_tasks.oodd_records import RUN_COUNTS
+from reguide_tasks.data.documents import BAD_IMAGE_POLICIES, BAD_IMAGES_ENV, DATA_ROOT_ENV, DataError, check_unique, require_images
+from reguide_tasks.lmms.records import RUN_COUNTS
 from reguide_tasks.paths import TASKS_DIR
-from reguide_tasks.task_yamls import task_variants
+from reguide_tasks.lmms.task_yamls import task_variants
 
 TAGS = {"reguide_all": ("reguide",), "reguide_baseline_all": ("baseline",)}
 
@@ -70,7 +70,7 @@ def model_needs_images(model_name: str | None) -> bool:
 
 def preflight(variants: Sequence, check_images: bool = True) -> None:
     """Expand each task's documents and check every image exists, before any model is loaded."""
-    from reguide_tasks.task_hooks import document_set
+    from reguide_tasks.lmms.hooks import document_set
 
     for variant in variants:
         path = f"reguide_documents/{variant.benchmark}.jsonl" if variant.subset == "file" else ""
@@ -140,13 +140,13 @@ def run(argv: Sequence[str]) -> None:
 
     listing = args.tasks is None or args.tasks.startswith("list")
     if getattr(args, "use_cache", None):
-        from reguide_tasks import cache_policy
+        from reguide_tasks.lmms import cache_policy
 
         cache_policy.install()
     if not listing:
         preflight(our_tasks(args.tasks), check_images=model_needs_images(args.model))
         if not own.sequential:
-            from reguide_tasks import two_stage
+            from reguide_tasks.lmms import two_stage
 
             two_stage.install()
 

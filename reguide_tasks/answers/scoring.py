@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-- An OoD score S is HIGHER for MORE in-distribution (see :mod:`reguide_tasks.metrics`).
+- An OoD score S is HIGHER for MORE in-distribution (see :mod:`reguide_tasks.metrics.ood`).
 - Scores are computed on the confidences exactly as the model gave them: no per-answer rescaling
   (0-1 vs 0-100), since that would change rankings and ties across answers.
 - Class names are matched after light normalization (surrounding whitespace stripped, inner runs of
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # the parser is only needed for type hints
-    from reguide_tasks.parsing import ParsedAnswer
+    from reguide_tasks.answers.parsing import ParsedAnswer
 
 NONE_CLASS = "none of these classes"
 FAILURE_POLICIES = ("exclude", "most_ood")

@@ -1,6 +1,6 @@
 """Parser audit: how a run's answers were read, per dataset, from the ``oodd`` records of its samples.
 
-For each run (results JSON + ``<date_id>_samples_<task>.jsonl``, found as :mod:`reguide_tasks.report`
+For each run (results JSON + ``<date_id>_samples_<task>.jsonl``, found as :mod:`reguide_tasks.report.build`
 finds them) and each dataset: answered documents and documents not in the release; ok / partial /
 failed answers; the most frequent failure reasons (by kind: 'missing classes' for any count, 'unknown
 keys' whatever the keys); the most frequent unknown keys; the repaired keys ('carf -> scarf') and how
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from reguide_tasks.benchmarks import get_benchmark
-from reguide_tasks.report import (
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.report.build import (
     ReportError,
     Run,
     load_runs,

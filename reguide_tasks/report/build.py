@@ -43,9 +43,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from reguide_tasks.benchmarks import BENCHMARKS, Benchmark, get_benchmark
-from reguide_tasks.metrics import auroc as auroc_pct
-from reguide_tasks.scoring import FAILURE_POLICIES, apply_failure_policy
+from reguide_tasks.data.benchmarks import BENCHMARKS, Benchmark, get_benchmark
+from reguide_tasks.metrics.ood import auroc as auroc_pct
+from reguide_tasks.answers.scoring import FAILURE_POLICIES, apply_failure_policy
 
 RESULTS_SUFFIX = "_results.json"
 FILTER_SUFFIX = ",none"
@@ -553,7 +553,7 @@ def bootstrap_auroc(
     replacement, keeping their sizes; one ID resample is shared by all OoD sets of a replicate, so a
     group's CI (``groups``: name -> datasets, e.g. near / far) is that of the mean of its datasets
     present in ``ood_scores``. AUROC is the Mann-Whitney statistic with ties counted half (as
-    :func:`reguide_tasks.metrics.auroc`), from per-value counts, so a replicate costs O(n).
+    :func:`reguide_tasks.metrics.ood.auroc`), from per-value counts, so a replicate costs O(n).
     Deterministic for a seed; a dataset's CI does not depend on which other datasets are given
     (each has its own random stream). Empty side -> (nan, nan). Scores must be finite (apply the
     failure policy first).
@@ -965,7 +965,7 @@ def make_report(
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     if plots:
-        from reguide_tasks.report_plots import plot_run  # matplotlib only when plotting
+        from reguide_tasks.report.plots import plot_run  # matplotlib only when plotting
 
         for run, scores in loaded:
             if scores is not None:

@@ -12,8 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from reguide_tasks.audit import make_audit
-from reguide_tasks.report_cli import _csv_list, print_outcome
+from reguide_tasks.report.audit import make_audit
+from reguide_tasks.report.cli import _csv_list, print_outcome
 
 PROG = "reguide-audit"
 
