@@ -5,7 +5,7 @@ per-dataset counts of the OpenOOD v1.5 ImageNet200 test sets (:data:`COUNTS`; pa
 OpenOOD's, ID labels 0..199) and loaded the way the ``_full`` task loads them: lmms-eval reads the
 task's one-row document-set spec and its ``process_docs``,
 :func:`reguide_tasks.lmms.hooks.expand_document_sets`, builds every document (images not checked:
-``set_images_required(False)``, as for ``reguide_replay``). Each stage runs in a fresh process and
+``RUN.images_required = False``, as for ``reguide_replay``). Each stage runs in a fresh process and
 reports its peak RSS (``resource.getrusage``):
 
 - ``imports``: the interpreter with lmms-eval, datasets and this package imported (the floor);
@@ -77,9 +77,9 @@ def stage(name: str, root: Path) -> dict:
     import lmms_eval.evaluator  # noqa: F401  (the floor includes what a run imports)
 
     from reguide_tasks.lmms import hooks as task_hooks
-    from reguide_tasks.data.documents import set_images_required
+    from reguide_tasks.lmms.run_state import RUN
 
-    set_images_required(False)
+    RUN.images_required = False
     out: dict = {"stage": name}
     start = time.perf_counter()
     if name == "expand":

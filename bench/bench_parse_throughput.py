@@ -25,13 +25,18 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
-from reguide_tasks.data.documents import subset_documents
 from reguide_tasks.answers.parsing import parse_answer
-from reguide_tasks.prompts.render import example_confidences
-from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
 from reguide_tasks.answers.scoring import is_correct, ood_score
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.documents import subset_documents
+from reguide_tasks.data.release import (
+    RELEASE_DIR,
+    normalize_image_path,
+    read_release_file,
+)
 from reguide_tasks.lmms.hooks import baseline_process_results
+from reguide_tasks.prompts.render import example_confidences
+from reguide_tasks.vocab import REJECTION_CLASS
 
 CORPORA = {
     "imagenet200 5% gpt-4o": ("imagenet200", "response/baseline/imagenet200-5%/gpt"),

@@ -17,14 +17,21 @@ from lmms_eval.api.instance import Instance
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-from reguide_tasks.models import clip_scores as cs
-from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
-from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES, ClipOoD, format_answer, format_number, load_prompt_context
 from reguide_tasks.answers.parsing import parse_answer
 from reguide_tasks.answers.scoring import score_max_id
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.models import clip_scores as cs
+from reguide_tasks.models.clip_ood import (
+    ENSEMBLE_TEMPLATES,
+    ClipOoD,
+    format_answer,
+    format_number,
+    load_prompt_context,
+)
+from reguide_tasks.vocab import REJECTION_CLASS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_clip import build_tiny_clip  # noqa: E402
+from tiny_clip import build_tiny_clip
 
 CIFAR = get_benchmark("cifar10").classes
 IN200 = get_benchmark("imagenet200").classes

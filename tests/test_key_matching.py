@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reguide_tasks.answers.key_matching import ClassIndex, class_index, normalize_key
+from reguide_tasks.answers.key_matching import ClassIndex, class_index, match_key
 from reguide_tasks.answers.parsing import parse_answer
-from reguide_tasks.data.release import RELEASE_DIR
 from reguide_tasks.answers.scoring import ood_score
+from reguide_tasks.data.release import RELEASE_DIR
 
 ID_CLASSES = tuple((RELEASE_DIR.parent / "classes" / "imagenet200.txt").read_text(encoding="utf-8").splitlines())
 OPTIONS = (*ID_CLASSES, "none of these classes")
@@ -56,10 +56,10 @@ def edit_distance(a: str, b: str) -> int:
 
 def oracle_candidates(key: str, classes) -> list[str]:
     """The policy written out by brute force over the class list."""
-    norm = normalize_key(key)
+    norm = match_key(key)
     if not 3 <= len(norm) <= 80:
         return []
-    names = {normalize_key(c): c for c in reversed(classes)}
+    names = {match_key(c): c for c in reversed(classes)}
     ends = {" ".join(n.split(" ")[i:]) for n in names for i in range(1, len(n.split(" ")))}
     if norm in ends:
         return []
@@ -126,7 +126,7 @@ def test_four_letter_keys_need_a_dropped_leading_character():
 
 def test_forty_garbled_keys_in_one_answer_are_all_read():
     swapped = lambda n: n[:3] + n[4] + n[3] + n[5:]  # 'golfdish'-like swaps
-    garbled = [n for n in OPTIONS if len(normalize_key(n)) >= 9 and swapped(n) != n][:45]
+    garbled = [n for n in OPTIONS if len(match_key(n)) >= 9 and swapped(n) != n][:45]
     swap = lambda n: swapped(n) if n in garbled else n
     parsed = parse_answer(answer(confidences(), swap), OPTIONS)
     assert len(garbled) == 45 and parsed.status == "ok"
@@ -187,7 +187,7 @@ def accepted_spellings(name: str) -> list[str]:
     classes still empty): exact, normalised variants, and repairs the oracle finds unique."""
     spellings = [name, name.upper(), name.replace(" ", "_"), f" {name}. "]
     typos = [name[1:], name[:-1], name[:2] + name[3:], name[:1] + "x" + name[2:]]
-    spellings += [t for t in typos if oracle_candidates(t, OPTIONS) == [name] and normalize_key(t) not in class_index(OPTIONS).normalized]
+    spellings += [t for t in typos if oracle_candidates(t, OPTIONS) == [name] and match_key(t) not in class_index(OPTIONS).normalized]
     return spellings
 
 
@@ -205,7 +205,7 @@ def test_predicted_class_confidence_is_found_in_any_accepted_spelling(predicted,
     policy accepts, that class's confidence is found."""
     spellings = accepted_spellings(predicted)
     key = spellings[spelling % len(spellings)]
-    garbage = [g for g in garbage if predicted not in oracle_candidates(g, OPTIONS) and normalize_key(g) != normalize_key(predicted)]
+    garbage = [g for g in garbage if predicted not in oracle_candidates(g, OPTIONS) and match_key(g) != match_key(predicted)]
     items = [(name, 1.0) for name in others if name != predicted] + [(g, 3.0) for g in garbage]
     items.insert(position % (len(items) + 1), (key, value))
     body = ", ".join(f"'{k}': {v}" for k, v in items)

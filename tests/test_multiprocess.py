@@ -35,13 +35,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import (
+    console_script,
+    offline_env,
+    read_metrics,
+    read_results,
+    read_samples,
+)
 from sklearn.metrics import roc_auc_score
 
-from cli_runs import console_script, offline_env, read_metrics, read_results, read_samples
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.data.documents import subset_documents, write_documents
-from reguide_tasks.testing.fixtures import FORMATS, custom_documents_path, fixture_image
 from reguide_tasks.models.scripted import scripted_fails, scripted_score
+from reguide_tasks.testing.fixtures import FORMATS, custom_documents_file, fixture_image
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +87,7 @@ def write_data_root(root: Path, docs: list[dict], benchmark: str = BENCHMARK) ->
         path = root / doc["image"]
         path.parent.mkdir(parents=True, exist_ok=True)
         fixture_image(index, 32).save(path, format=FORMATS.get(path.suffix.lower(), "PNG"))
-    write_documents(docs, custom_documents_path(root, benchmark))
+    write_documents(docs, custom_documents_file(root, benchmark))
     return root
 
 

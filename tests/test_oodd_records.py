@@ -7,7 +7,8 @@ import math
 import pytest
 
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.lmms.records import aggregate_metric, metric_keys, per_doc_metrics
+from reguide_tasks.lmms.aggregations import aggregate_metric
+from reguide_tasks.lmms.records import metric_keys, per_doc_metrics
 
 BENCH = get_benchmark("cifar10")
 
@@ -66,7 +67,7 @@ def test_reguide_stage_metrics():
 def test_one_table_per_target_and_no_stale_table_for_other_items():
     """The five keys of a target share one table (same item objects); a list that differs in any item,
     or holds equal but distinct items (several ranks, unpickled), gets its own computation."""
-    from reguide_tasks.lmms import records as oodd_records
+    from reguide_tasks.lmms import aggregations as oodd_records
 
     calls = []
     real = oodd_records.ood_table

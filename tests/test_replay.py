@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from reguide_tasks.models.replay import request_stage
-from reguide_tasks.prompts.render import render_baseline, render_stage1, render_stage2, load_examples
 from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.prompts.render import (
+    load_examples,
+    render_baseline,
+    render_stage1,
+    render_stage2,
+)
+from reguide_tasks.vocab import prompt_stage as request_stage
 
 REGUIDE_EVAL = str(Path(sys.executable).with_name("reguide-eval"))
 
@@ -80,9 +85,10 @@ def test_gpt4o_baseline_replay_reproduces_the_paper_figures(tmp_path):
 def _check_demo_report_and_audit(tmp_path: Path, records: list[dict]) -> None:
     """What the README demo prints next: the report has no failure share from missing release files,
     and the audit of the same output says how every answer was read."""
+    from test_report import table_rows
+
     from reguide_tasks.report.audit_cli import main as audit_main
     from reguide_tasks.report.cli import main as report_main
-    from test_report import table_rows
 
     answered = [r for r in records if not r["not_in_release"]]
     assert report_main([str(tmp_path / "out"), "--out", str(tmp_path / "report"), "--bootstrap", "0", "--no-plots"]) == 0
@@ -128,9 +134,10 @@ def test_reguide_replay_of_stage1_and_stage2_runs_end_to_end(tmp_path):
 def test_a_strict_task_of_your_own_reports_both_readings(tmp_path):
     """The README's recipe: a task file of yours naming the ``_strict`` hook, run beside ours; the
     records and the report say which reading each task used."""
+    from test_report import table_rows
+
     from reguide_tasks.paths import TASKS_DIR
     from reguide_tasks.report.cli import main as report_main
-    from test_report import table_rows
 
     mine = tmp_path / "my_tasks"
     mine.mkdir()
@@ -140,8 +147,9 @@ def test_a_strict_task_of_your_own_reports_both_readings(tmp_path):
         "process_results: !function utils.baseline_process_results_max_id_exclude_strict\n"
     )
     (mine / "utils.py").write_text(
-        "from reguide_tasks.lmms.hooks import *  # noqa: F401,F403\n"
-        "from reguide_tasks.lmms.hooks import resolve_hook as __getattr__  # noqa: F401\n"
+        "from reguide_tasks.lmms.aggregations import *  # noqa: F403\n"
+        "from reguide_tasks.lmms.hooks import *  # noqa: F403\n"
+        "from reguide_tasks.lmms.process_results_variants import *  # noqa: F403\n"
     )
     ours, strict = "reguide_baseline_imagenet200_5pct", "my_baseline_imagenet200_strict"
     done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", f"{ours},{strict}",

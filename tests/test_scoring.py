@@ -8,16 +8,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from reguide_tasks.metrics.ood import auroc
 from reguide_tasks.answers.scoring import (
     FAILURE_POLICIES,
-    NONE_CLASS,
     SCORE_RULES,
     apply_failure_policy,
     is_correct,
     ood_score,
     predicted_class,
 )
+from reguide_tasks.metrics.ood import auroc
+from reguide_tasks.vocab import REJECTION_CLASS as NONE_CLASS
 
 ID_CLASSES = ("cat", "dog", "great white shark")
 

@@ -34,20 +34,25 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
-
 from cli_runs import read_metrics, read_samples
-from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
-from reguide_tasks.lmms.records import metric_keys
+
 from reguide_tasks.answers.parsing import parse_answer
-from reguide_tasks.prompts.render import load_examples, render_baseline, render_stage1, render_stage2
 from reguide_tasks.answers.suggestions import filter_suggestions, parse_suggestions
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.lmms.records import metric_keys
+from reguide_tasks.prompts.render import (
+    load_examples,
+    render_baseline,
+    render_stage1,
+    render_stage2,
+)
 from reguide_tasks.testing.server import (
     Fault,
     OoDDTestServer,
@@ -56,9 +61,10 @@ from reguide_tasks.testing.server import (
     image_score,
     parse_fault,
     prompt_classes,
-    request_stage,
     stage1_id_classes,
 )
+from reguide_tasks.vocab import REJECTION_CLASS
+from reguide_tasks.vocab import prompt_stage as request_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGUIDE_EVAL = str(Path(sys.executable).with_name("reguide-eval"))

@@ -28,7 +28,6 @@ from functools import cache
 
 import pytest
 
-from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
 from reguide_tasks.answers.suggestions import (
     MAX_CHARS,
     REJECTION_CLASS,
@@ -36,8 +35,13 @@ from reguide_tasks.answers.suggestions import (
     Suggestions,
     clean_item,
     filter_suggestions,
-    normalize_name,
     parse_suggestions,
+    suggestion_key,
+)
+from reguide_tasks.data.release import (
+    RELEASE_DIR,
+    normalize_image_path,
+    read_release_file,
 )
 
 CLASSES_DIR = RELEASE_DIR.parent / "classes"
@@ -71,7 +75,7 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# normalize_name / clean_item
+# suggestion_key / clean_item
 # ---------------------------------------------------------------------------------------------
 
 
@@ -96,7 +100,7 @@ def jaccard(a: set[str], b: set[str]) -> float:
     ],
 )
 def test_normalize_name_equivalences(a: str, b: str) -> None:
-    assert normalize_name(a) == normalize_name(b)
+    assert suggestion_key(a) == suggestion_key(b)
 
 
 @pytest.mark.parametrize(
@@ -114,13 +118,13 @@ def test_normalize_name_equivalences(a: str, b: str) -> None:
     ],
 )
 def test_normalize_name_keys(name: str, key: str) -> None:
-    assert normalize_name(name) == key
+    assert suggestion_key(name) == key
 
 
 def test_normalize_name_keeps_distinct_names_apart() -> None:
-    assert normalize_name("glass") != normalize_name("glas")
-    assert normalize_name("bus") != normalize_name("bu")
-    assert normalize_name("sea lion") != normalize_name("sea")
+    assert suggestion_key("glass") != suggestion_key("glas")
+    assert suggestion_key("bus") != suggestion_key("bu")
+    assert suggestion_key("sea lion") != suggestion_key("sea")
 
 
 @pytest.mark.parametrize(
@@ -426,8 +430,8 @@ def test_acceptance_jaccard_against_released_stage2_auxiliary_classes() -> None:
         theirs = stage2_aux_classes(prompt)
         kept = filter_suggestions(answers[normalize_image_path(image_id)].items, IMAGENET200).kept
         # The authors' list holds '' where their split of a numbered answer left one: no name.
-        theirs_keys = {normalize_name(n) for n in theirs} - {""}
-        normalized.append(jaccard({normalize_name(n) for n in kept}, theirs_keys))
+        theirs_keys = {suggestion_key(n) for n in theirs} - {""}
+        normalized.append(jaccard({suggestion_key(n) for n in kept}, theirs_keys))
         raw.append(jaccard(set(kept), set(theirs)))
     assert statistics.mean(normalized) >= 0.9
     assert statistics.mean(normalized) == pytest.approx(0.98751, abs=0.002)
@@ -450,11 +454,11 @@ def test_worst_acceptance_image_is_a_blank_separated_list() -> None:
 
 def test_compact_id_match_is_the_main_deliberate_difference() -> None:
     """'pufferfish' names the ID class 'puffer fish': we drop it, the authors kept it."""
-    id_keys = {normalize_name(c) for c in IMAGENET200}
+    id_keys = {suggestion_key(c) for c in IMAGENET200}
     counts: Counter[str] = Counter()
     for parsed in parsed_answers("ninco").values():
         for item, reason in filter_suggestions(parsed.items, IMAGENET200).dropped:
-            key = normalize_name(item)
+            key = suggestion_key(item)
             if reason == "id class" and key not in id_keys:
                 counts[key] += 1
     assert counts["pufferfish"] == 8 and counts["clownfish"] == 6 and counts["lawnmower"] == 3

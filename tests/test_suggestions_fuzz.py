@@ -10,14 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reguide_tasks.data.release import RELEASE_DIR
 from reguide_tasks.answers.suggestions import (
     REJECTION_CLASS,
     clean_item,
     filter_suggestions,
-    normalize_name,
     parse_suggestions,
+    suggestion_key,
 )
+from reguide_tasks.data.release import RELEASE_DIR
 
 CLASSES_FILE = RELEASE_DIR.parent / "classes" / "imagenet200.txt"
 IMAGENET200 = CLASSES_FILE.read_text(encoding="utf-8").splitlines()
@@ -52,8 +52,8 @@ def check_parse(text: str, n_near: int = 20, n_far: int = 20) -> None:
 
 def check_filter(items: list[str], id_classes: list[str], cap: int) -> None:
     result = filter_suggestions(items, id_classes, cap)
-    id_keys = {normalize_name(c) for c in id_classes} | {normalize_name(REJECTION_CLASS)}
-    keys = [normalize_name(k) for k in result.kept]
+    id_keys = {suggestion_key(c) for c in id_classes} | {suggestion_key(REJECTION_CLASS)}
+    keys = [suggestion_key(k) for k in result.kept]
     assert set(result.kept) <= set(items)
     assert not set(keys) & id_keys
     assert len(keys) == len(set(keys)) and all(keys)
@@ -85,9 +85,9 @@ def test_filter_invariants_on_raw_items(items: list[str], ids: list[str], cap: i
     check_filter([clean_item(i) for i in items], ids, cap)
     assert result.kept == filter_suggestions([clean_item(i) for i in items], ids, cap).kept
     # First occurrence wins, answer order is kept.
-    cleaned_keys = [normalize_name(clean_item(i)) for i in items]
-    assert [cleaned_keys.index(normalize_name(k)) for k in result.kept] == sorted(
-        cleaned_keys.index(normalize_name(k)) for k in result.kept
+    cleaned_keys = [suggestion_key(clean_item(i)) for i in items]
+    assert [cleaned_keys.index(suggestion_key(k)) for k in result.kept] == sorted(
+        cleaned_keys.index(suggestion_key(k)) for k in result.kept
     )
 
 
@@ -96,9 +96,9 @@ def test_filter_invariants_on_raw_items(items: list[str], ids: list[str], cap: i
 def test_clean_item_and_normalize_name_are_idempotent(text: str) -> None:
     once = clean_item(text)
     assert clean_item(once) == once
-    key = normalize_name(text)
+    key = suggestion_key(text)
     assert key == key.strip() and "  " not in key
-    assert normalize_name(key) == key
+    assert suggestion_key(key) == key
 
 
 def best_of_three(text: str) -> float:

@@ -9,12 +9,20 @@ import math
 
 import pytest
 
-from reguide_tasks.lmms import hooks as task_hooks
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.lmms.records import NO_ANSWER, RECORD_KEY, aggregate_metric
-from reguide_tasks.lmms.hooks import reguide_doc_to_text, resolve_hook
+from reguide_tasks.lmms import hooks as task_hooks
+from reguide_tasks.lmms import process_results_variants
+from reguide_tasks.lmms.aggregations import aggregate_metric
+from reguide_tasks.lmms.hooks import reguide_doc_to_text
+from reguide_tasks.vocab import NO_ANSWER, RECORD_KEY
 
 BENCH = get_benchmark("imagenet200")
+
+
+def resolve_hook(name: str):
+    """The process_results a task YAML names ``utils.<name>``."""
+    return getattr(process_results_variants, name)
+
 CLASSES = BENCH.classes
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from reguide_tasks.lmms import hooks as task_hooks
+import importlib.util
+import re
+from pathlib import Path
+
 from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.lmms import hooks as task_hooks
 from reguide_tasks.lmms.records import metric_keys
+from reguide_tasks.lmms.task_yamls import (
+    process_results_variant_names,
+    render_task_yamls,
+    task_variants,
+    write_process_results_variants,
+    write_task_yamls,
+)
 from reguide_tasks.paths import TASKS_DIR
-from reguide_tasks.lmms.task_yamls import render_task_yamls, task_variants, write_task_yamls
+from reguide_tasks.vocab import split_metric_key
 
 
 def test_committed_yamls_are_up_to_date():
@@ -25,11 +36,40 @@ def test_task_names_are_guessable_and_unique():
 
 def test_every_aggregation_named_in_yaml_resolves():
     text = "".join(render_task_yamls().values())
+    utils = _task_utils("reguide_cifar10")
     for bench in ("cifar10", "imagenet200"):
-        for key in metric_keys(get_benchmark(bench)):
-            assert f"utils.aggregate_{key}\n" in text
-            assert callable(task_hooks.resolve_hook(f"aggregate_{key}"))
-    assert callable(task_hooks.resolve_hook("baseline_process_results_msp_most_ood"))
+        for stage in ("baseline", "reguide"):
+            for key in metric_keys(get_benchmark(bench), stage):
+                family, _ = split_metric_key(key)
+                assert f"{{metric: {key}, aggregation: !function utils.aggregate_{family}," in text
+                assert callable(getattr(utils, f"aggregate_{family}"))
+    assert callable(utils.baseline_process_results_msp_most_ood)
+
+
+def _task_utils(folder: str):
+    spec = importlib.util.spec_from_file_location(f"{folder}_utils", TASKS_DIR / folder / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_function_a_yaml_names_is_defined_in_code_you_can_grep():
+    """No module __getattr__: each ``!function utils.<name>`` is a def or an assignment in reguide_tasks."""
+    named = set(re.findall(r"!function utils\.(\w+)", "".join(render_task_yamls().values())))
+    package = Path(task_hooks.__file__).resolve().parents[1]
+    sources = "".join(path.read_text(encoding="utf-8") for path in package.rglob("*.py"))
+    for folder in ("reguide_cifar10", "reguide_imagenet200"):
+        utils = _task_utils(folder)
+        assert not hasattr(utils, "__getattr__")
+        for name in named:
+            assert callable(getattr(utils, name)), name
+            assert re.search(rf"^(def {name}\(|{name} = )", sources, re.MULTILINE), f"{name} is not defined by name anywhere"
+    for name, *_ in process_results_variant_names():
+        assert re.search(rf"^{name} = make_process_results\(", sources, re.MULTILINE)
+
+
+def test_the_process_results_variants_module_is_up_to_date():
+    assert not write_process_results_variants(check=True), "run: python utils/generate_task_yamls.py"
 
 
 def test_only_our_tasks_decides_the_process_docs_parallel_default():

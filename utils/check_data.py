@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from reguide_tasks.lmms.cli import our_tasks
 from reguide_tasks.data.documents import DATA_ROOT_ENV, DataError, find_missing_images
+from reguide_tasks.lmms.cli import our_tasks
 from reguide_tasks.lmms.hooks import document_set
 
 
@@ -28,9 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bad = 0
     for variant in variants:
-        path = f"reguide_documents/{variant.benchmark}.jsonl" if variant.subset == "file" else ""
         try:
-            docs = document_set(variant.benchmark, variant.subset, path)
+            docs = document_set(variant.benchmark, variant.subset)
         except DataError as exc:
             print(f"{variant.name}: {exc}")
             bad += 1

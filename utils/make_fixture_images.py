@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from reguide_tasks.data.benchmarks import BENCHMARKS
-from reguide_tasks.testing.fixtures import custom_documents_path, make_fixture
+from reguide_tasks.testing.fixtures import custom_documents_file, make_fixture
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for benchmark in args.benchmark or sorted(BENCHMARKS):
         docs = make_fixture(args.root, benchmark, args.per_dataset, args.subset, args.size)
-        print(f"{benchmark}: {len(docs)} images under {args.root}; documents in {custom_documents_path(args.root, benchmark)}")
+        print(f"{benchmark}: {len(docs)} images under {args.root}; documents in {custom_documents_file(args.root, benchmark)}")
     return 0
 
 

@@ -30,7 +30,7 @@ import re
 from collections.abc import Container, Sequence
 from functools import lru_cache
 
-__all__ = ["READINGS", "ClassIndex", "class_index", "normalize_key"]
+__all__ = ["READINGS", "ClassIndex", "class_index", "match_key"]
 
 READINGS = ("repair", "strict")  # repair: exact, normalised, repair; strict: exact and normalised only
 MIN_EDIT_LEN = 5  # shorter keys: a dropped leading character only
@@ -41,8 +41,9 @@ _CACHE_SIZE = 50_000  # repair candidates remembered per class list (memory boun
 _NON_WORD = re.compile(r"[\W_]+")
 
 
-def normalize_key(name: str) -> str:
-    """Lower-case, punctuation and underscores to single spaces, stripped."""
+def match_key(name: str) -> str:
+    """The key of the policy's normalised step: lower-case, punctuation and underscores to single
+    spaces, stripped."""
     return _NON_WORD.sub(" ", name.lower()).strip()
 
 
@@ -86,7 +87,7 @@ class ClassIndex:
         if self._normalized is None:
             self._normalized = {}
             for name in self.unique:
-                norm = normalize_key(name)
+                norm = match_key(name)
                 if norm and norm not in self._normalized:  # first spelling in class order wins
                     self._normalized[norm] = name
         return self._normalized
@@ -96,13 +97,13 @@ class ClassIndex:
         hit = self.exact.get(key)
         if hit is not None:
             return hit
-        return self.normalized.get(normalize_key(key))
+        return self.normalized.get(match_key(key))
 
     def repair(self, key: str, filled: Container[str] = ()) -> str | None:
         """The one class not in ``filled`` (the classes that already have a value; default none) that
         ``key`` is a repairable typo of, or None (no such class, or several). Call it for keys that
         :meth:`find` did not match."""
-        candidates = self.repair_candidates(normalize_key(key))
+        candidates = self.repair_candidates(match_key(key))
         if filled and candidates:
             candidates = tuple(name for name in candidates if name not in filled)
         return candidates[0] if len(candidates) == 1 else None

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reguide_tasks.vocab import REJECTION_CLASS
+
 if TYPE_CHECKING:  # the parser is only needed for type hints
     from reguide_tasks.answers.parsing import ParsedAnswer
 
-NONE_CLASS = "none of these classes"
 FAILURE_POLICIES = ("exclude", "most_ood")
 
 _SPACES = re.compile(r"\s+")
@@ -35,8 +36,9 @@ ScoreRule = Callable[[Mapping[str, float], Sequence[str]], float | None]
 
 
 @lru_cache(maxsize=65536)  # per answer every class name of the prompt is normalized again: cache them
-def normalize_class_name(name: str) -> str:
-    """Key used to match class names: stripped, whitespace collapsed, case folded."""
+def label_key(name: str) -> str:
+    """The key a prediction is compared with a label or an ID class by: stripped, whitespace collapsed,
+    case folded (the prediction is already a class name read by :mod:`reguide_tasks.answers.key_matching`)."""
     return _SPACES.sub(" ", name.strip()).casefold()
 
 
@@ -64,7 +66,7 @@ def _finite(confidences: Mapping[str, Any]) -> dict[str, float]:
         value = _as_finite(raw)
         if value is None:
             continue
-        key = normalize_class_name(str(name))
+        key = label_key(str(name))
         out[key] = max(out.get(key, -math.inf), value)
     return out
 
@@ -80,7 +82,7 @@ def _all_finite_floats(values: tuple) -> bool:
 @lru_cache(maxsize=1024)
 def _normalized_keys(names: tuple[Any, ...]) -> tuple[tuple[str, ...], bool]:
     """(normalized names, whether they are all distinct); cached: answers repeat the prompt's key list."""
-    normalized = tuple(normalize_class_name(n if type(n) is str else str(n)) for n in names)
+    normalized = tuple(label_key(n if type(n) is str else str(n)) for n in names)
     return normalized, len(set(normalized)) == len(normalized)
 
 
@@ -97,7 +99,7 @@ def _id_values_getter(names: tuple[Any, ...], id_classes: tuple[str, ...]) -> Ca
     exact, normalized = _id_name_sets(id_classes)
     # An exact ID name is an ID key without normalizing it; only the other keys (auxiliary classes,
     # 'none of these classes', odd spellings) are normalized. Same result as normalizing every key.
-    positions = [i for i, key in enumerate(names) if key in exact or normalize_class_name(key if type(key) is str else str(key)) in normalized]
+    positions = [i for i, key in enumerate(names) if key in exact or label_key(key if type(key) is str else str(key)) in normalized]
     if not positions:
         return None
     if positions == list(range(positions[0], positions[-1] + 1)):  # the usual answer: ID classes first, in a run
@@ -135,7 +137,7 @@ def score_msp(confidences: Mapping[str, float], id_classes: Sequence[str]) -> fl
 
 def score_neg_none(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
     """Minus the confidence of 'none of these classes'; None if that class is absent."""
-    none = _finite(confidences).get(NONE_CLASS)
+    none = _finite(confidences).get(REJECTION_CLASS)
     return None if none is None else -none
 
 
@@ -143,7 +145,7 @@ def score_id_minus_none(confidences: Mapping[str, float], id_classes: Sequence[s
     """S_max minus the 'none of these classes' confidence; None if either is absent."""
     conf = _finite(confidences)
     best = _max_id(conf, id_classes)
-    none = conf.get(NONE_CLASS)
+    none = conf.get(REJECTION_CLASS)
     if best is None or none is None:
         return None
     return best - none
@@ -213,7 +215,7 @@ def apply_failure_policy(
 @lru_cache(maxsize=256)
 def _canonical_names(id_classes: tuple[str, ...]) -> dict[str, str]:
     """Normalized name -> spelling in ``id_classes`` (cached: 200 regex substitutions per ImageNet200 answer otherwise)."""
-    return {normalize_class_name(c): c for c in id_classes}
+    return {label_key(c): c for c in id_classes}
 
 
 def predicted_class(answer: ParsedAnswer, id_classes: Sequence[str]) -> str | None:
@@ -234,7 +236,7 @@ def predicted_class(answer: ParsedAnswer, id_classes: Sequence[str]) -> str | No
         if best is None:
             return None
         name = best[1]
-    return canonical.get(normalize_class_name(name), name)
+    return canonical.get(label_key(name), name)
 
 
 def is_correct(answer: ParsedAnswer, label_name: str) -> bool:
@@ -244,4 +246,4 @@ def is_correct(answer: ParsedAnswer, label_name: str) -> bool:
     answer with no prediction at all.
     """
     predicted = predicted_class(answer, (label_name,))
-    return predicted is not None and normalize_class_name(predicted) == normalize_class_name(label_name)
+    return predicted is not None and label_key(predicted) == label_key(label_name)

@@ -13,7 +13,7 @@ identify people, but here are ..."), semicolons, repetition loops, refusals.
 kept; every regex here is linear (bounded or unambiguous quantifiers only).
 
 :func:`filter_suggestions` drops names that are ID classes, the rejection class, duplicates and
-empties (all compared through :func:`normalize_name`), then caps the count.
+empties (all compared through :func:`suggestion_key`), then caps the count.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 
+from reguide_tasks.vocab import REJECTION_CLASS
+
 __all__ = [
     "MAX_CHARS",
     "REJECTION_CLASS",
@@ -31,11 +33,10 @@ __all__ = [
     "Suggestions",
     "clean_item",
     "filter_suggestions",
-    "normalize_name",
     "parse_suggestions",
+    "suggestion_key",
 ]
 
-REJECTION_CLASS = "none of these classes"
 MAX_CHARS = 10_000  # a 40-name answer is < 2k characters; longer text is a repetition loop
 _MAX_ITEM_CHARS = 100  # longer "names" are prose
 _MAX_ITEM_WORDS = 10
@@ -43,7 +44,7 @@ _MAX_PIECE_CHARS = 600  # a longer run without separators is a paragraph
 _MAX_MARKS = 256  # prefixes / headers looked at (a loop can repeat them thousands of times)
 
 # ---------------------------------------------------------------------------------------------
-# normalize_name
+# suggestion_key
 # ---------------------------------------------------------------------------------------------
 
 _APOSTROPHES = str.maketrans("", "", "'\u2018\u2019\u02bc`")
@@ -82,7 +83,7 @@ def _fold_plural(word: str) -> str:
     return word[:-1]
 
 
-def normalize_name(name: str) -> str:
+def suggestion_key(name: str) -> str:
     """The comparison key of a class name.
 
     NFKC + casefold; apostrophes are deleted ("bishop's cap" ~ "bishops cap"); every other run of
@@ -243,7 +244,7 @@ def _strip_preamble(body: str) -> tuple[str, list[str], bool]:
     segments = [body[a:b] for a, b in zip(bounds, stops)]
     if sum(1 for s in segments if s.strip(_EDGE_JUNK)) > 1:
         notes.append("repeated prefix")
-    kept = [s for s in segments if not normalize_name(s[:80]).startswith(_EXAMPLE_KEY)]
+    kept = [s for s in segments if not suggestion_key(s[:80]).startswith(_EXAMPLE_KEY)]
     if kept and len(kept) < len(segments):
         notes.append("copied example dropped")
         segments = kept
@@ -463,8 +464,8 @@ class FilterResult:
 def _id_keys(name: str) -> set[str]:
     """Keys under which a name counts as an ID class: its key, its key without spaces
     ('clownfish' ~ 'clown fish'), and both without a parenthetical ('lorikeet (not this one)')."""
-    keys = {normalize_name(name)}
-    bare = normalize_name(_SHORT_PARENS.sub(" ", name))
+    keys = {suggestion_key(name)}
+    bare = suggestion_key(_SHORT_PARENS.sub(" ", name))
     if bare:
         keys.add(bare)
     keys |= {_compact(k) for k in keys}
@@ -485,23 +486,23 @@ def filter_suggestions(
     Each item is cleaned (:func:`clean_item`, a no-op on parsed items) and dropped, in this order
     of checks, as: "empty" (no key), "rejection class" ('none of these classes'), "id class" (any
     of its keys, see :func:`_id_keys`, equals an ID class key or that key without spaces),
-    "duplicate" (same :func:`normalize_name` key as a kept item), "not a class name" (more than
+    "duplicate" (same :func:`suggestion_key` key as a kept item), "not a class name" (more than
     :data:`MAX_NAME_WORDS` words: prose or garbage that had no list structure), "over cap" (``cap``
     kept already).
     """
     id_keys = set()
     for name in id_classes:
-        key = normalize_name(name)
+        key = suggestion_key(name)
         if key:
             id_keys |= {key, _compact(key)}
-    rejection = normalize_name(REJECTION_CLASS)
+    rejection = suggestion_key(REJECTION_CLASS)
     cap = max(0, int(cap))
     kept: list[str] = []
     dropped: list[tuple[str, str]] = []
     seen: set[str] = set()
     for item in items:
         text = clean_item(item) if isinstance(item, str) else ""
-        key = normalize_name(text)
+        key = suggestion_key(text)
         if not key:
             reason = "empty"
         elif key == rejection:

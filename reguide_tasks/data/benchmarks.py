@@ -12,7 +12,6 @@ from pathlib import Path
 
 from reguide_tasks.data.release import RELEASE_DIR
 
-REJECTION_CLASS = "none of these classes"
 _CLASSES_DIR = Path(__file__).resolve().parent / "classes"
 
 

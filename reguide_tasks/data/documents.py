@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any
 
 from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
 from reguide_tasks.data.release import normalize_image_path, read_release_file
@@ -21,20 +22,6 @@ BAD_IMAGES_ENV = "REGUIDE_BAD_IMAGES"
 BAD_IMAGE_POLICIES = ("fail", "exclude")
 DEFAULT_DATA_ROOT = "./data"
 DOCUMENT_FIELDS = ("doc_key", "image", "benchmark", "dataset", "role", "label", "label_name")
-
-
-# Set False by a model that never opens images (reguide_replay): the image check then has nothing to
-# protect. lmms-eval builds the model before it loads the tasks, so the flag is set in time.
-_images_required = True
-
-
-def set_images_required(required: bool) -> None:
-    global _images_required
-    _images_required = bool(required)
-
-
-def images_required() -> bool:
-    return _images_required
 
 
 class DataError(RuntimeError):
@@ -241,19 +228,14 @@ def bad_image_policy() -> str:
     return policy
 
 
-# doc_key -> reason, for documents whose image could not be read under the 'exclude' policy. The
-# model call and process_results of a document run in the same process, so this is where they meet.
-EXCLUDED: dict[str, str] = {}
-
-
-def load_image_or_exclude(doc: Mapping, root: Path | None = None):
-    """:func:`load_image`, or under the ``exclude`` policy a 1x1 stand-in with the document recorded."""
+def load_image_or_stand_in(doc: Mapping, root: Path | None = None) -> tuple[Any, str | None]:
+    """``(image, None)`` from :func:`load_image`; under the ``exclude`` policy an unreadable image gives
+    ``(1x1 stand-in, reason)`` so the caller can leave the document out of every metric."""
     try:
-        return load_image(doc, root)
+        return load_image(doc, root), None
     except DataError as exc:
         if bad_image_policy() != "exclude":
             raise
         from PIL import Image
 
-        EXCLUDED[doc["doc_key"]] = str(exc)
-        return Image.new("RGB", (1, 1))
+        return Image.new("RGB", (1, 1)), str(exc)

@@ -16,12 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from reguide_tasks.data.documents import BAD_IMAGE_POLICIES, BAD_IMAGES_ENV, DATA_ROOT_ENV, DataError, check_unique, require_images
-from reguide_tasks.lmms.records import RUN_COUNTS
-from reguide_tasks.paths import TASKS_DIR
+from reguide_tasks.data.documents import (
+    BAD_IMAGE_POLICIES,
+    BAD_IMAGES_ENV,
+    DATA_ROOT_ENV,
+    DataError,
+    check_unique,
+    require_images,
+)
+from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.lmms.task_yamls import task_variants
+from reguide_tasks.paths import TASKS_DIR
 
 TAGS = {"reguide_all": ("reguide",), "reguide_baseline_all": ("baseline",)}
 
@@ -73,8 +80,7 @@ def preflight(variants: Sequence, check_images: bool = True) -> None:
     from reguide_tasks.lmms.hooks import document_set
 
     for variant in variants:
-        path = f"reguide_documents/{variant.benchmark}.jsonl" if variant.subset == "file" else ""
-        docs = document_set(variant.benchmark, variant.subset, path)
+        docs = document_set(variant.benchmark, variant.subset)
         check_unique(docs)
         if not check_images:
             continue
@@ -176,9 +182,8 @@ def run(argv: Sequence[str]) -> None:
         raise RunFailed("lmms-eval ran no evaluation")
     if _is_main_process() and any(o is None or o[0] is None for o in outcomes):
         raise RunFailed("lmms-eval returned no results")
-    counts = RUN_COUNTS
-    if counts["documents"] and counts["request failures"] == counts["documents"]:
-        raise RunFailed(f"every one of the {counts['documents']} requests of this process failed ({counts.get('first failure')}); is the model server reachable?")
+    if RUN.every_request_failed():
+        raise RunFailed(f"every one of the {RUN.documents_scored} requests of this process failed ({RUN.first_failure}); is the model server reachable?")
 
 
 def _is_main_process() -> bool:

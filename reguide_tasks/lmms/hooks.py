@@ -6,37 +6,48 @@ Baseline tasks (``output_type: generate_until``): :func:`doc_to_visual`, :func:`
 protocol (round 0: stage-1 prompt; round 1: stage-2 prompt; round 2: terminal, the final response is
 a JSON record of both raw answers) and :func:`reguide_process_results` scores it.
 
-Metric keys and their aggregations are generated (``aggregate_<metric>``, resolved by
-:func:`resolve_hook`), so each task folder's ``utils.py`` only re-exports this module. So are the
-``process_results`` variants a YAML can name: ``<stage>_process_results_<score rule>_<failure
-policy>`` (keys read by the repairing policy of :mod:`reguide_tasks.answers.key_matching`) and the same name
-ending in ``_strict`` (keys read exactly or normalised only).
+The aggregations are one function per metric family (:mod:`reguide_tasks.lmms.aggregations`). The
+``process_results`` variants a YAML can name, ``<stage>_process_results_<score rule>_<failure policy>``
+(keys read by the repairing policy of :mod:`reguide_tasks.answers.key_matching`) and the same name
+ending in ``_strict`` (keys read exactly or normalised only), are built by :func:`make_process_results`
+and written out in :mod:`reguide_tasks.lmms.process_results_variants`. Each task folder's ``utils.py``
+imports every name its YAMLs use from these modules.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
-from functools import lru_cache, partial
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import datasets
 
-from reguide_tasks.data import documents as docs_mod
-from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
 from reguide_tasks.answers.key_matching import READINGS
-from reguide_tasks.lmms.records import (
-    METRIC_FAMILIES,
+from reguide_tasks.answers.parsing import ParsedAnswer, parse_answer
+from reguide_tasks.answers.suggestions import (
+    Suggestions,
+    filter_suggestions,
+    parse_suggestions,
+)
+from reguide_tasks.data import documents as docs_mod
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.lmms.records import build_record, per_doc_metrics
+from reguide_tasks.lmms.run_state import RUN
+from reguide_tasks.prompts.render import (
+    example_confidences,
+    load_examples,
+    render_baseline,
+    render_stage1,
+    render_stage2,
+)
+from reguide_tasks.vocab import (
     RECORD_KEY,
-    aggregate_metric,
-    build_record,
-    metric_keys,
-    per_doc_metrics,
+    REJECTION_CLASS,
+    custom_documents_path,
     placeholder_reason,
 )
-from reguide_tasks.answers.parsing import ParsedAnswer, parse_answer
-from reguide_tasks.prompts.render import example_confidences, load_examples, render_baseline, render_stage1, render_stage2
-from reguide_tasks.answers.suggestions import Suggestions, filter_suggestions, parse_suggestions
 
 N_NEAR = 20
 N_FAR = 20
@@ -58,7 +69,7 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
         root = spec.get("data_root") or ""
         docs = document_set(spec["benchmark"], spec["subset"], spec.get("path") or "", root)
         docs_mod.check_unique(docs)
-        if docs_mod.images_required():
+        if RUN.images_required:
             docs_mod.require_images(docs, Path(root) if root else None)
         per_set.append((root, docs))
     # The data_root column only when a row sets one: every column costs lmms-eval time on every
@@ -72,16 +83,23 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
 
 
 def document_set(benchmark: str, subset: str, path: str = "", data_root: str = "") -> list[dict]:
+    """The documents of one set; ``path`` defaults to OpenOOD's image lists (``full``) or the custom
+    documents file (``file``) under the data root."""
     root = docs_mod.data_root(data_root or None)
     if subset == "full":
         return docs_mod.full_documents(benchmark, path or str(root / "benchmark_imglist" / benchmark))
     if subset == "file":
-        return docs_mod.read_documents(path, root)
+        return docs_mod.read_documents(path or custom_documents_path(benchmark), root)
     return docs_mod.subset_documents(benchmark, subset)
 
 
 def doc_to_visual(doc: Mapping) -> list:
-    return [docs_mod.load_image_or_exclude(doc)]
+    """The document's image, opened lazily; under ``--bad_images exclude`` an unreadable one is a 1x1
+    stand-in and the document is recorded in :data:`~reguide_tasks.lmms.run_state.RUN`."""
+    image, unreadable = docs_mod.load_image_or_stand_in(doc)
+    if unreadable:
+        RUN.excluded[doc["doc_key"]] = unreadable
+    return [image]
 
 
 # ---------------------------------------------------------------- prompts
@@ -142,8 +160,8 @@ def make_process_results(stage: str, score_rule: str = "max_id", failure_policy:
             record = _score_baseline(doc, str(response or ""), score_rule, failure_policy, key_reading)
         else:
             record = _score_reguide(doc, str(response or ""), score_rule, failure_policy, key_reading)
-        if doc["doc_key"] in docs_mod.EXCLUDED:  # unreadable image, REGUIDE_BAD_IMAGES=exclude
-            record.update(ood_score=None, failed=True, excluded=True, reason=docs_mod.EXCLUDED[doc["doc_key"]])
+        if doc["doc_key"] in RUN.excluded:  # unreadable image, REGUIDE_BAD_IMAGES=exclude
+            record.update(ood_score=None, failed=True, excluded=True, reason=RUN.excluded[doc["doc_key"]])
             return {RECORD_KEY: record}
         return per_doc_metrics(record, get_benchmark(doc["benchmark"]))
 
@@ -249,48 +267,13 @@ def _score_reguide(doc: Mapping, response: str, score_rule: str, failure_policy:
 reguide_process_results = make_process_results("reguide")
 
 
-# ---------------------------------------------------------------- hook resolution
-def _hook_table() -> dict[str, Callable]:
-    table: dict[str, Callable] = {}
-    for stage in ("baseline", "reguide"):
-        from reguide_tasks.answers.scoring import FAILURE_POLICIES, SCORE_RULES
-
-        for rule in SCORE_RULES:
-            for policy in FAILURE_POLICIES:
-                for reading in READINGS:
-                    hook = make_process_results(stage, rule, policy, reading)
-                    table[hook.__name__] = hook
-    return table
-
-
-def resolve_hook(name: str) -> Callable:
-    """Module ``__getattr__`` for task ``utils.py`` files.
-
-    ``aggregate_<metric key>`` (e.g. ``aggregate_auroc_ninco``, ``aggregate_fail_rate_imagenet200``)
-    and ``<stage>_process_results_<score rule>_<failure policy>`` (e.g.
-    ``baseline_process_results_msp_most_ood``, ``reguide_process_results_max_id_exclude_strict``) are
-    generated on demand.
-    """
-    if name.startswith("aggregate_"):
-        key = name[len("aggregate_"):]
-        known = {k for b in ("cifar10", "imagenet200") for k in metric_keys(get_benchmark(b), "reguide")}
-        if key in known:
-            fn = partial(aggregate_metric, key)
-            fn.__name__ = name  # type: ignore[attr-defined]
-            return fn
-    table = _hook_table()
-    if name in table:
-        return table[name]
-    raise AttributeError(f"reguide_tasks.lmms.hooks has no hook {name!r}")
-
-
 __all__ = [
-    "METRIC_FAMILIES",
     "baseline_doc_to_text",
     "baseline_process_results",
     "doc_to_visual",
     "expand_document_sets",
+    "make_process_results",
+    "read_reguide_response",
     "reguide_doc_to_text",
     "reguide_process_results",
-    "resolve_hook",
 ]

@@ -1,8 +1,9 @@
-"""lmms-eval models shipped with reguide-tasks (exposed through the ``lmms_eval.models`` entry points).
+"""lmms-eval models shipped with reguide-tasks, registered through the ``lmms_eval.models`` entry points.
 
-The manifests are built lazily (module ``__getattr__``): lmms-eval loads these entry points while
-``lmms_eval.models`` initializes, and importing lmms-eval from here at import time would make
-``import reguide_tasks.models`` (when it comes first) re-enter this half-initialized module.
+Each entry point names a function here that returns the model's manifest. lmms-eval calls it while
+``lmms_eval.models`` initializes, so lmms-eval is imported inside the function, never at import time
+(importing it here first would make ``import reguide_tasks.models`` re-enter a half-initialized
+``lmms_eval.models``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,27 @@ from __future__ import annotations
 import os
 from typing import Any
 
-MODEL_CLASS_PATHS = {
-    "SCRIPTED_MANIFEST": ("reguide_scripted", "reguide_tasks.models.scripted.ScriptedOoDModel"),
-    "REPLAY_MANIFEST": ("reguide_replay", "reguide_tasks.models.replay.ReplayModel"),
-    "CLIP_OOD_MANIFEST": ("clip_ood", "reguide_tasks.models.clip_ood.ClipOoD"),
-}
+
+def _manifest(model_id: str, class_path: str) -> Any:
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id=model_id, simple_class_path=class_path)
+
+
+def scripted_manifest() -> Any:
+    """``reguide_scripted``: deterministic answers in the released format (tests, demos, benchmarks)."""
+    return _manifest("reguide_scripted", "reguide_tasks.models.scripted.ScriptedOoDModel")
+
+
+def replay_manifest() -> Any:
+    """``reguide_replay``: the authors' released answers, looked up per document."""
+    return _manifest("reguide_replay", "reguide_tasks.models.replay.ReplayModel")
+
+
+def clip_ood_manifest() -> Any:
+    """``clip_ood``: the CLIP zero-shot reference (MCM and friends) answering the same tasks."""
+    return _manifest("clip_ood", "reguide_tasks.models.clip_ood.ClipOoD")
+
 
 # What lmms-eval's LMMS_EVAL_PLUGINS route reads from ``<plugin>.models`` (module name -> class name,
 # as ``<plugin>.models.<model>.<Class>``). Empty on purpose: our models are registered through the
@@ -28,13 +45,3 @@ if "LMMS_EVAL_PLUGINS" in os.environ:
 
     _install_plugin_tasks()
 
-
-def __getattr__(name: str) -> Any:
-    if name not in MODEL_CLASS_PATHS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from lmms_eval.models.registry_v2 import ModelManifest
-
-    model_id, class_path = MODEL_CLASS_PATHS[name]
-    manifest = ModelManifest(model_id=model_id, simple_class_path=class_path)
-    globals()[name] = manifest
-    return manifest

@@ -66,8 +66,9 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
-from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.models.clip_scores import SCORES, compute_scores, normalize
+from reguide_tasks.vocab import REJECTION_CLASS
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 ENSEMBLE_TEMPLATES = (

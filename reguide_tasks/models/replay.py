@@ -27,10 +27,14 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from reguide_tasks.data.documents import set_images_required
-from reguide_tasks.lmms.records import NO_ANSWER
-from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
+from reguide_tasks.data.release import (
+    RELEASE_DIR,
+    normalize_image_path,
+    read_release_file,
+)
+from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.lmms.task_yamls import task_variants
+from reguide_tasks.vocab import NO_ANSWER, prompt_stage
 
 STAGES = ("baseline", "stage1", "stage2")
 MISSING_POLICIES = ("fail", "skip")
@@ -39,16 +43,6 @@ SUBSET_RUN = {"subset25": "25%", "subset5": "5%"}
 
 class MissingAnswers(RuntimeError):
     pass
-
-
-@lru_cache(maxsize=256)  # every baseline request of a task carries the same prompt object: scan it once
-def request_stage(prompt: str) -> str:
-    """Which of our prompts this is: 'stage1' (suggestions), 'stage2' (with auxiliary classes) or 'baseline'."""
-    if "class names based on the given image" in prompt:
-        return "stage1"
-    if "'your confidence'" in prompt:
-        return "stage2"
-    return "baseline"
 
 
 def _response_root(responses: str | Path) -> Path:
@@ -92,7 +86,7 @@ class ReplayModel(lmms):
 
     def __init__(self, responses: str | None = None, model: str = "gpt", run: str = "", missing: str = "fail", **kwargs) -> None:
         super().__init__()
-        set_images_required(False)
+        RUN.images_required = False
         if missing not in MISSING_POLICIES:
             raise ValueError(f"reguide_replay: missing={missing!r}; choose one of {', '.join(MISSING_POLICIES)}")
         self.root = _response_root(responses or RELEASE_DIR)
@@ -158,7 +152,7 @@ class ReplayModel(lmms):
         for request in tqdm(requests, disable=self.rank != 0, desc="Replaying released answers"):
             context, _kwargs, _to_visual, doc_id, task, split = request.args
             doc = self._doc(task, split, doc_id)
-            stage = request_stage(context)
+            stage = prompt_stage(context)
             answer = self.lookup(doc, stage, task)
             if answer is None:
                 missing[f"{stage}/{doc['dataset']}"] += 1

@@ -20,13 +20,14 @@ import ast
 import hashlib
 import time
 import zlib
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.vocab import REJECTION_CLASS, prompt_stage
 
 NEAR_SUGGESTIONS = tuple(f"scripted lookalike {i}" for i in range(1, 19))
 FAR_SUGGESTIONS = tuple(f"scripted faraway {i}" for i in range(1, 20))
@@ -74,13 +75,6 @@ def _classification_answer(doc: Mapping, options: Sequence[str], score: float, a
     return f"Prediction: {prediction}\nConfidence: {{{body}}}"
 
 
-def prompt_stage(context: str, id_classes: Sequence[str]) -> str:
-    """Which of our prompts this is: 'stage1' (suggestions), 'stage2' (auxiliary classes) or 'baseline'."""
-    if context.lstrip().startswith("Your task is to provide"):
-        return "stage1"
-    return "stage2" if len(_options_of(context)) > len(id_classes) + 1 else "baseline"
-
-
 def content_hash(context: str) -> str:
     """lmms-eval's response-cache content hash of a prompt (sha256, first 16 hex digits)."""
     return hashlib.sha256(context.encode("utf-8")).hexdigest()[:16]
@@ -112,7 +106,7 @@ class ScriptedOoDModel(lmms):
         if scripted_fails(doc["doc_key"], self.fail_every):
             return REFUSAL
         id_classes = get_benchmark(doc["benchmark"]).classes
-        stage = prompt_stage(context, id_classes)
+        stage = prompt_stage(context)
         if stage == "stage1":
             return "Class suggested: " + ", ".join(scripted_suggestions(id_classes))
         options = _options_of(context)
@@ -120,7 +114,7 @@ class ScriptedOoDModel(lmms):
         return _classification_answer(doc, options, scripted_score(doc["doc_key"], doc["role"], stage), aux)
 
     def _log(self, context: str, doc: Mapping, doc_id: int, task: str) -> None:
-        stage = prompt_stage(context, get_benchmark(doc["benchmark"]).classes)
+        stage = prompt_stage(context)
         # One short write per line in append mode: lines of concurrent ranks do not interleave.
         with open(self.log_calls, "a", encoding="utf-8") as handle:
             handle.write(f"{task}\t{doc_id}\t{stage}\t{content_hash(context)}\n")

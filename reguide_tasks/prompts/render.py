@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from reguide_tasks.paths import TEMPLATES_DIR
+from reguide_tasks.vocab import REJECTION_CLASS
 
 __all__ = [
     "REJECTION_CLASS",
@@ -45,7 +46,6 @@ __all__ = [
     "render_stage2",
 ]
 
-REJECTION_CLASS = "none of these classes"
 RELEASE_IMAGE_PREFIX = "<image>\n"
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")

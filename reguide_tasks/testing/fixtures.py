@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from reguide_tasks.data.documents import subset_documents, write_documents
+from reguide_tasks.vocab import custom_documents_path
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
-def custom_documents_path(root: Path, benchmark: str) -> Path:
-    return Path(root) / "reguide_documents" / f"{benchmark}.jsonl"
+def custom_documents_file(root: Path, benchmark: str) -> Path:
+    """Where the ``*_custom`` tasks read ``benchmark``'s documents under data root ``root``."""
+    return Path(root) / custom_documents_path(benchmark)
 
 
 def fixture_image(seed: int, size: int):
@@ -47,5 +49,5 @@ def make_fixture(root: str | Path, benchmark: str, per_dataset: int = 2, subset:
         path.parent.mkdir(parents=True, exist_ok=True)
         image_format = FORMATS.get(path.suffix.lower(), "PNG")
         fixture_image(index, size).save(path, format=image_format)
-    write_documents(docs, custom_documents_path(root, benchmark))
+    write_documents(docs, custom_documents_file(root, benchmark))
     return docs

@@ -7,7 +7,7 @@ For tests and for trying the harness against a served backend without a GPU::
 
 Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``; loopback only (127.0.0.1).
 
-Answers. The text of the last user message decides the stage (:func:`request_stage`): stage 1
+Answers. The text of the last user message decides the stage (:func:`reguide_tasks.vocab.prompt_stage`): stage 1
 (contains ``"class names based on the given image"``) gets 40 suggestions (as ``reguide_scripted``:
 two ID classes and a duplicate that filtering must drop); stage 2 (contains
 ``"'your confidence'"``) and the baseline prompt get ``Prediction: ...\\nConfidence: {...}`` over the
@@ -45,17 +45,17 @@ import json
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, REJECTION_CLASS, get_benchmark
+from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark
+from reguide_tasks.vocab import REJECTION_CLASS, prompt_stage
 
 HOST = "127.0.0.1"
 DEFAULT_MODEL = "reguide-testing"
 STAGES = ("baseline", "stage1", "stage2")
-STAGE1_MARK = "class names based on the given image"
-STAGE2_MARK = "'your confidence'"
 CLASS_LIST_MARK = "classes: "
 EXCLUDED_MARK = "Do not provide the following category names as your suggestions: "
 FAULT_KINDS = ("status", "sleep", "malformed", "empty", "null", "drop", "refusal")
@@ -66,15 +66,6 @@ FAR_SUGGESTIONS = tuple(f"served faraway {i}" for i in range(1, 20))
 
 
 # ---------------------------------------------------------------- reading a request
-def request_stage(text: str) -> str:
-    """'stage1', 'stage2' or 'baseline' (anything else is answered as a baseline prompt)."""
-    if STAGE1_MARK in text:
-        return "stage1"
-    if STAGE2_MARK in text:
-        return "stage2"
-    return "baseline"
-
-
 def prompt_classes(text: str) -> list[str]:
     """The class list of a classification prompt: the ``[...]`` after "one of these N classes: "."""
     start = text.find("[", text.find(CLASS_LIST_MARK))
@@ -173,7 +164,7 @@ def classification_answer(options: Sequence[str], digest: str) -> tuple[str, flo
 
 def answer(text: str, digest: str) -> tuple[str, str, float | None]:
     """(stage, answer text, ID score or None for stage 1)."""
-    stage = request_stage(text)
+    stage = prompt_stage(text)
     if stage == "stage1":
         return stage, "Class suggested: " + ", ".join(stage1_suggestions(stage1_id_classes(text))), None
     try:
@@ -277,7 +268,7 @@ class RequestLog:
 # ---------------------------------------------------------------- the server
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_HTTPServer"
+    server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the counters instead
         return
@@ -321,7 +312,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    owner: "OoDDTestServer"
+    owner: OoDDTestServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # a client gone after a timeout
         return
@@ -355,7 +346,7 @@ class OoDDTestServer:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}/v1"
 
-    def start(self) -> "OoDDTestServer":
+    def start(self) -> OoDDTestServer:
         if self._thread is None:
             self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="oodd-test-server", daemon=True)
             self._thread.start()
@@ -370,10 +361,10 @@ class OoDDTestServer:
             self._thread = None
         self._httpd.server_close()
 
-    def __enter__(self) -> "OoDDTestServer":
+    def __enter__(self) -> OoDDTestServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- counters
