@@ -15,22 +15,21 @@ import pytest
 from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
 from PIL import Image
 
+from reguide_tasks.answers.scoring import apply_failure_policy
 from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.metrics.bootstrap import _value_counts, bootstrap_auroc
 from reguide_tasks.metrics.ood import auroc, ood_table
+from reguide_tasks.metrics.ood import auroc_from_counts as _auroc_from_counts
 from reguide_tasks.report.build import (
     ReportError,
     Run,
-    _auroc_from_counts,
-    _value_counts,
     assign_labels,
-    bootstrap_auroc,
     load_runs,
     overall_fail_rate,
     scores_from_records,
 )
 from reguide_tasks.report.cli import main
 from reguide_tasks.report.plots import score_bins
-from reguide_tasks.answers.scoring import apply_failure_policy
 
 QWEN = ("qwen2_5_vl", "pretrained=Qwen/Qwen2.5-VL-7B-Instruct,max_pixels=50176")
 GPT = ("reguide_replay", "responses=/data/reguide-release,model=gpt")

@@ -7,7 +7,8 @@ Conventions
 - ``is_id`` is a boolean array: True for ID images, False for OoD images.
 - Ties are common (LVLMs answer 100 or 0): ROC points are taken exactly as
   :func:`sklearn.metrics.roc_curve` returns them with ``drop_intermediate=False``; no
-  interpolation, no random tie-breaking.
+  interpolation, no random tie-breaking. :func:`auroc_from_counts` gives the same AUROC (the
+  Mann-Whitney statistic, ties counted half) from per-value counts, for many resamples at once.
 
 Edge cases
 ----------
@@ -68,6 +69,20 @@ def _fpr_at_first_tpr(positive: np.ndarray, scores: np.ndarray, level: float) ->
     """FPR at the first ROC point (in threshold order) whose TPR reaches ``level``."""
     fpr, tpr, _ = roc_curve(positive, scores, drop_intermediate=False)
     return float(fpr[np.argmax(tpr >= level)]) * 100.0
+
+
+def auroc_from_counts(id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarray:
+    """AUROC in percent from per-value counts: P(ID > OoD) + P(ID = OoD) / 2.
+
+    ``id_counts[..., v]`` / ``ood_counts[..., v]``: how many ID / OoD scores take the v-th value, the
+    values in ascending order (as ``np.unique`` codes them; values absent on both sides may be
+    left in). The last axis holds the values, so a (B, n_values) pair gives B AUROCs at once.
+    Integer arithmetic up to one final division, so the result does not depend on extra zero
+    columns. A side with no scores gives NaN (with a numpy warning).
+    """
+    below = np.cumsum(ood_counts, axis=-1) - ood_counts
+    wins = (id_counts * (2 * below + ood_counts)).sum(axis=-1) / 2
+    return 100.0 * wins / (id_counts.sum(axis=-1) * ood_counts.sum(axis=-1))
 
 
 def auroc(is_id: ArrayLike, scores: ArrayLike) -> float:

@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, Benchmark, get_benchmark
-from reguide_tasks.metrics.ood import auroc as auroc_pct
 from reguide_tasks.answers.scoring import FAILURE_POLICIES, apply_failure_policy
+from reguide_tasks.data.benchmarks import BENCHMARKS, Benchmark, get_benchmark
+from reguide_tasks.metrics.bootstrap import bootstrap_auroc
+from reguide_tasks.metrics.ood import auroc as auroc_pct
 
 RESULTS_SUFFIX = "_results.json"
 FILTER_SUFFIX = ",none"
@@ -533,91 +533,6 @@ def consistency_notes(run: Run, scores: RunScores) -> list[str]:
                 f"{recomputed:.4f} from {run.samples_path.name if run.samples_path else 'the samples'}: samples of another run?"
             )
     return notes
-
-
-# ----------------------------------------------------------------------------- bootstrap
-
-
-def bootstrap_auroc(
-    id_scores: ArrayLike,
-    ood_scores: Mapping[str, ArrayLike],
-    *,
-    groups: Mapping[str, Sequence[str]] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap CIs (percent) of the AUROC of ID vs each OoD set, and of group means.
-
-    Stratified: each replicate resamples the ID scores and each OoD set independently, with
-    replacement, keeping their sizes; one ID resample is shared by all OoD sets of a replicate, so a
-    group's CI (``groups``: name -> datasets, e.g. near / far) is that of the mean of its datasets
-    present in ``ood_scores``. AUROC is the Mann-Whitney statistic with ties counted half (as
-    :func:`reguide_tasks.metrics.ood.auroc`), from per-value counts, so a replicate costs O(n).
-    Deterministic for a seed; a dataset's CI does not depend on which other datasets are given
-    (each has its own random stream). Empty side -> (nan, nan). Scores must be finite (apply the
-    failure policy first).
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    id_values = np.asarray(id_scores, dtype=float).ravel()
-    ood_values = {d: np.asarray(s, dtype=float).ravel() for d, s in ood_scores.items()}
-    pooled = np.concatenate([id_values, *ood_values.values()])
-    if not np.isfinite(pooled).all():
-        raise ValueError("scores must be finite: apply the failure policy before bootstrapping")
-    uniques, codes = np.unique(pooled, return_inverse=True)
-    n_values = max(uniques.size, 1)
-    bounds = np.cumsum([id_values.size] + [v.size for v in ood_values.values()])
-    id_codes = codes[: bounds[0]]
-    ood_codes = {d: codes[lo:hi] for d, lo, hi in zip(ood_values, bounds[:-1], bounds[1:])}
-
-    streams = np.random.SeedSequence(seed).spawn(1 + len(ood_values))
-    id_rng = np.random.default_rng(streams[0])
-    ood_rngs = {d: np.random.default_rng(s) for d, s in zip(ood_values, streams[1:])}
-    replicates = {d: np.full(n_boot, np.nan) for d in ood_values}
-    largest = max([id_codes.size, n_values, *(c.size for c in ood_codes.values())])
-    chunk = int(np.clip(4_000_000 // largest, 1, 200))  # bounds memory at a few tens of MB
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        if id_codes.size == 0:
-            break
-        id_counts = _value_counts(id_codes[id_rng.integers(0, id_codes.size, (size, id_codes.size))], n_values)
-        for dataset, own in ood_codes.items():
-            if own.size == 0:
-                continue
-            ood_counts = _value_counts(own[ood_rngs[dataset].integers(0, own.size, (size, own.size))], n_values)
-            replicates[dataset][start : start + size] = _auroc_from_counts(id_counts, ood_counts)
-
-    tail = (1 - level) / 2 * 100
-    cis = {d: _percentiles(r, tail) for d, r in replicates.items()}
-    for name, members in (groups or {}).items():
-        present = [d for d in members if d in replicates]
-        if present:
-            cis[name] = _percentiles(np.mean([replicates[d] for d in present], axis=0), tail)
-    return cis
-
-
-def _value_counts(codes: np.ndarray, n_values: int) -> np.ndarray:
-    """(B, n) value codes -> (B, n_values) counts, one bincount over row-offset codes."""
-    rows = codes.shape[0]
-    offsets = (np.arange(rows) * n_values)[:, None]
-    return np.bincount((codes + offsets).ravel(), minlength=rows * n_values).reshape(rows, n_values)
-
-
-def _auroc_from_counts(id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarray:
-    """Per row: P(ID > OoD) + P(ID = OoD) / 2, in percent; counts indexed by ascending value."""
-    below = np.cumsum(ood_counts, axis=1) - ood_counts
-    wins = (id_counts * (2 * below + ood_counts)).sum(axis=1) / 2
-    return 100.0 * wins / (id_counts.sum(axis=1) * ood_counts.sum(axis=1))
-
-
-def _percentiles(values: np.ndarray, tail: float) -> tuple[float, float]:
-    if np.isnan(values).any():
-        return (math.nan, math.nan)
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return (float(lo), float(hi))
 
 
 # ----------------------------------------------------------------------------- tables
