@@ -15,22 +15,17 @@ import pytest
 from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
 from PIL import Image
 
-from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.metrics.ood import auroc, ood_table
-from reguide_tasks.report.build import (
-    ReportError,
-    Run,
-    _auroc_from_counts,
-    _value_counts,
-    assign_labels,
-    bootstrap_auroc,
-    load_runs,
-    overall_fail_rate,
-    scores_from_records,
-)
-from reguide_tasks.report.cli import main
-from reguide_tasks.report.plots import score_bins
 from reguide_tasks.answers.scoring import apply_failure_policy
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.metrics.bootstrap import _value_counts, bootstrap_auroc
+from reguide_tasks.metrics.ood import auroc, ood_table
+from reguide_tasks.metrics.ood import auroc_from_counts as _auroc_from_counts
+from reguide_tasks.report.cli import main
+from reguide_tasks.report.files import ReportError
+from reguide_tasks.report.plots import score_bins
+from reguide_tasks.report.runs import Run, assign_labels, load_runs
+from reguide_tasks.report.samples import scores_from_records
+from reguide_tasks.report.tables import overall_fail_rate
 
 QWEN = ("qwen2_5_vl", "pretrained=Qwen/Qwen2.5-VL-7B-Instruct,max_pixels=50176")
 GPT = ("reguide_replay", "responses=/data/reguide-release,model=gpt")
@@ -260,7 +255,7 @@ def test_markdown_csv_latex_values_equal_results_json(runs_dir, tmp_path, capsys
 
 
 def test_overall_failure_rate_counts_every_document(runs_dir, tmp_path):
-    from reguide_tasks.report.build import make_report
+    from reguide_tasks.report.make import make_report
 
     report = make_report([runs_dir], tmp_path, n_boot=0, plots=False, tasks=["reguide_cifar10"])
     (row,) = report.tables["cifar10"].to_dict("records")
@@ -274,7 +269,7 @@ def test_overall_failure_rate_counts_every_document(runs_dir, tmp_path):
 
 
 def test_bootstrap_ci_contains_point_and_is_seeded(runs_dir, tmp_path):
-    from reguide_tasks.report.build import make_report
+    from reguide_tasks.report.make import make_report
 
     first = make_report([runs_dir], tmp_path / "a", n_boot=300, seed=3, plots=False).tables
     again = make_report([runs_dir], tmp_path / "b", n_boot=300, seed=3, plots=False).tables
@@ -457,7 +452,7 @@ def test_samples_of_another_run_are_flagged(tmp_path, capsys):
 
 
 def test_labels_grow_only_where_they_would_clash():
-    from reguide_tasks.report.build import Run
+    from reguide_tasks.report.runs import Run
 
     def run(model: str, args: str, task: str = "t", bench: str = "cifar10") -> Run:
         return Run(task, bench, model, args, "", Path("x"), None, {})

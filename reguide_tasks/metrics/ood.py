@@ -7,7 +7,10 @@ Conventions
 - ``is_id`` is a boolean array: True for ID images, False for OoD images.
 - Ties are common (LVLMs answer 100 or 0): ROC points are taken exactly as
   :func:`sklearn.metrics.roc_curve` returns them with ``drop_intermediate=False``; no
-  interpolation, no random tie-breaking.
+  interpolation, no random tie-breaking. The AUROC is the Mann-Whitney statistic with ties counted
+  half, from per-value counts (:func:`auroc_from_counts`, which the bootstrap uses on many
+  resamples at once): the area under that same curve, equal to
+  :func:`sklearn.metrics.roc_auc_score` up to float rounding (last bits).
 
 Edge cases
 ----------
@@ -24,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_curve
 
 METRICS = ("auroc", "fpr95", "fpr95tpr", "aupr_in", "aupr_out")
 GROUPS = ("near", "far")
@@ -70,17 +73,35 @@ def _fpr_at_first_tpr(positive: np.ndarray, scores: np.ndarray, level: float) ->
     return float(fpr[np.argmax(tpr >= level)]) * 100.0
 
 
+def auroc_from_counts(id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarray:
+    """AUROC in percent from per-value counts: P(ID > OoD) + P(ID = OoD) / 2.
+
+    ``id_counts[..., v]`` / ``ood_counts[..., v]``: how many ID / OoD scores take the v-th value, the
+    values in ascending order (as ``np.unique`` codes them; values absent on both sides may be
+    left in). The last axis holds the values, so a (B, n_values) pair gives B AUROCs at once.
+    Integer arithmetic up to one final division, so the result does not depend on extra zero
+    columns. A side with no scores gives NaN (with a numpy warning).
+    """
+    below = np.cumsum(ood_counts, axis=-1) - ood_counts
+    wins = (id_counts * (2 * below + ood_counts)).sum(axis=-1) / 2
+    return 100.0 * wins / (id_counts.sum(axis=-1) * ood_counts.sum(axis=-1))
+
+
 def auroc(is_id: ArrayLike, scores: ArrayLike) -> float:
     """Area under the ROC curve in percent, ID as the positive class and S as its score.
 
     Symmetric: identical to the AUROC with OoD positive and -S as the score (OpenOOD's framing).
     50 = random, 100 = perfect, 0 = perfectly inverted. Ties count half. NaN if undefined.
+    Computed by :func:`auroc_from_counts`.
     """
     prepared = _prepare(is_id, scores)
     if prepared is None:
         return float("nan")
     labels, values = prepared
-    return float(roc_auc_score(labels, values)) * 100.0
+    uniques, codes = np.unique(values, return_inverse=True)
+    id_counts = np.bincount(codes[labels], minlength=uniques.size)
+    ood_counts = np.bincount(codes[~labels], minlength=uniques.size)
+    return float(auroc_from_counts(id_counts, ood_counts))
 
 
 def fpr_at_95_openood(is_id: ArrayLike, scores: ArrayLike, *, tpr: float = 0.95) -> float:

@@ -1,6 +1,6 @@
 """Parser audit: how a run's answers were read, per dataset, from the ``oodd`` records of its samples.
 
-For each run (results JSON + ``<date_id>_samples_<task>.jsonl``, found as :mod:`reguide_tasks.report.build`
+For each run (results JSON + ``<date_id>_samples_<task>.jsonl``, found as :mod:`reguide_tasks.report.runs`
 finds them) and each dataset: answered documents and documents not in the release; ok / partial /
 failed answers; the most frequent failure reasons (by kind: 'missing classes' for any count, 'unknown
 keys' whatever the keys); the most frequent unknown keys; the repaired keys ('carf -> scarf') and how
@@ -23,14 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.report.build import (
-    ReportError,
-    Run,
-    load_runs,
-    markdown_table,
-    read_records,
-    select_runs,
-)
+from reguide_tasks.report.files import ReportError, read_records
+from reguide_tasks.report.render import markdown_table
+from reguide_tasks.report.runs import Run, load_runs, select_runs
 
 STATUSES = ("ok", "partial", "failed")
 _NUMBER = re.compile(r"\d+")

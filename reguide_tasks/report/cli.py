@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reguide_tasks.report.build import ReportError, make_report
+from reguide_tasks.report.files import ReportError
+from reguide_tasks.report.make import make_report
 
 PROG = "reguide-report"
 

@@ -22,7 +22,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from sklearn.metrics import auc, roc_curve
 
 if TYPE_CHECKING:
-    from reguide_tasks.report.build import Run, RunScores
+    from reguide_tasks.report.runs import Run
+    from reguide_tasks.report.samples import RunScores
 
 _DPI = 110
 

@@ -1,0 +1,89 @@
+"""Bootstrap confidence intervals of the AUROC (percentile, stratified), for one ID set against
+several OoD sets and the means of groups of them. Pure numpy; the AUROC is
+:func:`reguide_tasks.metrics.ood.auroc_from_counts`, the metrics' own, applied to many resamples at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from reguide_tasks.metrics.ood import auroc_from_counts
+
+
+def bootstrap_auroc(
+    id_scores: ArrayLike,
+    ood_scores: Mapping[str, ArrayLike],
+    *,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CIs (percent) of the AUROC of ID vs each OoD set, and of group means.
+
+    Stratified: each replicate resamples the ID scores and each OoD set independently, with
+    replacement, keeping their sizes; one ID resample is shared by all OoD sets of a replicate, so a
+    group's CI (``groups``: name -> datasets, e.g. near / far) is that of the mean of its datasets
+    present in ``ood_scores``. A replicate's AUROC comes from per-value counts
+    (:func:`~reguide_tasks.metrics.ood.auroc_from_counts`), so it costs O(n).
+    Deterministic for a seed; a dataset's CI does not depend on which other datasets are given
+    (each has its own random stream). Empty side -> (nan, nan). Scores must be finite (apply the
+    failure policy first).
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    id_values = np.asarray(id_scores, dtype=float).ravel()
+    ood_values = {d: np.asarray(s, dtype=float).ravel() for d, s in ood_scores.items()}
+    pooled = np.concatenate([id_values, *ood_values.values()])
+    if not np.isfinite(pooled).all():
+        raise ValueError("scores must be finite: apply the failure policy before bootstrapping")
+    uniques, codes = np.unique(pooled, return_inverse=True)
+    n_values = max(uniques.size, 1)
+    bounds = np.cumsum([id_values.size] + [v.size for v in ood_values.values()])
+    id_codes = codes[: bounds[0]]
+    ood_codes = {d: codes[lo:hi] for d, lo, hi in zip(ood_values, bounds[:-1], bounds[1:])}
+
+    streams = np.random.SeedSequence(seed).spawn(1 + len(ood_values))
+    id_rng = np.random.default_rng(streams[0])
+    ood_rngs = {d: np.random.default_rng(s) for d, s in zip(ood_values, streams[1:])}
+    replicates = {d: np.full(n_boot, np.nan) for d in ood_values}
+    largest = max([id_codes.size, n_values, *(c.size for c in ood_codes.values())])
+    chunk = int(np.clip(4_000_000 // largest, 1, 200))  # bounds memory at a few tens of MB
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        if id_codes.size == 0:
+            break
+        id_counts = _value_counts(id_codes[id_rng.integers(0, id_codes.size, (size, id_codes.size))], n_values)
+        for dataset, own in ood_codes.items():
+            if own.size == 0:
+                continue
+            ood_counts = _value_counts(own[ood_rngs[dataset].integers(0, own.size, (size, own.size))], n_values)
+            replicates[dataset][start : start + size] = auroc_from_counts(id_counts, ood_counts)
+
+    tail = (1 - level) / 2 * 100
+    cis = {d: _percentiles(r, tail) for d, r in replicates.items()}
+    for name, members in (groups or {}).items():
+        present = [d for d in members if d in replicates]
+        if present:
+            cis[name] = _percentiles(np.mean([replicates[d] for d in present], axis=0), tail)
+    return cis
+
+
+def _value_counts(codes: np.ndarray, n_values: int) -> np.ndarray:
+    """(B, n) value codes -> (B, n_values) counts, one bincount over row-offset codes."""
+    rows = codes.shape[0]
+    offsets = (np.arange(rows) * n_values)[:, None]
+    return np.bincount((codes + offsets).ravel(), minlength=rows * n_values).reshape(rows, n_values)
+
+
+def _percentiles(values: np.ndarray, tail: float) -> tuple[float, float]:
+    if np.isnan(values).any():
+        return (math.nan, math.nan)
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return (float(lo), float(hi))

@@ -1,0 +1,113 @@
+"""lmms-eval's output files: finding the results files, naming their samples files, reading both;
+and :class:`ReportError`, the one error of the report room.
+
+Input layout (lmms-eval 0.7.3, ``--output_path OUT --log_samples``)
+--------------------------------------------------------------------
+``OUT/<sanitized model name>/<date_id>_results.json`` and, next to it,
+``<date_id>_samples_<task>.jsonl`` (one line per document; its ``oodd`` key holds the per-document
+record: ``dataset``, ``role``, ``ood_score``, ``failed``, ``score_rule``, ``failure_policy``, ...).
+``<date_id>`` is ``YYYYMMDD_HHMMSS``. In the results JSON, ``results[task]`` maps
+``"<metric>,none"`` to the aggregated value (percent), ``config`` holds ``model`` / ``model_args``,
+``configs[task]`` the task config and ``n-samples[task]["effective"]`` the number of documents.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+RESULTS_SUFFIX = "_results.json"
+FILTER_SUFFIX = ",none"
+_DATE_ID = re.compile(r"^(\d{8}_\d{6})")
+
+
+class ReportError(Exception):
+    """A report cannot be made; the message is one line meant for the user."""
+
+
+def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Results files named by ``paths``: files as given, directories searched recursively for
+    ``*_results.json``. Duplicates (same resolved path) are dropped. Missing path -> ReportError.
+    """
+    found: dict[Path, Path] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            hits = sorted(path.rglob(f"*{RESULTS_SUFFIX}"))
+        elif path.is_file():
+            hits = [path]
+        else:
+            raise ReportError(f"no such file or directory: {path}")
+        for hit in hits:
+            found.setdefault(hit.resolve(), hit)
+    return list(found.values())
+
+
+def read_results_json(path: Path) -> dict[str, Any]:
+    """The results JSON as a dict; ReportError if it is unreadable or not lmms-eval's layout."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"cannot read {path}: {_one_line(err)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise ReportError(f"{path} is not an lmms-eval results file (no 'results' object)")
+    return data
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def date_id(path: Path) -> str | None:
+    """The ``YYYYMMDD_HHMMSS`` prefix lmms-eval gives its output files, or None."""
+    match = _DATE_ID.match(path.name)
+    return match.group(1) if match else None
+
+
+def samples_path_for(results_path: Path, task: str) -> Path | None:
+    """``<date_id>_samples_<task>.jsonl`` next to the results file, if it exists."""
+    if not results_path.name.endswith(RESULTS_SUFFIX):
+        return None
+    prefix = results_path.name[: -len(RESULTS_SUFFIX)]
+    candidate = results_path.with_name(f"{prefix}_samples_{task}.jsonl")
+    return candidate if candidate.is_file() else None
+
+
+def task_metrics(entry: Mapping[str, Any]) -> dict[str, float]:
+    """``{"auroc_x,none": 97.1, "auroc_x_stderr,none": "N/A", "alias": ..}`` -> ``{"auroc_x": 97.1}``."""
+    out: dict[str, float] = {}
+    for key, value in entry.items():
+        if not key.endswith(FILTER_SUFFIX) or "_stderr" in key:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[key[: -len(FILTER_SUFFIX)]] = float(value)
+    return out
+
+
+def iter_records(path: Path, limit: int | None = None) -> Iterable[dict[str, Any]]:
+    """The ``oodd`` records of a samples file (lines without one are skipped)."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if limit is not None and number > limit:
+                return
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ReportError(f"{path}: line {number} is not JSON ({_one_line(err)})") from None
+            record = sample.get("oodd") if isinstance(sample, dict) else None
+            if isinstance(record, dict):
+                yield record
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every ``oodd`` record of a samples file; ReportError if the file is unreadable."""
+    try:
+        return list(iter_records(path))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"cannot read {path}: {_one_line(err)}") from None

@@ -1,0 +1,100 @@
+"""``make_report``: the whole cross-model report of the ReGuide tasks from lmms-eval outputs, in
+order: runs, their samples and bootstrap CIs, tables, plots, files written.
+
+Conventions
+-----------
+- Every metric shown comes from the results JSON as the task computed it. The samples are used for
+  the bootstrap CIs, the plots, the overall failure rate and a consistency check only.
+- Problems that make a report impossible raise :class:`~reguide_tasks.report.files.ReportError`
+  (one-line message); problems that only drop a part (missing samples file) are returned as notes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.metrics.bootstrap import bootstrap_auroc
+from reguide_tasks.report.files import ReportError
+from reguide_tasks.report.render import write_report
+from reguide_tasks.report.runs import load_runs, select_runs
+from reguide_tasks.report.samples import load_scores
+from reguide_tasks.report.tables import build_tables, run_row, sort_tables
+
+
+@dataclass
+class Report:
+    """What :func:`make_report` produced: the Markdown text, the tables, written files, notes."""
+
+    markdown: str
+    tables: dict[str, pd.DataFrame]
+    files: list[Path]
+    notes: list[str]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "run"
+
+
+def make_report(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    sort_by: str | None = None,
+    descending: bool | None = None,
+    models: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    plots: bool = True,
+    note: Callable[[str], None] | None = None,
+) -> Report:
+    """Read the runs under ``paths``, write ``report.md``, ``<benchmark>.csv``, ``report.tex`` and
+    (``plots``) PNGs under ``out_dir/plots/``; return what was made. ``note`` is called with each
+    note as it arises (the CLI prints them). ReportError for anything that prevents a report.
+    """
+    if n_boot < 0:
+        raise ReportError(f"--bootstrap must be >= 0, got {n_boot}")
+    emit = note or (lambda _text: None)
+    runs, notes = load_runs(paths)
+    for text in notes:
+        emit(text)
+    runs = select_runs(runs, models, tasks)
+    out = Path(out_dir)
+    rows, loaded = [], []
+    for run in runs:
+        scores, run_notes = load_scores(run)
+        cis: dict[str, tuple[float, float]] = {}
+        if scores is not None and n_boot:
+            bench = get_benchmark(run.benchmark)
+            cis = bootstrap_auroc(
+                scores.id_scores,
+                {d: scores.scores[d] for d in scores.ood_datasets},
+                groups={"near": bench.near, "far": bench.far},
+                n_boot=n_boot,
+                seed=seed,
+            )
+        for text in run_notes:
+            emit(text)
+        notes += run_notes
+        rows.append(run_row(run, scores, cis))
+        loaded.append((run, scores))
+    tables = build_tables(rows)
+    if sort_by:
+        tables = sort_tables(tables, sort_by, descending)  # before plotting: a bad key fails fast
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    if plots:
+        from reguide_tasks.report.plots import plot_run  # matplotlib only when plotting
+
+        for run, scores in loaded:
+            if scores is not None:
+                stem = out / "plots" / run.benchmark / f"{_slug(run.label)}__{_slug(run.task)}"
+                files += plot_run(run, scores, stem)
+    markdown, written = write_report(out, tables, notes, n_boot=n_boot, seed=seed)
+    return Report(markdown, tables, [*written, *files], notes)

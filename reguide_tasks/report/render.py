@@ -1,0 +1,163 @@
+"""Tables written out: the Markdown report, one CSV per benchmark, and LaTeX (booktabs) tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
+from reguide_tasks.report.columns import DETAIL_METRICS, METRIC_LABELS
+from reguide_tasks.report.tables import detail_datasets, show_task, summary_columns
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, (int, float, np.number)):
+        return f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def _fmt_ci(row: Mapping[str, Any], key: str) -> str:
+    """``97.7 [97.1, 98.2]`` when the row has a CI for ``key``, else just the value."""
+    text = _fmt(row.get(key))
+    lo, hi = row.get(f"{key}_lo", math.nan), row.get(f"{key}_hi", math.nan)
+    if text != "n/a" and not (math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo:.1f}, {hi:.1f}]"
+    return text
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]], align_left: int = 1) -> str:
+    """A GitHub-flavoured Markdown table; the first ``align_left`` columns left-aligned."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |"]
+    lines.append("|" + "|".join(":---" if i < align_left else "---:" for i in range(len(header))) + "|")
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int) -> str:
+    """One benchmark's section: summary table, per-dataset table, conventions."""
+    bench = get_benchmark(name)
+    columns = summary_columns(table)
+    left = 2 if show_task(table) else 1
+    rows = table.to_dict("records")
+    summary = markdown_table(
+        [h for _, h in columns],
+        [[_fmt_ci(r, k) if k.startswith("auroc_") else _fmt(r[k]) for k, _ in columns] for r in rows],
+        left,
+    )
+    datasets = detail_datasets(table)
+    detail_cols = columns[:left] + [(f"{m}_{d}", f"{METRIC_LABELS[m]} {d}") for d in datasets for m in DETAIL_METRICS]
+    detail = markdown_table(
+        [h for _, h in detail_cols],
+        [[_fmt_ci(r, k) if k.startswith("auroc_") else _fmt(r[k]) for k, _ in detail_cols] for r in rows],
+        left,
+    )
+    rules = sorted({f"{r['score_rule'] or '?'} / {r['failure_policy'] or '?'} / {r.get('key_reading') or '?'}" for r in rows})
+    ci_text = (
+        f"Brackets: bootstrap 95% CI of the AUROC (percentile, ID and OoD documents resampled separately, "
+        f"B={n_boot}, seed={seed}), where the samples file was found."
+        if n_boot
+        else "No bootstrap CIs (--bootstrap 0)."
+    )
+    intro = (
+        f"ID: {bench.id_dataset}; near-OoD: {', '.join(bench.near)}; far-OoD: {', '.join(bench.far)}. "
+        f"Score rule / failure policy / key reading: {', '.join(rules)}."
+    )
+    answers = answers_markdown(table, bench, left)
+    legend = (
+        "All values in %. AUROC: ID vs OoD, higher is better. FPR@95: OpenOOD rule (OoD positive: share of "
+        "ID images flagged OoD when 95% of OoD images are caught). FPR@95TPR: classic (ID positive: share of "
+        "OoD images accepted when 95% of ID images are accepted). Lower FPR is better. near / far: unweighted "
+        f"means over the datasets. Fail: share of answers without a usable score. Repaired: share of answers "
+        f"whose score used a repaired key (key reading 'repair'). Not in release: documents without a released "
+        f"answer, left out of every metric (a dataset without any answer is n/a, and so is its group). {ci_text}"
+    )
+    return "\n\n".join([f"## {name}", intro, summary, "### Per OoD dataset", detail, "### Answers per dataset", answers, legend])
+
+
+def answers_markdown(table: pd.DataFrame, bench: Benchmark, left: int) -> str:
+    """One row per run and dataset: failed and repaired shares (%), documents not in the release."""
+    header = ["Model", "Task"][:left] + ["Key reading", "Dataset", "Fail", "Repaired", "Not in release"]
+    body = []
+    for r in table.to_dict("records"):
+        for dataset in bench.datasets:
+            missing = r.get(f"not_in_release_{dataset}", math.nan)
+            body.append(
+                [str(r[k]) for k in ("model", "task")[:left]]
+                + [str(r.get("key_reading") or "?"), dataset, _fmt(r.get(f"fail_rate_{dataset}")),
+                   _fmt(r.get(f"repaired_rate_{dataset}")), _fmt(missing, 0)]
+            )
+    return markdown_table(header, body, left + 2)
+
+
+def report_markdown(tables: Mapping[str, pd.DataFrame], notes: Sequence[str], *, n_boot: int, seed: int) -> str:
+    parts = ["# ReGuide OoD detection report"]
+    parts += [benchmark_markdown(name, t, n_boot=n_boot, seed=seed) for name, t in tables.items()]
+    if notes:
+        parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
+    return "\n\n".join(parts) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def benchmark_latex(name: str, table: pd.DataFrame) -> str:
+    """A booktabs ``tabular`` of the summary columns, metric groups under ``\\cmidrule`` headers."""
+    columns = summary_columns(table)
+    left = 2 if show_task(table) else 1
+    keys = [k for k, _ in columns[left:]]
+    # Header groups over the value columns: (title, width); 1-based column numbers for \cmidrule.
+    groups = [("", 1), ("Fail", 2), *[(METRIC_LABELS[m], 2) for m in DETAIL_METRICS]]
+    top, rules, col = [""] * left, [], left + 1
+    for title, width in groups:
+        if title:
+            top.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(title)}}}")
+            rules.append(rf"\cmidrule(lr){{{col}-{col + width - 1}}}")
+        else:
+            top += [""] * width
+        col += width
+    second = [h for _, h in columns[:left]] + ["ID acc", "ID", "all", "near", "far", "near", "far", "near", "far"]
+    lines = [
+        f"% {name}: values in %; FPR@95 = OpenOOD rule, FPR@95TPR = classic. Needs \\usepackage{{booktabs}}.",
+        r"\begin{tabular}{" + "l" * left + "r" * len(keys) + "}",
+        r"\toprule",
+        " & ".join(top) + r" \\",
+        " ".join(rules),
+        " & ".join(latex_escape(h) for h in second) + r" \\",
+        r"\midrule",
+    ]
+    for row in table.to_dict("records"):
+        cells = [latex_escape(str(row[k])) for k, _ in columns[:left]] + [_fmt(row[k]).replace("n/a", "--") for k in keys]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, tables: Mapping[str, pd.DataFrame], notes: Sequence[str], *, n_boot: int, seed: int) -> tuple[str, list[Path]]:
+    """Write ``report.md``, ``<benchmark>.csv`` and ``report.tex`` into ``out`` (which exists);
+    return the Markdown and the paths written, in that order.
+    """
+    markdown = report_markdown(tables, notes, n_boot=n_boot, seed=seed)
+    md_path = out / "report.md"
+    md_path.write_text(markdown, encoding="utf-8")
+    tex_path = out / "report.tex"
+    tex_path.write_text("\n\n".join(benchmark_latex(n, t) for n, t in tables.items()) + "\n", encoding="utf-8")
+    csv_paths = []
+    for name, table in tables.items():
+        csv_path = out / f"{name}.csv"
+        table.to_csv(csv_path, index=False)
+        csv_paths.append(csv_path)
+    return markdown, [md_path, *csv_paths, tex_path]
