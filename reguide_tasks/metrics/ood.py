@@ -7,10 +7,8 @@ Conventions
 - ``is_id`` is a boolean array: True for ID images, False for OoD images.
 - Ties are common (LVLMs answer 100 or 0): ROC points are taken exactly as
   :func:`sklearn.metrics.roc_curve` returns them with ``drop_intermediate=False``; no
-  interpolation, no random tie-breaking. The AUROC is the Mann-Whitney statistic with ties counted
-  half, from per-value counts (:func:`auroc_from_counts`, which the bootstrap uses on many
-  resamples at once): the area under that same curve, equal to
-  :func:`sklearn.metrics.roc_auc_score` up to float rounding (last bits).
+  interpolation, no random tie-breaking. :func:`auroc_from_counts` gives the same AUROC (the
+  Mann-Whitney statistic, ties counted half) from per-value counts, for many resamples at once.
 
 Edge cases
 ----------
@@ -27,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 METRICS = ("auroc", "fpr95", "fpr95tpr", "aupr_in", "aupr_out")
 GROUPS = ("near", "far")
@@ -92,16 +90,12 @@ def auroc(is_id: ArrayLike, scores: ArrayLike) -> float:
 
     Symmetric: identical to the AUROC with OoD positive and -S as the score (OpenOOD's framing).
     50 = random, 100 = perfect, 0 = perfectly inverted. Ties count half. NaN if undefined.
-    Computed by :func:`auroc_from_counts`.
     """
     prepared = _prepare(is_id, scores)
     if prepared is None:
         return float("nan")
     labels, values = prepared
-    uniques, codes = np.unique(values, return_inverse=True)
-    id_counts = np.bincount(codes[labels], minlength=uniques.size)
-    ood_counts = np.bincount(codes[~labels], minlength=uniques.size)
-    return float(auroc_from_counts(id_counts, ood_counts))
+    return float(roc_auc_score(labels, values)) * 100.0
 
 
 def fpr_at_95_openood(is_id: ArrayLike, scores: ArrayLike, *, tpr: float = 0.95) -> float:
