@@ -27,8 +27,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-METRICS = ("auroc", "fpr95", "fpr95tpr", "aupr_in", "aupr_out")
-GROUPS = ("near", "far")
+from reguide_tasks.vocab import GROUPS
+from reguide_tasks.vocab import OOD_METRICS as METRICS
 
 
 def _prepare(is_id: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray] | None:

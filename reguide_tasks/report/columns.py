@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import re
 
-# TODO(vocab): the report's own copies of the shared vocabulary, gathered here; once
-# reguide_tasks/vocab.py is merged, replace the next two lines with
-#   from reguide_tasks.vocab import GROUPS, OOD_METRICS as ALL_METRICS
-# (and _HIGHER_BETTER / _LOWER_BETTER below may then derive from vocab.HIGHER_IS_BETTER).
-ALL_METRICS = ("auroc", "fpr95", "fpr95tpr", "aupr_in", "aupr_out")
-GROUPS = ("near", "far")
+from reguide_tasks.vocab import HIGHER_IS_BETTER as _FAMILY_HIGHER_IS_BETTER
+from reguide_tasks.vocab import split_metric_key
 
 DETAIL_METRICS = ("auroc", "fpr95", "fpr95tpr")
 SUMMARY_KEYS = (
@@ -33,17 +29,14 @@ SUMMARY_KEYS = (
     "fpr95tpr_far",
 )
 
-# Keys whose best value is the highest (default sort direction: descending).
-_HIGHER_BETTER = ("id_acc", "auroc", "aupr")
-_LOWER_BETTER = ("fpr95", "fail_rate")
 METRIC_LABELS = {"auroc": "AUROC", "fpr95": "FPR@95", "fpr95tpr": "FPR@95TPR", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out"}
 
 
 def higher_is_better(key: str) -> bool | None:
-    """Whether a column's best value is its highest (None for non-metric columns)."""
-    base = re.sub(r"_(lo|hi)$", "", key)
-    if base.startswith(_HIGHER_BETTER):
-        return True
-    if base.startswith(_LOWER_BETTER):
-        return False
-    return None
+    """Whether a column's best value is its highest (None for non-metric columns); ``fail_rate_all``
+    and the ``_lo`` / ``_hi`` ends of a CI go the way of their metric family."""
+    try:
+        family, _ = split_metric_key(re.sub(r"_(lo|hi)$", "", key))
+    except ValueError:
+        return None
+    return _FAMILY_HIGHER_IS_BETTER[family]
