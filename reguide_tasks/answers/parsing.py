@@ -33,6 +33,11 @@ Speed: a clean ``{'key': number, ...}`` dict whose keys are all class names is d
 JSON scanner; everything else goes through one linear scan over ``:``-anchored numbers, so no
 regex here can backtrack catastrophically. A repetition loop is read for at most
 8 x (number of classes) + 64 pairs.
+
+Why one module of this length: the reading steps (cleaning, the Prediction line, the dict region,
+key/value pairs, copies of the example, refusals) share the cleaned text and the class index of one
+answer, and one ``parse_answer`` call walks them in order; split apart they would pass that state
+through every signature.
 """
 
 from __future__ import annotations

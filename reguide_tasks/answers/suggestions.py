@@ -14,6 +14,10 @@ kept; every regex here is linear (bounded or unambiguous quantifiers only).
 
 :func:`filter_suggestions` drops names that are ID classes, the rejection class, duplicates and
 empties (all compared through :func:`suggestion_key`), then caps the count.
+
+Why one module of this length: most of it is the bounded, linear grammar of a stage-1 answer (headers,
+numbering, separators, prose); the pieces only make sense together, and filtering shares its
+comparison key (:func:`suggestion_key`).
 """
 
 from __future__ import annotations

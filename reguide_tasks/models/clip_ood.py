@@ -48,6 +48,10 @@ Model args (``--model_args k=v,...``):
   images in a background thread while the device works; on CPU the thread only competes for cores).
 
 Text features are computed once per (class list, templates, context) and cached.
+
+Why one module of this length: it is one lmms-eval model class (argument checks, text-feature cache,
+batched image pipeline with prefetch, answers in the released format); the score formulas themselves
+live in :mod:`reguide_tasks.models.clip_scores`.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ Counters on the server object (thread-safe snapshots): ``requests`` per stage (e
 ``answered`` per stage (requests no fault was injected into; a ``sleep`` fault's late answer counts
 under ``faults``), ``faults`` per kind, ``max_in_flight``, and ``log`` (one :class:`RequestLog` per
 chat request, with monotonic start / end times and the score sent).
+
+Why one module of this length: a test server is only useful whole (reading a request, answering like a
+model, injecting faults, counting), and tests start it as one ``python -m`` command.
 """
 
 from __future__ import annotations
