@@ -147,9 +147,7 @@ def test_a_strict_task_of_your_own_reports_both_readings(tmp_path):
         "process_results: !function utils.baseline_process_results_max_id_exclude_strict\n"
     )
     (mine / "utils.py").write_text(
-        "from reguide_tasks.lmms.aggregations import *  # noqa: F403\n"
-        "from reguide_tasks.lmms.hooks import *  # noqa: F403\n"
-        "from reguide_tasks.lmms.process_results_variants import *  # noqa: F403\n"
+        "from reguide_tasks.lmms.yaml_functions import *\n"
     )
     ours, strict = "reguide_baseline_imagenet200_5pct", "my_baseline_imagenet200_strict"
     done = _run(tmp_path, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", f"{ours},{strict}",
