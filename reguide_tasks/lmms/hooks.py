@@ -11,7 +11,7 @@ The aggregations are one function per metric family (:mod:`reguide_tasks.lmms.ag
 (keys read by the repairing policy of :mod:`reguide_tasks.answers.key_matching`) and the same name
 ending in ``_strict`` (keys read exactly or normalised only), are built by :func:`make_process_results`
 and written out in :mod:`reguide_tasks.lmms.process_results_variants`. Each task folder's ``utils.py``
-imports every name its YAMLs use from these modules.
+brings in :mod:`reguide_tasks.lmms.yaml_functions`, which lists every name a YAML may use.
 """
 
 from __future__ import annotations
