@@ -70,8 +70,44 @@ def within_one_edit(a: str, b: str) -> bool:
 
 
 class ClassIndex:
-    """Look-ups for one class list. The raw names come first; the normalised names and the repair
-    index are built on first need (a stage-2 list differs per image and is mostly read exactly)."""
+    """Look-ups of model-written class names in one class list, by the module's key-matching policy.
+
+    The raw names come first; the normalised names and the repair index are built on first need (a
+    stage-2 list differs per image and is mostly read exactly). Use :func:`class_index` for a
+    cached index of a list.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        The prompt's class list; duplicates are dropped, the first spelling in class order wins.
+
+    Attributes
+    ----------
+    unique : tuple of str
+        The class names, deduplicated, in list order.
+    exact : dict of str to str
+        Name -> name, for the exact step.
+
+    See Also
+    --------
+    class_index : The cached index of a class list.
+    reguide_tasks.answers.parsing.match_class : One key against a list, through this index.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.key_matching import ClassIndex
+    >>> index = ClassIndex(["goldfish", "stingray", "scuba diver", "bald eagle", "beagle"])
+    >>> index.find("Scuba-Diver"), index.find("tingray")  # exact / normalised only
+    ('scuba diver', None)
+    >>> index.match("tingray")  # (class, repaired?)
+    ('stingray', True)
+    >>> index.match("tingray", repair=False)
+    (None, False)
+    >>> index.match("eagle")  # the end of 'bald eagle': a shortened name, not a typo of 'beagle'
+    (None, False)
+    >>> index.repair("tingray", filled={"stingray"}) is None  # that class already has a value
+    True
+    """
 
     def __init__(self, classes: Sequence[str]) -> None:
         self.unique: tuple[str, ...] = tuple(dict.fromkeys(classes))
@@ -109,7 +145,30 @@ class ClassIndex:
         return candidates[0] if len(candidates) == 1 else None
 
     def match(self, key: str, repair: bool = True) -> tuple[str | None, bool]:
-        """(class or None, whether it took a repair) against the whole list."""
+        """Match ``key`` against the whole list: exact, normalised, then (if ``repair``) repair.
+
+        Parameters
+        ----------
+        key : str
+            A class name as the model wrote it.
+        repair : bool, default=True
+            Whether a one-edit typo may be repaired (False: the strict reading).
+
+        Returns
+        -------
+        name : str or None
+            The class, or None when no step matches.
+        repaired : bool
+            Whether it took a repair.
+
+        Examples
+        --------
+        >>> from reguide_tasks.answers.key_matching import class_index
+        >>> class_index(("goldfish", "scuba diver")).match("cuba diver")
+        ('scuba diver', True)
+        >>> class_index(("goldfish", "scuba diver")).match("GOLDFISH.")
+        ('goldfish', False)
+        """
         hit = self.find(key)
         if hit is not None or not repair:
             return hit, False
@@ -159,5 +218,24 @@ class ClassIndex:
 
 @lru_cache(maxsize=256)
 def class_index(classes: tuple[str, ...]) -> ClassIndex:
-    """The (cached) index of a class list, in prompt order."""
+    """The (cached) :class:`ClassIndex` of a class list, in prompt order.
+
+    Parameters
+    ----------
+    classes : tuple of str
+        The class list (a tuple, so that it can be a cache key).
+
+    Returns
+    -------
+    index : ClassIndex
+        The same object for equal tuples (up to 256 lists are cached).
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.key_matching import class_index
+    >>> class_index(("hen", "snail")) is class_index(("hen", "snail"))
+    True
+    >>> class_index(("hen", "snail")).match("nail")  # short key: a dropped leading character
+    ('snail', True)
+    """
     return ClassIndex(classes)

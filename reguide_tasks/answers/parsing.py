@@ -378,14 +378,59 @@ def parse_answer(
 ) -> ParsedAnswer:
     """Parse one answer against the prompt's full class list (in prompt order).
 
-    ``examples`` are the example confidence dicts shown in the prompt; an answer whose values all
-    equal one of them is ``failed`` with reason ``"copied example"``. The prediction is the
-    ``Prediction:`` value matched to ``classes``; if missing or unmatched, the argmax of the parsed
-    confidences (ties: first in class order); None when neither exists. ``repair=False`` is the
-    strict reading: keys and prediction matched exactly or normalised only.
+    Confidences are kept as given (the prompt's 0..100 scale); see the module docstring for every
+    convention of the result.
 
-    Never raises for any ``text`` (a non-str is parsed as ``str(text)``, None as empty): every step
-    is total on strings, which the fuzz tests check on random, mutated and 100k-character input.
+    Parameters
+    ----------
+    text : str
+        The model's answer. A non-str is parsed as ``str(text)``, None as empty.
+    classes : sequence of str
+        The prompt's class list, in prompt order (for stage 2 it includes the auxiliary classes).
+    examples : sequence of mapping of str to float, default=()
+        The example confidence dicts shown in the prompt; an answer whose values all equal one of
+        them is ``failed`` with reason ``"copied example"``.
+    repair : bool, default=True
+        Whether unknown keys (and the prediction) may be repaired as one-edit typos.
+        ``repair=False`` is the strict reading: keys and prediction matched exactly or normalised
+        only.
+
+    Returns
+    -------
+    answer : ParsedAnswer
+        The prediction is the ``Prediction:`` value matched to ``classes``; if missing or
+        unmatched, the argmax of the parsed confidences (ties: first in class order); None when
+        neither exists. ``status`` is ``"ok"`` / ``"partial"`` / ``"failed"``, ``reason`` the notes.
+
+    See Also
+    --------
+    match_class : How one key is matched to the class list.
+    reguide_tasks.answers.scoring.ood_score : The OoD score of a parsed answer.
+
+    Notes
+    -----
+    Never raises for any ``text``: every step is total on strings, which the fuzz tests check on
+    random, mutated and 100k-character input.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.parsing import parse_answer
+    >>> classes = ["goldfish", "stingray", "hen"]
+    >>> answer = parse_answer("Prediction: Goldfish\\nConfidence: {'goldfish': 70, 'tingray': 20.5, 'pear': 3}", classes)
+    >>> answer.prediction, answer.confidences, answer.status
+    ('goldfish', {'goldfish': 70.0, 'stingray': 20.5}, 'partial')
+    >>> answer.reason
+    'missing 1 class; unknown keys: pear'
+    >>> answer.repaired_keys, answer.unknown_keys
+    ({'tingray': 'stingray'}, ('pear',))
+
+    The strict reading leaves the typo unknown:
+
+    >>> parse_answer("Confidence: {'goldfish': 70, 'tingray': 20.5}", classes, repair=False).confidences
+    {'goldfish': 70.0}
+    >>> parse_answer("Sorry, I can't help with that.", classes)
+    ParsedAnswer(prediction=None, confidences={}, status='failed', reason='refusal', repaired_keys={},
+                 unknown_keys=(), repaired_prediction=None)
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)

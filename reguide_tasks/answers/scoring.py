@@ -114,7 +114,39 @@ def _max_id(conf: dict[str, float], id_classes: Sequence[str]) -> float | None:
 
 
 def score_max_id(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
-    """S_max (the paper's): max confidence over the ID classes present; None if none is present."""
+    """S_max (the paper's score): the max confidence over the ID classes present in the answer.
+
+    Higher = more in-distribution. Confidences are used as the model gave them (no rescaling); class
+    names are matched after light normalization (whitespace, case); non-finite confidences are
+    ignored.
+
+    Parameters
+    ----------
+    confidences : mapping of str to float
+        Class name -> confidence, as parsed from the answer (may include auxiliary classes and
+        'none of these classes').
+    id_classes : sequence of str
+        The ID class names.
+
+    Returns
+    -------
+    score : float or None
+        The largest confidence of an ID class; None if no ID class is present.
+
+    See Also
+    --------
+    score_msp, score_neg_none, score_id_minus_none : The other score rules.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.scoring import score_max_id
+    >>> score_max_id({"cat": 60.0, "dog": 20.0, "fox": 10.0, "none of these classes": 10.0}, ["cat", "dog"])
+    60.0
+    >>> score_max_id({" Cat": 70, "fox": 90}, ["cat", "dog"])  # 'fox' is not an ID class
+    70.0
+    >>> score_max_id({"fox": 90.0}, ["cat", "dog"]) is None
+    True
+    """
     values = tuple(confidences.values())
     if _all_finite_floats(values):  # the max over duplicates' values is the max of their max: same result
         pick = _id_values_getter(tuple(confidences), tuple(id_classes))
@@ -123,9 +155,31 @@ def score_max_id(confidences: Mapping[str, float], id_classes: Sequence[str]) ->
 
 
 def score_msp(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
-    """Normalized MSP: S_max / sum of ALL confidences present (ID, auxiliary and 'none').
+    """Normalized MSP: S_max divided by the sum of ALL confidences present.
 
-    None if no ID class is present or the sum is <= 0.
+    Higher = more in-distribution. The sum runs over every class in the answer (ID, auxiliary and
+    'none of these classes').
+
+    Parameters
+    ----------
+    confidences : mapping of str to float
+        Every class's confidence (ID, auxiliary, 'none'); all of them enter the sum.
+    id_classes : sequence of str
+        The ID class names, whose largest confidence is the numerator.
+
+    Returns
+    -------
+    score : float or None
+        ``S_max / sum``, in [0, 1] for non-negative confidences; None if no ID class is present or
+        the sum is <= 0.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.scoring import score_msp
+    >>> score_msp({"cat": 60.0, "dog": 20.0, "fox": 10.0, "none of these classes": 10.0}, ["cat", "dog"])
+    0.6
+    >>> score_msp({"cat": 0.0}, ["cat"]) is None
+    True
     """
     conf = _finite(confidences)
     best = _max_id(conf, id_classes)
@@ -136,13 +190,61 @@ def score_msp(confidences: Mapping[str, float], id_classes: Sequence[str]) -> fl
 
 
 def score_neg_none(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
-    """Minus the confidence of 'none of these classes'; None if that class is absent."""
+    """Minus the confidence of 'none of these classes'.
+
+    Higher = more in-distribution: a confident rejection gives a low score. ``id_classes`` is not
+    used; it is there so that every rule has the same signature.
+
+    Parameters
+    ----------
+    confidences : mapping of str to float
+        Class name -> confidence, as parsed from the answer.
+    id_classes : sequence of str
+        The ID class names (unused).
+
+    Returns
+    -------
+    score : float or None
+        ``-confidence['none of these classes']``; None if that class is absent.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.scoring import score_neg_none
+    >>> score_neg_none({"cat": 60.0, "dog": 20.0, "fox": 10.0, "none of these classes": 10.0}, ["cat", "dog"])
+    -10.0
+    >>> score_neg_none({"cat": 60.0}, ["cat"]) is None
+    True
+    """
     none = _finite(confidences).get(REJECTION_CLASS)
     return None if none is None else -none
 
 
 def score_id_minus_none(confidences: Mapping[str, float], id_classes: Sequence[str]) -> float | None:
-    """S_max minus the 'none of these classes' confidence; None if either is absent."""
+    """S_max minus the confidence of 'none of these classes'.
+
+    Higher = more in-distribution.
+
+    Parameters
+    ----------
+    confidences : mapping of str to float
+        Parsed confidences; they need an ID class and 'none of these classes'.
+    id_classes : sequence of str
+        The ID classes S_max is taken over.
+
+    Returns
+    -------
+    score : float or None
+        ``S_max - confidence['none of these classes']``; None if either is absent.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.scoring import score_id_minus_none
+    >>> conf = {"cat": 60.0, "dog": 20.0, "fox": 10.0, "none of these classes": 10.0}
+    >>> score_id_minus_none(conf, ["cat", "dog"])  # 60 - 10
+    50.0
+    >>> print(score_id_minus_none({"cat": 60.0}, ["cat"]))  # no 'none of these classes'
+    None
+    """
     conf = _finite(confidences)
     best = _max_id(conf, id_classes)
     none = conf.get(REJECTION_CLASS)
@@ -160,9 +262,41 @@ SCORE_RULES: dict[str, ScoreRule] = {
 
 
 def ood_score(answer: ParsedAnswer, id_classes: Sequence[str], rule: str = "max_id") -> float | None:
-    """OoD score of one parsed answer by the named rule (see ``SCORE_RULES``); None = no usable score.
+    """OoD score of one parsed answer by the named rule; None means no usable score.
 
-    An answer whose ``status`` is ``"failed"`` always gives None. Unknown rule -> ValueError.
+    Higher = more in-distribution, whatever the rule. An answer without a score is a failure, which
+    :func:`apply_failure_policy` resolves later.
+
+    Parameters
+    ----------
+    answer : ParsedAnswer
+        A parsed answer (:func:`reguide_tasks.answers.parsing.parse_answer`).
+    id_classes : sequence of str
+        The ID class names.
+    rule : {"max_id", "msp", "neg_none", "id_minus_none"}, default="max_id"
+        A key of ``SCORE_RULES``: :func:`score_max_id`, :func:`score_msp`,
+        :func:`score_neg_none`, :func:`score_id_minus_none`.
+
+    Returns
+    -------
+    score : float or None
+        The rule's score of ``answer.confidences``; None if the rule gives none, and always None
+        for an answer whose ``status`` is ``"failed"``.
+
+    Raises
+    ------
+    ValueError
+        If ``rule`` is not a known rule.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.parsing import ParsedAnswer
+    >>> from reguide_tasks.answers.scoring import ood_score
+    >>> answer = ParsedAnswer("cat", {"cat": 60.0, "dog": 20.0, "fox": 20.0}, "ok", "")
+    >>> ood_score(answer, ["cat", "dog"]), ood_score(answer, ["cat", "dog"], rule="msp")
+    (60.0, 0.6)
+    >>> ood_score(ParsedAnswer(None, {}, "failed", "refusal"), ["cat", "dog"]) is None
+    True
     """
     try:
         score_rule = SCORE_RULES[rule]
@@ -189,15 +323,46 @@ def score_uses_repair(answer: ParsedAnswer, id_classes: Sequence[str], rule: str
 def apply_failure_policy(
     scores: Sequence[float | None], policy: str = "exclude"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resolve failed scores (None or NaN); return ``(kept_scores, kept_mask)``.
+    """Resolve failed scores (None or NaN) by a failure policy.
 
-    - ``"exclude"``: failures are dropped; ``kept_mask`` marks the kept positions of ``scores``.
-    - ``"most_ood"``: failures get ``min(real scores) - 1`` (``-1.0`` when none is real), strictly
-      below every real score, so they rank as the most OoD; all positions are kept.
+    Scores follow the usual direction (higher = more in-distribution), so ``"most_ood"`` puts the
+    failures at the bottom of the ranking.
 
+    Parameters
+    ----------
+    scores : sequence of float or None
+        One score per answer; None or NaN marks a failure.
+    policy : {"exclude", "most_ood"}, default="exclude"
+        - ``"exclude"``: failures are dropped; ``kept_mask`` marks the kept positions of ``scores``.
+        - ``"most_ood"``: failures get ``min(real scores) - 1`` (``-1.0`` when none is real),
+          strictly below every real score, so they rank as the most OoD; all positions are kept.
+
+    Returns
+    -------
+    kept_scores : ndarray of float
+        The kept scores, failures filled in under ``"most_ood"``.
+    kept_mask : ndarray of bool, same length as ``scores``
+        True where the score of that position is in ``kept_scores``.
+
+    Raises
+    ------
+    ValueError
+        If a score is infinite, or ``policy`` is unknown (the message names the choices).
+
+    Notes
+    -----
     Apply it ONCE to the pooled scores of an evaluation (ID and every OoD set together): applied
     per set, the fill values differ and failed ID / OoD images would no longer tie.
-    Infinite scores -> ValueError. Unknown policy -> ValueError naming the choices.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.scoring import apply_failure_policy
+    >>> apply_failure_policy([0.9, None, 0.2, float("nan")])
+    (array([0.9, 0.2]), array([ True, False,  True, False]))
+    >>> apply_failure_policy([0.9, None, 0.2, float("nan")], "most_ood")
+    (array([ 0.9, -0.8,  0.2, -0.8]), array([ True,  True,  True,  True]))
+    >>> apply_failure_policy([None], "most_ood")[0]
+    array([-1.])
     """
     if policy not in FAILURE_POLICIES:
         raise ValueError(f"unknown failure policy {policy!r}; choose one of {list(FAILURE_POLICIES)}")
@@ -221,9 +386,35 @@ def _canonical_names(id_classes: tuple[str, ...]) -> dict[str, str]:
 def predicted_class(answer: ParsedAnswer, id_classes: Sequence[str]) -> str | None:
     """The answer's predicted class: ``answer.prediction`` if set, else the argmax confidence.
 
+    Parameters
+    ----------
+    answer : ParsedAnswer
+        A parsed answer (:func:`reguide_tasks.answers.parsing.parse_answer`).
+    id_classes : sequence of str
+        The ID class names, in their canonical spelling.
+
+    Returns
+    -------
+    name : str or None
+        A name matching an ID class (normalized match) in its canonical spelling from
+        ``id_classes``; other names (auxiliary classes, 'none of these classes') as given. None if
+        there is nothing to predict from (no prediction and no finite confidence).
+
+    Notes
+    -----
     The argmax runs over every class in the answer (ID, auxiliary, 'none'); ties go to the first
-    in the answer's order. A name matching an ID class is returned in its canonical spelling from
-    ``id_classes``; other names are returned as given. None if there is nothing to predict from.
+    in the answer's order.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.parsing import ParsedAnswer
+    >>> from reguide_tasks.answers.scoring import predicted_class
+    >>> predicted_class(ParsedAnswer(None, {"CAT": 60.0, "fox": 60.0}, "partial", ""), ["cat", "dog"])
+    'cat'
+    >>> predicted_class(ParsedAnswer("fox", {}, "failed", ""), ["cat", "dog"])
+    'fox'
+    >>> predicted_class(ParsedAnswer(None, {}, "failed", ""), ["cat", "dog"]) is None
+    True
     """
     canonical = _canonical_names(tuple(id_classes))
     name = answer.prediction
@@ -240,10 +431,29 @@ def predicted_class(answer: ParsedAnswer, id_classes: Sequence[str]) -> str | No
 
 
 def is_correct(answer: ParsedAnswer, label_name: str) -> bool:
-    """Whether the predicted class is ``label_name`` (normalized match).
+    """Whether the answer's predicted class is ``label_name`` (normalized match).
 
-    Predictions of an auxiliary class or 'none of these classes' on ID images are wrong; so is an
-    answer with no prediction at all.
+    Parameters
+    ----------
+    answer : ParsedAnswer
+        A parsed answer of an ID image.
+    label_name : str
+        The image's true class.
+
+    Returns
+    -------
+    correct : bool
+        True if :func:`predicted_class` is ``label_name``. Predictions of an auxiliary class or
+        'none of these classes' on ID images are wrong; so is an answer with no prediction at all.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.parsing import ParsedAnswer
+    >>> from reguide_tasks.answers.scoring import is_correct
+    >>> is_correct(ParsedAnswer("cat", {"cat": 60.0}, "ok", ""), "Cat")
+    True
+    >>> is_correct(ParsedAnswer("none of these classes", {}, "failed", ""), "cat")
+    False
     """
     predicted = predicted_class(answer, (label_name,))
     return predicted is not None and label_key(predicted) == label_key(label_name)

@@ -379,10 +379,51 @@ def _names_from_piece(piece: str) -> tuple[list[str], bool]:
 
 
 def parse_suggestions(text: str, n_near: int = 20, n_far: int = 20) -> Suggestions:
-    """Parse a stage-1 answer into near / far / all names (see :class:`Suggestions`).
+    """Parse a stage-1 answer into near / far / all suggested class names.
 
-    Never raises on a ``str``; a non-``str`` gives ``status="failed"``. Reads only the first
-    :data:`MAX_CHARS` characters and keeps at most ``4 * (n_near + n_far)`` names (40..1000).
+    Near names are the ones the model gave as visually similar to the image, far names the
+    dissimilar ones; see :class:`Suggestions` for how they are split.
+
+    Parameters
+    ----------
+    text : str
+        The model's stage-1 answer. Only the first :data:`MAX_CHARS` characters are read.
+    n_near : int, default=20
+        How many near names the prompt asked for.
+    n_far : int, default=20
+        How many far names the prompt asked for.
+
+    Returns
+    -------
+    suggestions : Suggestions
+        ``near``, ``far``, ``items`` (cleaned names, duplicates kept), ``status`` (``"ok"``:
+        exactly ``n_near + n_far`` names, ``"partial"``, ``"failed"``: none) and ``reason``.
+        At most ``4 * (n_near + n_far)`` names (40..1000) are kept.
+
+    See Also
+    --------
+    filter_suggestions : Turn the parsed names into auxiliary OoD classes.
+
+    Notes
+    -----
+    Never raises on a ``str``; a non-``str`` gives ``status="failed"``.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.suggestions import parse_suggestions
+    >>> s = parse_suggestions("Class suggested: jet, glider, kite, apple, bread, sock", n_near=3, n_far=3)
+    >>> s.near, s.far, s.status
+    (['jet', 'glider', 'kite'], ['apple', 'bread', 'sock'], 'ok')
+
+    A dissimilar-type header splits the names, whatever their count:
+
+    >>> s = parse_suggestions("Visually similar: 1. jet 2. glider\\nDissimilar classes: 1. apple", n_near=2, n_far=2)
+    >>> s.near, s.far, s.status
+    (['jet', 'glider'], ['apple'], 'partial')
+    >>> s.reason
+    '3 names, asked for 4; numbered list; split by headers'
+    >>> parse_suggestions("").reason
+    'empty answer'
     """
     n_near, n_far = max(0, int(n_near)), max(0, int(n_far))
     if not isinstance(text, str):
@@ -487,12 +528,41 @@ def filter_suggestions(
 ) -> FilterResult:
     """Turn parsed names into auxiliary OoD classes.
 
+    Parameters
+    ----------
+    items : sequence of str
+        Suggested names, e.g. ``Suggestions.items`` of :func:`parse_suggestions`.
+    id_classes : sequence of str
+        The ID class names; a suggestion that is one of them is dropped.
+    cap : int, default=40
+        The most names kept.
+
+    Returns
+    -------
+    result : FilterResult
+        ``kept``: cleaned names in answer order, the first occurrence of each key; ``dropped``:
+        ``(item as given, reason)`` pairs.
+
+    Notes
+    -----
     Each item is cleaned (:func:`clean_item`, a no-op on parsed items) and dropped, in this order
     of checks, as: "empty" (no key), "rejection class" ('none of these classes'), "id class" (any
     of its keys, see :func:`_id_keys`, equals an ID class key or that key without spaces),
     "duplicate" (same :func:`suggestion_key` key as a kept item), "not a class name" (more than
     :data:`MAX_NAME_WORDS` words: prose or garbage that had no list structure), "over cap" (``cap``
     kept already).
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.suggestions import filter_suggestions
+    >>> result = filter_suggestions(
+    ...     ["Jets", "airliner", "jet", "None of these classes", "air liner", "kite", "owl"], ["airliner"], cap=2
+    ... )
+    >>> result.kept
+    ['Jets', 'kite']
+    >>> result.dropped
+    [('airliner', 'id class'), ('jet', 'duplicate'), ('None of these classes', 'rejection class'),
+     ('air liner', 'id class'), ('owl', 'over cap')]
     """
     id_keys = set()
     for name in id_classes:

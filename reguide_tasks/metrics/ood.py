@@ -72,13 +72,51 @@ def _fpr_at_first_tpr(positive: np.ndarray, scores: np.ndarray, level: float) ->
 
 
 def auroc_from_counts(id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarray:
-    """AUROC in percent from per-value counts: P(ID > OoD) + P(ID = OoD) / 2.
+    """AUROC in percent from per-value score counts, for many resamples at once.
 
-    ``id_counts[..., v]`` / ``ood_counts[..., v]``: how many ID / OoD scores take the v-th value, the
-    values in ascending order (as ``np.unique`` codes them; values absent on both sides may be
-    left in). The last axis holds the values, so a (B, n_values) pair gives B AUROCs at once.
+    The Mann-Whitney form of the AUROC, ``100 * (P(ID > OoD) + P(ID = OoD) / 2)``, with ID as the
+    positive class and higher values more in-distribution, computed from how many ID / OoD scores
+    take each distinct value. It equals :func:`auroc` (ties count half) but costs O(number of
+    values) per AUROC and is vectorised over leading axes, which is what
+    :func:`reguide_tasks.metrics.bootstrap.bootstrap_auroc` needs for thousands of resamples.
+
+    There are deliberately two code paths: :func:`auroc` (exact scikit-learn) for the reported
+    results, this one for the bootstrap; ``tests/test_doctests.py`` pins them together on random,
+    heavily tied data (agreement within 1e-9).
+
+    Parameters
+    ----------
+    id_counts : ndarray of shape (..., n_values)
+        ``id_counts[..., v]``: how many ID scores take the v-th value. The values are in ascending
+        order (as ``np.unique`` codes them); values absent on both sides may be left in.
+    ood_counts : ndarray of shape (..., n_values)
+        The same for the OoD scores, over the same values.
+
+    Returns
+    -------
+    auroc : ndarray of shape (...)
+        AUROC in percent, one per leading index: a (B, n_values) pair gives B AUROCs at once. A
+        0-d array for 1-D input.
+
+    See Also
+    --------
+    auroc : The same quantity from raw scores, via :func:`sklearn.metrics.roc_auc_score`.
+
+    Notes
+    -----
     Integer arithmetic up to one final division, so the result does not depend on extra zero
-    columns. A side with no scores gives NaN (with a numpy warning).
+    columns. A side with no scores gives NaN (with a numpy ``RuntimeWarning``).
+
+    Examples
+    --------
+    ID scores ``[60, 60, 90]`` and OoD scores ``[10, 60]`` over the values ``[10, 60, 90]``:
+
+    >>> import numpy as np
+    >>> from reguide_tasks.metrics.ood import auroc_from_counts
+    >>> round(float(auroc_from_counts(np.array([0, 2, 1]), np.array([1, 1, 0]))), 2)
+    83.33
+    >>> auroc_from_counts(np.array([[0, 2, 1], [3, 0, 0]]), np.array([[1, 1, 0], [1, 1, 0]])).round(2)
+    array([83.33, 25.  ])
     """
     below = np.cumsum(ood_counts, axis=-1) - ood_counts
     wins = (id_counts * (2 * below + ood_counts)).sum(axis=-1) / 2
@@ -86,10 +124,51 @@ def auroc_from_counts(id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarr
 
 
 def auroc(is_id: ArrayLike, scores: ArrayLike) -> float:
-    """Area under the ROC curve in percent, ID as the positive class and S as its score.
+    """Area under the ROC curve in percent, with ID as the positive class and S as its score.
 
-    Symmetric: identical to the AUROC with OoD positive and -S as the score (OpenOOD's framing).
-    50 = random, 100 = perfect, 0 = perfectly inverted. Ties count half. NaN if undefined.
+    ``scores`` (S) are higher for more in-distribution. The AUROC is symmetric: identical to the
+    AUROC with OoD positive and -S as the score (OpenOOD's framing). 50 = random, 100 = perfect,
+    0 = perfectly inverted.
+
+    Parameters
+    ----------
+    is_id : array-like of shape (n_samples,)
+        True (or 1) for ID images, the positive class; False (or 0) for OoD images.
+    scores : array-like of shape (n_samples,)
+        OoD scores S, higher = more in-distribution. Finite; NaN only for a whole side.
+
+    Returns
+    -------
+    auroc : float
+        AUROC in percent (0-100); NaN if undefined (either side empty or all NaN).
+
+    Raises
+    ------
+    ValueError
+        If the inputs are not 1-D of equal length, ``is_id`` is not boolean / 0-1, a side is
+        partly NaN (apply a failure policy first) or a score is infinite.
+
+    See Also
+    --------
+    auroc_from_counts : The same AUROC from per-value counts, for bootstrap resamples.
+    fpr_at_95_openood : FPR at 95% TPR, OpenOOD's rule.
+
+    Notes
+    -----
+    Computed with :func:`sklearn.metrics.roc_auc_score`. Ties count half (an ID and an OoD image
+    with the same score are half a correctly ranked pair).
+
+    Examples
+    --------
+    >>> from reguide_tasks.metrics.ood import auroc
+    >>> is_id = [True, True, True, False, False]
+    >>> scores = [90, 60, 60, 60, 10]
+    >>> round(auroc(is_id, scores), 2)  # 4 of 6 pairs ranked right, 2 ties: (4 + 2/2) / 6
+    83.33
+    >>> auroc([1, 0], [50, 50])
+    50.0
+    >>> auroc([True, True], [1, 2])  # no OoD image: undefined
+    nan
     """
     prepared = _prepare(is_id, scores)
     if prepared is None:
@@ -101,12 +180,48 @@ def auroc(is_id: ArrayLike, scores: ArrayLike) -> float:
 def fpr_at_95_openood(is_id: ArrayLike, scores: ArrayLike, *, tpr: float = 0.95) -> float:
     """FPR@95 by the OpenOOD v1.5 rule, in percent: OoD is the positive class.
 
-    ``roc_curve(is_ood, -S)``; the FPR at the FIRST point where TPR >= ``tpr``. Reads: the share of
-    ID images flagged OoD when 95% of OoD images are caught. Lower is better. NaN if undefined.
+    ``roc_curve(is_ood, -S)``; the FPR at the FIRST point (in threshold order) where TPR >= ``tpr``.
+    It reads: the share of ID images flagged OoD when 95% of OoD images are caught. Lower is better.
 
+    Parameters
+    ----------
+    is_id : array-like of shape (n_samples,)
+        True (or 1) for ID images, False (or 0) for OoD images, the positive class of this rule.
+    scores : array-like of shape (n_samples,)
+        OoD scores S, higher = more in-distribution; ranked as -S.
+    tpr : float, default=0.95
+        The TPR level (share of OoD images caught), in (0, 1].
+
+    Returns
+    -------
+    fpr : float
+        Share of ID images flagged OoD, in percent (0-100); NaN if either side is empty or all NaN.
+
+    Raises
+    ------
+    ValueError
+        If ``tpr`` is not in (0, 1], or for the inputs listed under :func:`auroc`.
+
+    See Also
+    --------
+    fpr_at_95_tpr : The classic rule, with ID as the positive class.
+
+    Notes
+    -----
     OpenOOD calls ``roc_curve`` with the default ``drop_intermediate=True``; this uses every
-    threshold, so it can be lower than OpenOOD's value when the first point reaching the TPR lies
-    on a straight stretch of the curve that sklearn drops (rare).
+    threshold (``drop_intermediate=False``), so it can be lower than OpenOOD's value when the first
+    point reaching the TPR lies on a straight stretch of the curve that sklearn drops (rare).
+    Tied scores form one ROC point; there is no interpolation or random tie-breaking.
+
+    Examples
+    --------
+    Catching both OoD images (threshold S <= 60) also flags the two ID images at 60:
+
+    >>> from reguide_tasks.metrics.ood import fpr_at_95_openood
+    >>> round(fpr_at_95_openood([True, True, True, False, False], [90, 60, 60, 60, 10]), 2)
+    66.67
+    >>> fpr_at_95_openood([True, True, False], [90, 60, 10], tpr=0.5)
+    0.0
     """
     _check_level(tpr)
     prepared = _prepare(is_id, scores)
@@ -119,11 +234,46 @@ def fpr_at_95_openood(is_id: ArrayLike, scores: ArrayLike, *, tpr: float = 0.95)
 def fpr_at_95_tpr(is_id: ArrayLike, scores: ArrayLike, *, tpr: float = 0.95) -> float:
     """Classic FPR@95%TPR (MCM and most papers), in percent: ID is the positive class.
 
-    ``roc_curve(is_id, S)``; the FPR at the FIRST point where TPR >= ``tpr``. Reads: the share of
-    OoD images accepted as ID when 95% of ID images are accepted. Lower is better. NaN if undefined.
+    ``roc_curve(is_id, S)``; the FPR at the FIRST point (in threshold order) where TPR >= ``tpr``.
+    It reads: the share of OoD images accepted as ID when 95% of ID images are accepted. Lower is
+    better.
 
+    Parameters
+    ----------
+    is_id : array-like of shape (n_samples,)
+        Boolean or 0/1: ID images (True), the positive class of this rule, and OoD images (False).
+    scores : array-like of shape (n_samples,)
+        S as it is (higher = more in-distribution) ranks the ID images first.
+    tpr : float, default=0.95
+        Share of ID images to accept, in (0, 1].
+
+    Returns
+    -------
+    fpr : float
+        Share of OoD images accepted as ID, in percent (0-100); NaN when a side has no usable score.
+
+    Raises
+    ------
+    ValueError
+        ``tpr`` outside (0, 1], or inputs that :func:`auroc` rejects.
+
+    See Also
+    --------
+    fpr_at_95_openood : OpenOOD's rule, with OoD as the positive class.
+
+    Notes
+    -----
     With heavily tied scores it can differ a lot from :func:`fpr_at_95_openood`. Some
     implementations pick the point with TPR nearest to 0.95 instead of the first one reaching it.
+
+    Examples
+    --------
+    Same data as in :func:`fpr_at_95_openood`, a different answer: accepting every ID image
+    (threshold S >= 60) accepts one of the two OoD images.
+
+    >>> from reguide_tasks.metrics.ood import fpr_at_95_tpr
+    >>> fpr_at_95_tpr([True, True, True, False, False], [90, 60, 60, 60, 10])
+    50.0
     """
     _check_level(tpr)
     prepared = _prepare(is_id, scores)
@@ -134,11 +284,43 @@ def fpr_at_95_tpr(is_id: ArrayLike, scores: ArrayLike, *, tpr: float = 0.95) -> 
 
 
 def aupr_in(is_id: ArrayLike, scores: ArrayLike) -> float:
-    """AUPR-In in percent: average precision with ID positive and S as the score.
+    """AUPR-In in percent: average precision with ID as the positive class and S as the score.
 
-    Its chance level is the ID share of the images. Uses ``average_precision_score`` (step-wise sum,
-    ties grouped); OpenOOD integrates the PR curve with the trapezoid rule, which can differ slightly.
-    NaN if undefined.
+    Higher S = more in-distribution. Its chance level is the ID share of the images.
+
+    Parameters
+    ----------
+    is_id : array-like of shape (n_samples,)
+        Boolean (or 0/1) mask of the ID images, the positive class here.
+    scores : array-like of shape (n_samples,)
+        S, used as is: higher = more in-distribution = more likely positive.
+
+    Returns
+    -------
+    ap : float
+        Average precision of ID retrieval in percent (0-100); NaN if either side is empty or all NaN.
+
+    Raises
+    ------
+    ValueError
+        Under the same conditions as :func:`auroc`.
+
+    See Also
+    --------
+    aupr_out : The same with OoD as the positive class.
+
+    Notes
+    -----
+    Uses :func:`sklearn.metrics.average_precision_score` (step-wise sum, ties grouped); OpenOOD
+    integrates the PR curve with the trapezoid rule, which can differ slightly.
+
+    Examples
+    --------
+    >>> from reguide_tasks.metrics.ood import aupr_in
+    >>> round(aupr_in([True, True, True, False, False], [90, 60, 60, 60, 10]), 2)
+    83.33
+    >>> aupr_in([True, False], [90, 10])
+    100.0
     """
     prepared = _prepare(is_id, scores)
     if prepared is None:
@@ -148,9 +330,39 @@ def aupr_in(is_id: ArrayLike, scores: ArrayLike) -> float:
 
 
 def aupr_out(is_id: ArrayLike, scores: ArrayLike) -> float:
-    """AUPR-Out in percent: average precision with OoD positive and -S as the score.
+    """AUPR-Out in percent: average precision with OoD as the positive class and -S as the score.
 
-    Its chance level is the OoD share of the images. NaN if undefined.
+    Higher S = more in-distribution, so -S ranks the OoD images first. Its chance level is the OoD
+    share of the images.
+
+    Parameters
+    ----------
+    is_id : array-like of shape (n_samples,)
+        Boolean (or 0/1) mask of the ID images; its complement, the OoD images, is the positive class.
+    scores : array-like of shape (n_samples,)
+        S (higher = more in-distribution), negated so that OoD images rank first.
+
+    Returns
+    -------
+    ap : float
+        Average precision of OoD retrieval in percent (0-100); NaN when a side has no usable score.
+
+    See Also
+    --------
+    aupr_in : The same with ID as the positive class and S as the score.
+
+    Notes
+    -----
+    Raises ValueError for the same inputs as :func:`auroc` (bad shapes or labels, partly NaN sides,
+    infinite scores).
+
+    Examples
+    --------
+    >>> from reguide_tasks.metrics.ood import aupr_out
+    >>> aupr_out([True, True, True, False, False], [90, 60, 60, 60, 10])
+    75.0
+    >>> aupr_out([False, False], [1, 2])  # no ID image: undefined
+    nan
     """
     prepared = _prepare(is_id, scores)
     if prepared is None:
@@ -169,8 +381,37 @@ _PAIR_METRICS = {
 
 
 def ood_metrics(id_scores: ArrayLike, ood_scores: ArrayLike) -> dict[str, float]:
-    """All metrics for one ID-vs-OoD pair: keys ``auroc``, ``fpr95`` (OpenOOD rule), ``fpr95tpr``
-    (classic), ``aupr_in``, ``aupr_out``, in percent. All NaN when either side is empty / all-NaN.
+    """All metrics for one ID-vs-OoD pair, in percent.
+
+    Higher scores = more in-distribution; ID is the positive class of ``auroc``, ``fpr95tpr`` and
+    ``aupr_in``, OoD that of ``fpr95`` and ``aupr_out``.
+
+    Parameters
+    ----------
+    id_scores : array-like
+        Scores of the ID images (flattened).
+    ood_scores : array-like
+        Scores of the OoD images (flattened).
+
+    Returns
+    -------
+    metrics : dict of str to float
+        Keys ``auroc``, ``fpr95`` (OpenOOD rule, :func:`fpr_at_95_openood`), ``fpr95tpr`` (classic,
+        :func:`fpr_at_95_tpr`), ``aupr_in``, ``aupr_out``. All NaN when either side is empty or
+        all NaN.
+
+    See Also
+    --------
+    ood_table : The same for several OoD datasets, with near / far means.
+
+    Examples
+    --------
+    >>> from reguide_tasks.metrics.ood import ood_metrics
+    >>> m = ood_metrics([90, 60, 60], [60, 10])
+    >>> {name: round(value, 2) for name, value in m.items()}
+    {'auroc': 83.33, 'fpr95': 66.67, 'fpr95tpr': 50.0, 'aupr_in': 83.33, 'aupr_out': 75.0}
+    >>> ood_metrics([], [60, 10])["auroc"]
+    nan
     """
     id_values = np.asarray(id_scores, dtype=float).ravel()
     ood_values = np.asarray(ood_scores, dtype=float).ravel()
@@ -187,12 +428,48 @@ def ood_table(
 ) -> dict[str, float]:
     """Flat table of every metric for each OoD dataset, plus near / far averages.
 
-    Keys: ``f"{metric}_{d}"`` for each dataset ``d`` in ``ood_scores_by_dataset`` (including ones in
-    neither group), and ``f"{metric}_near"`` / ``f"{metric}_far"``: the UNWEIGHTED mean over that
-    group's datasets present in the mapping (as OpenOOD). A group with no dataset present is omitted.
+    Metrics (percent, higher scores = more in-distribution) as in :func:`ood_metrics`: ``auroc``,
+    ``fpr95`` (OpenOOD rule), ``fpr95tpr`` (classic), ``aupr_in``, ``aupr_out``.
+
+    Parameters
+    ----------
+    id_scores : array-like
+        Scores of the ID images, shared by every OoD dataset.
+    ood_scores_by_dataset : mapping of str to array-like
+        Dataset name -> scores of its OoD images.
+    near : sequence of str
+        Names of the near-OoD datasets.
+    far : sequence of str
+        Names of the far-OoD datasets.
+
+    Returns
+    -------
+    table : dict of str to float
+        Keys ``f"{metric}_{d}"`` for each dataset ``d`` in ``ood_scores_by_dataset`` (including
+        ones in neither group), and ``f"{metric}_near"`` / ``f"{metric}_far"``: the UNWEIGHTED
+        mean over that group's datasets present in the mapping (as OpenOOD). A group with no
+        dataset present is omitted. Order: metric by metric, datasets in mapping order, then
+        near, far.
+
+    Raises
+    ------
+    ValueError
+        If a dataset is called ``near`` or ``far`` (the group keys), or a dataset is listed as
+        both near and far.
+
+    Notes
+    -----
     A dataset whose metrics are NaN (empty / all-NaN scores) makes its group mean NaN, so a missing
-    result is never hidden. Metrics: ``auroc``, ``fpr95`` (OpenOOD rule), ``fpr95tpr`` (classic),
-    ``aupr_in``, ``aupr_out``. Order: metric by metric, datasets in mapping order, then near, far.
+    result is never hidden.
+
+    Examples
+    --------
+    >>> from reguide_tasks.metrics.ood import ood_table
+    >>> table = ood_table([90, 60, 60], {"a": [60, 10], "b": [10], "c": []}, near=["a"], far=["b", "c"])
+    >>> [key for key in table if key.startswith("auroc")]
+    ['auroc_a', 'auroc_b', 'auroc_c', 'auroc_near', 'auroc_far']
+    >>> round(table["auroc_near"], 2), table["auroc_b"], table["auroc_far"]
+    (83.33, 100.0, nan)
     """
     clash = set(GROUPS) & set(ood_scores_by_dataset)
     if clash:
