@@ -9,6 +9,9 @@ Conventions
   whitespace collapsed, case folded); the ID class lists have no collisions under it.
 - A confidence that is not a finite number is ignored (treated as absent).
 - ``None`` means "no usable score": the answer failed and a failure policy decides its fate.
+
+Why one module of this length: about half of it is the score rules' documentation and examples; the
+rules, the failure policies and the prediction checks share the same reading of a parsed answer.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Edge cases
 - Otherwise NaN scores are not allowed: a ValueError is raised, since the caller must first apply a
   failure policy (:func:`reguide_tasks.answers.scoring.apply_failure_policy`). Infinite scores are rejected
   too (scikit-learn cannot rank them).
+
+Why one module of this length: it is one short function per metric, plus the table; most of the
+lines are the conventions and examples each metric's docstring states.
 """
 
 from __future__ import annotations
