@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below is built locally
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,7 @@ from reguide_tasks.data.benchmarks import REJECTION_CLASS, get_benchmark
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES, ClipOoD, format_answer, format_number, load_prompt_context
 from reguide_tasks.answers.parsing import parse_answer
 from reguide_tasks.answers.scoring import score_max_id
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_clip import build_tiny_clip  # noqa: E402
+from reguide_tasks.testing.tiny_clip import build_tiny_clip
 
 CIFAR = get_benchmark("cifar10").classes
 IN200 = get_benchmark("imagenet200").classes
