@@ -4,7 +4,7 @@ Both sides get the same PIL images and do the same work per batch: CLIP image pr
 vision tower, projection, cosine with cached class features, the score. ``clip_ood`` also looks up
 the document, formats the answer text and keeps lmms-eval's bookkeeping, which is the overhead
 measured. The model is a random CLIP of width 128 built from a config (offline, see
-``tests/tiny_clip.py``); the class list is CIFAR-10 (or ImageNet200 with ``--benchmark``).
+``reguide_tasks/testing/tiny_clip.py``); the class list is CIFAR-10 (or ImageNet200 with ``--benchmark``).
 
     python bench/bench_clip_throughput.py [--images 256] [--size 64] [--device cpu] [--repeats 5]
 
@@ -16,35 +16,22 @@ warm-up each) and the ratio
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from lmms_eval.api.instance import Instance
 from PIL import Image
+from transformers import AutoImageProcessor, CLIPModel
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from lmms_eval.api.instance import Instance  # noqa: E402
-from transformers import AutoImageProcessor, CLIPModel  # noqa: E402
-
-from reguide_tasks.data.benchmarks import get_benchmark  # noqa: E402
-from reguide_tasks.models.clip_ood import DEFAULT_TEMPLATE, ClipOoD  # noqa: E402
-
-
-def _tiny_clip_module():
-    spec = importlib.util.spec_from_file_location("tiny_clip", REPO / "tests" / "tiny_clip.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.models.clip_ood import DEFAULT_TEMPLATE, ClipOoD
+from reguide_tasks.testing.tiny_clip import build_tiny_clip
 
 
 def random_images(n: int, size: int, seed: int = 0) -> list[Image.Image]:
@@ -112,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     images = random_images(args.images, args.size)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(_tiny_clip_module().build_tiny_clip(
+        path = str(build_tiny_clip(
             tmp, [*classes, DEFAULT_TEMPLATE], width=args.width, layers=args.layers, heads=max(1, args.width // 32),
             image_size=args.size, patch_size=8, projection_dim=args.width // 2,
         ))

@@ -35,18 +35,17 @@ def timed_run(task: str, model: str, model_args: str, batched: bool) -> tuple[fl
     import lmms_eval.evaluator as evaluator
     from lmms_eval.tasks import TaskManager
 
-    from reguide_tasks.lmms import two_stage
+    from reguide_tasks.lmms import runtime
 
-    original = two_stage.lmms_eval_agentic_loop()
     if batched:
-        two_stage.install()
+        runtime.install_batched_agentic_runner()
     try:
         manager = TaskManager("ERROR", include_path=str(TASKS_DIR))
         start = time.perf_counter()
         results = evaluator.simple_evaluate(model=model, model_args=model_args, tasks=[task], task_manager=manager, verbosity="ERROR")
         elapsed = time.perf_counter() - start
     finally:
-        evaluator._run_generate_until_agentic = original
+        runtime.uninstall_batched_agentic_runner()
     return elapsed, results["results"][task]
 
 

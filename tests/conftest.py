@@ -22,7 +22,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 FIXTURE_PER_DATASET = 2
 
-if str(TESTS_DIR) not in sys.path:  # test helpers (tiny_models, tiny_clip) import as top-level modules
+if str(TESTS_DIR) not in sys.path:  # test helpers (tiny_models, cli_runs) import as top-level modules
     sys.path.insert(0, str(TESTS_DIR))
 
 

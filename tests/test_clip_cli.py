@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES
-from tiny_clip import build_tiny_clip
+from reguide_tasks.testing.tiny_clip import build_tiny_clip
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below is built locally
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,8 @@ from reguide_tasks.models.clip_ood import (
     format_number,
     load_prompt_context,
 )
+from reguide_tasks.testing.tiny_clip import build_tiny_clip
 from reguide_tasks.vocab import REJECTION_CLASS
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_clip import build_tiny_clip
 
 CIFAR = get_benchmark("cifar10").classes
 IN200 = get_benchmark("imagenet200").classes

@@ -139,7 +139,7 @@ def test_plain_lmms_eval_finds_our_tasks_through_lmms_eval_plugins(venv: Path, t
 
 
 def test_plugin_folders_join_any_include_path_once() -> None:
-    from reguide_tasks.lmms.plugin_tasks import with_plugin_folders
+    from reguide_tasks.lmms.runtime import with_plugin_folders
 
     assert with_plugin_folders(None, ["/p"]) == ["/p"]
     assert with_plugin_folders("/mine", ["/p"]) == ["/mine", "/p"]
@@ -149,10 +149,10 @@ def test_plugin_folders_join_any_include_path_once() -> None:
 
 def test_plugin_task_folder_is_the_shipped_task_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     from reguide_tasks.paths import TASKS_DIR
-    from reguide_tasks.lmms.plugin_tasks import install, named_plugins, plugin_task_folders
+    from reguide_tasks.lmms.runtime import install_plugin_task_index, named_plugins, plugin_task_folders
 
     monkeypatch.setenv("LMMS_EVAL_PLUGINS", "someone_else")
-    assert named_plugins() == ["someone_else"] and install() is False  # not named: lmms-eval left alone
+    assert named_plugins() == ["someone_else"] and install_plugin_task_index() is False  # not named: lmms-eval left alone
     monkeypatch.setenv("LMMS_EVAL_PLUGINS", "someone_else, reguide_tasks")
     assert named_plugins() == ["someone_else", "reguide_tasks"]
     assert [Path(p).resolve() for p in plugin_task_folders(["not_installed_pkg", "reguide_tasks"])] == [TASKS_DIR]

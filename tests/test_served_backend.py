@@ -505,10 +505,10 @@ def test_a_run_whose_every_request_failed_exits_non_zero(served, fixture_data) -
 def test_failed_api_answers_are_not_cached() -> None:
     from lmms_eval.caching.response_cache import ResponseCache
 
-    from reguide_tasks.lmms import cache_policy
+    from reguide_tasks.lmms.runtime import install_cache_placeholder_policy
 
-    cache_policy.install()
-    cache_policy.install()  # idempotent
+    install_cache_placeholder_policy()
+    install_cache_placeholder_policy()  # idempotent
     assert not ResponseCache._is_valid_response("[LMMS_EVAL_REQUEST_FAILED after 5 retries] boom", "generate_until")
     assert not ResponseCache._is_valid_response("", "generate_until")
     assert ResponseCache._is_valid_response("Prediction: cat", "generate_until")

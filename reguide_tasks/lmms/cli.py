@@ -26,6 +26,7 @@ from reguide_tasks.data.documents import (
     check_unique,
     require_images,
 )
+from reguide_tasks.lmms import runtime
 from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.lmms.task_yamls import task_variants
 from reguide_tasks.paths import TASKS_DIR
@@ -131,6 +132,7 @@ def run(argv: Sequence[str]) -> None:
     if own.bad_images:
         os.environ[BAD_IMAGES_ENV] = own.bad_images
 
+    runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     import lmms_eval.__main__ as lmms_main
 
     sys.argv = ["lmms-eval", *rest]
@@ -146,33 +148,14 @@ def run(argv: Sequence[str]) -> None:
 
     listing = args.tasks is None or args.tasks.startswith("list")
     if getattr(args, "use_cache", None):
-        from reguide_tasks.lmms import cache_policy
-
-        cache_policy.install()
+        runtime.install_cache_placeholder_policy()
     if not listing:
         preflight(our_tasks(args.tasks), check_images=model_needs_images(args.model))
         if not own.sequential:
-            from reguide_tasks.lmms import two_stage
+            runtime.install_batched_agentic_runner()
 
-            two_stage.install()
-
-    outcomes: list = []
-    evaluate_single = lmms_main.cli_evaluate_single
-
-    def recording_evaluate_single(single_args):
-        try:
-            outcome = evaluate_single(single_args)
-        except BaseException as exc:  # recorded, then re-raised for lmms-eval's own handling
-            outcomes.append(exc)
-            raise
-        outcomes.append(outcome)
-        return outcome
-
-    lmms_main.cli_evaluate_single = recording_evaluate_single
-    try:
+    with runtime.recording_evaluate_single() as outcomes:
         lmms_main.cli_evaluate(args)
-    finally:
-        lmms_main.cli_evaluate_single = evaluate_single
     if listing:
         return
     errors = [o for o in outcomes if isinstance(o, BaseException)]
@@ -199,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         run(argv)
-    except (DataError, RunFailed) as exc:
+    except (DataError, RunFailed, runtime.UnsupportedLmmsEval) as exc:
         print(f"reguide-eval: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     except SystemExit as exc:

@@ -7,8 +7,8 @@ HF with batch_size > 1) then runs at batch size 1. This runner keeps the same pr
 every next prompt) but sends round k of every still-active document in ONE ``generate_until`` call,
 through the response cache when ``--use_cache`` is on, so ReGuide costs ~2 model passes.
 
-:func:`install` swaps it into ``lmms_eval.evaluator`` (the evaluator looks the function up in its
-module globals at call time); it refuses an lmms-eval version it was not written for.
+:func:`reguide_tasks.lmms.runtime.install_batched_agentic_runner` swaps it into ``lmms_eval.evaluator``
+(with every other patch of lmms-eval internals, behind one version guard).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from loguru import logger
-
-from reguide_tasks.lmms.plugin_tasks import lmms_eval_version
-
-SUPPORTED_LMMS_EVAL = ("0.7.3",)
 
 
 @dataclass
@@ -143,23 +139,3 @@ def run_agentic_batched(lm, requests, agentic_trace_mode: str = "basic", respons
         round_idx += 1
     return [_finalize(s) for s in states]
 
-
-def lmms_eval_agentic_loop():
-    """lmms-eval's own per-document loop (to restore it, or to compare with it)."""
-    import lmms_eval.evaluator as evaluator
-
-    return getattr(evaluator, "_lmms_eval_run_generate_until_agentic", evaluator._run_generate_until_agentic)
-
-
-def install() -> bool:
-    """Route lmms-eval's agentic requests through :func:`run_agentic_batched`; False if unsupported."""
-    import lmms_eval.evaluator as evaluator
-
-    version = lmms_eval_version()
-    if version not in SUPPORTED_LMMS_EVAL or not hasattr(evaluator, "_run_generate_until_agentic"):
-        logger.warning(f"lmms-eval {version}: batched two-stage runner not installed (written for {SUPPORTED_LMMS_EVAL}); using lmms-eval's per-document loop")
-        return False
-    if not hasattr(evaluator, "_lmms_eval_run_generate_until_agentic"):
-        evaluator._lmms_eval_run_generate_until_agentic = evaluator._run_generate_until_agentic
-    evaluator._run_generate_until_agentic = run_agentic_batched
-    return True

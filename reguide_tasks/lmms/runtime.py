@@ -1,0 +1,260 @@
+"""Every change reguide-tasks makes to lmms-eval's internals, behind one version guard.
+
+The patches were written against lmms-eval 0.7.3 (``SUPPORTED_LMMS_EVAL``). They replace or wrap
+these lmms-eval names (``PATCHED_INTERNALS``):
+
+- ``lmms_eval.tasks.TaskManager.__init__`` (wrapped by :func:`install_plugin_task_index`).
+  ``LMMS_EVAL_PLUGINS=reguide_tasks lmms-eval --tasks reguide_imagenet200 ...`` is meant to add the
+  folder of the package ``reguide_tasks.tasks`` (our ``tasks_yaml/``, installed there by setup.cfg) to
+  the task include path, but 0.7.3's ``cli_evaluate_single`` builds its ``TaskManager`` first and
+  extends ``args.include_path`` afterwards, so plugin tasks are never indexed ("Tasks were not found").
+  lmms-eval imports ``reguide_tasks.models`` while it starts (its model registry reads
+  ``AVAILABLE_MODELS`` there), before any ``TaskManager`` exists; when ``LMMS_EVAL_PLUGINS`` names our
+  package, that import makes ``TaskManager.__init__`` add every named plugin's task folder.
+- ``lmms_eval.evaluator._run_generate_until_agentic`` (replaced by
+  :func:`install_batched_agentic_runner`). 0.7.3 runs ``generate_until_agentic`` requests document by
+  document, one request per model call; :func:`reguide_tasks.lmms.two_stage.run_agentic_batched`
+  sends round k of every document in one call. ``evaluator.evaluate`` looks the function up in its
+  module globals at call time, so replacing the module attribute is enough.
+- ``lmms_eval.caching.response_cache.ResponseCache._is_valid_response`` (wrapped by
+  :func:`install_cache_placeholder_policy`). 0.7.3's response cache stores the placeholders its API
+  models return once their retries are spent (``[LMMS_EVAL_REQUEST_FAILED after N retries] ...``,
+  ``[LMMS_EVAL_BUDGET_EXCEEDED]``): a run resumed after an outage would replay the outage instead of
+  asking again. Wrapped, the cache treats them as misses.
+- ``lmms_eval.__main__.cli_evaluate_single`` (replaced for the duration of a ``with``
+  :func:`recording_evaluate_single` block). ``cli_evaluate`` swallows the exception of a failed
+  evaluation and returns nothing either way; ``reguide-eval`` records what each call returned or
+  raised, through the module global ``cli_evaluate`` calls, to give a run an honest exit code.
+
+and rely on these, unpatched (``RELIED_ON_INTERNALS``): ``lmms_eval.__main__.parse_eval_args`` and
+``lmms_eval.__main__.cli_evaluate`` (``reguide-eval`` parses and edits lmms-eval's arguments before it
+runs them), ``lmms_eval.evaluator.unwrap_generation_output`` and
+``lmms_eval.caching.response_cache.ResponseCache.execute`` (the batched runner unwraps answers and goes
+through the response cache as the per-document loop does).
+
+On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_version` raises
+:class:`UnsupportedLmmsEval` naming the installed version, the supported ones and what to do):
+
+- the plugin task index is left alone (a warning when ``LMMS_EVAL_PLUGINS`` names us): it is
+  installed while lmms-eval loads its model registry, where an error would break every lmms-eval
+  command, and a missing index shows itself as lmms-eval's own "Tasks were not found";
+- the batched agentic runner is an optimisation: a warning, and lmms-eval's per-document loop runs;
+- the cache placeholder policy is needed for correct resumed runs: :class:`UnsupportedLmmsEval`;
+- the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`.
+
+To support a new lmms-eval version, review each name above against it (``tests/test_runtime.py``
+checks they all still exist), then add the version to ``SUPPORTED_LMMS_EVAL``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from reguide_tasks.vocab import is_lmms_eval_placeholder
+
+SUPPORTED_LMMS_EVAL = ("0.7.3",)
+PLUGINS_VARIABLE = "LMMS_EVAL_PLUGINS"
+
+# (module, dotted attribute): what the patches replace or wrap, and what the patched code calls.
+PATCHED_INTERNALS = (
+    ("lmms_eval.tasks", "TaskManager.__init__"),
+    ("lmms_eval.evaluator", "_run_generate_until_agentic"),
+    ("lmms_eval.caching.response_cache", "ResponseCache._is_valid_response"),
+    ("lmms_eval.__main__", "cli_evaluate_single"),
+)
+RELIED_ON_INTERNALS = (
+    ("lmms_eval.__main__", "parse_eval_args"),
+    ("lmms_eval.__main__", "cli_evaluate"),
+    ("lmms_eval.evaluator", "unwrap_generation_output"),
+    ("lmms_eval.caching.response_cache", "ResponseCache.execute"),
+)
+_ORIGINAL_AGENTIC_LOOP = "_lmms_eval_run_generate_until_agentic"  # where lmms-eval's loop is kept
+
+
+class UnsupportedLmmsEval(RuntimeError):
+    """The installed lmms-eval is a version the patches in this module were not written for."""
+
+
+def lmms_eval_version() -> str:
+    """The installed lmms-eval's version (its ``__version__``, else the distribution's)."""
+    import lmms_eval
+
+    version = getattr(lmms_eval, "__version__", None)
+    if version is None:
+        from importlib.metadata import version as dist_version
+
+        version = dist_version("lmms_eval")
+    return version
+
+
+def unsupported_message(version: str) -> str:
+    supported = ", ".join(SUPPORTED_LMMS_EVAL)
+    return (
+        f"lmms-eval {version} is installed, but reguide-tasks patches lmms-eval internals written for lmms-eval "
+        f"{supported} only. Install a supported version (pip install 'lmms-eval=={SUPPORTED_LMMS_EVAL[-1]}', the "
+        f"version requirements/ locks), or review each patch listed in reguide_tasks/lmms/runtime.py against "
+        f"lmms-eval {version} and add it to SUPPORTED_LMMS_EVAL there."
+    )
+
+
+def check_lmms_eval_version() -> str:
+    """The installed lmms-eval's version; :class:`UnsupportedLmmsEval` when the patches were not written for it."""
+    version = lmms_eval_version()
+    if version not in SUPPORTED_LMMS_EVAL:
+        raise UnsupportedLmmsEval(unsupported_message(version))
+    return version
+
+
+# --- TaskManager.__init__: index the LMMS_EVAL_PLUGINS task folders ---------------------------------
+
+
+def named_plugins() -> list[str]:
+    """The packages listed in ``LMMS_EVAL_PLUGINS`` (comma-separated), in order."""
+    return [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
+
+
+def plugin_task_folders(plugins: list[str]) -> list[str]:
+    """Each plugin's ``<plugin>.tasks`` folder, located the way lmms-eval locates it."""
+    folders = []
+    for plugin in plugins:
+        try:
+            spec = importlib.util.find_spec(f"{plugin}.tasks")
+        except ModuleNotFoundError:  # no such package: lmms-eval reports it itself
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            folders.append(next(iter(spec.submodule_search_locations)))
+    return folders
+
+
+def with_plugin_folders(include_path: str | list[str] | None, folders: list[str]) -> list[str] | str | None:
+    """``include_path`` (None, one path or a list, as TaskManager takes it) plus the missing ``folders``."""
+    paths = [] if include_path is None else [include_path] if isinstance(include_path, str) else list(include_path)
+    missing = [folder for folder in folders if folder not in paths]
+    if not missing:
+        return include_path
+    return paths + missing
+
+
+def install_plugin_task_index() -> bool:
+    """Make ``TaskManager`` index the ``LMMS_EVAL_PLUGINS`` task folders; False when not applied.
+
+    Applied only when ``LMMS_EVAL_PLUGINS`` names this package, and only on a supported lmms-eval
+    (elsewhere a warning, and lmms-eval is left alone).
+    """
+    if __package__.partition(".")[0] not in named_plugins():
+        return False
+    version = lmms_eval_version()
+    if version not in SUPPORTED_LMMS_EVAL:
+        from loguru import logger
+
+        logger.warning(f"{PLUGINS_VARIABLE}: our task folder not added to lmms-eval's task index. {unsupported_message(version)}")
+        return False
+    from lmms_eval.tasks import TaskManager
+
+    original = TaskManager.__init__
+    if getattr(original, "reguide_plugin_folders", False):
+        return True
+
+    @functools.wraps(original)
+    def __init__(self, verbosity="INFO", include_path=None, *args, **kwargs):
+        include_path = with_plugin_folders(include_path, plugin_task_folders(named_plugins()))
+        original(self, verbosity, include_path, *args, **kwargs)
+
+    __init__.reguide_plugin_folders = True
+    TaskManager.__init__ = __init__
+    return True
+
+
+# --- evaluator._run_generate_until_agentic: the batched two-stage runner ----------------------------
+
+
+def lmms_eval_agentic_loop():
+    """lmms-eval's own per-document agentic loop (kept aside while the batched runner is installed)."""
+    from lmms_eval import evaluator
+
+    return getattr(evaluator, _ORIGINAL_AGENTIC_LOOP, evaluator._run_generate_until_agentic)
+
+
+def install_batched_agentic_runner() -> bool:
+    """Route lmms-eval's agentic requests through the batched runner; False (and a warning) if unsupported."""
+    from lmms_eval import evaluator
+    from loguru import logger
+
+    from reguide_tasks.lmms.two_stage import run_agentic_batched
+
+    version = lmms_eval_version()
+    if version not in SUPPORTED_LMMS_EVAL or not hasattr(evaluator, "_run_generate_until_agentic"):
+        logger.warning(f"lmms-eval {version}: batched two-stage runner not installed (written for {SUPPORTED_LMMS_EVAL}); using lmms-eval's per-document loop")
+        return False
+    if not hasattr(evaluator, _ORIGINAL_AGENTIC_LOOP):
+        setattr(evaluator, _ORIGINAL_AGENTIC_LOOP, evaluator._run_generate_until_agentic)
+    evaluator._run_generate_until_agentic = run_agentic_batched
+    return True
+
+
+def uninstall_batched_agentic_runner() -> None:
+    """Put lmms-eval's per-document agentic loop back."""
+    from lmms_eval import evaluator
+
+    evaluator._run_generate_until_agentic = lmms_eval_agentic_loop()
+
+
+# --- ResponseCache._is_valid_response: failed API answers are cache misses -------------------------
+
+
+def is_placeholder(response: Any) -> bool:
+    """Whether a cached response (or its ``.text``) is one of lmms-eval's failure placeholders."""
+    return is_lmms_eval_placeholder(getattr(response, "text", response))
+
+
+def install_cache_placeholder_policy() -> None:
+    """Keep lmms-eval's failure placeholders out of its response cache; :class:`UnsupportedLmmsEval` if unsupported."""
+    check_lmms_eval_version()
+    from lmms_eval.caching.response_cache import ResponseCache
+
+    if getattr(ResponseCache._is_valid_response, "_reguide", False):
+        return
+    original = ResponseCache._is_valid_response
+
+    def _is_valid_response(response: Any, request_type: str) -> bool:
+        return not is_placeholder(response) and original(response, request_type)
+
+    _is_valid_response._reguide = True  # type: ignore[attr-defined]
+    ResponseCache._is_valid_response = staticmethod(_is_valid_response)
+
+
+# --- __main__.cli_evaluate_single: what each evaluation returned or raised --------------------------
+
+
+@contextlib.contextmanager
+def recording_evaluate_single() -> Iterator[list]:
+    """While open, every ``cli_evaluate_single`` call appends what it returned, or the exception it
+    raised (then re-raised for lmms-eval's own handling), to the yielded list.
+
+    :class:`UnsupportedLmmsEval` (before anything is patched) if unsupported.
+    """
+    check_lmms_eval_version()
+    import lmms_eval.__main__ as lmms_main
+
+    outcomes: list = []
+    evaluate_single = lmms_main.cli_evaluate_single
+
+    def recording(single_args):
+        try:
+            outcome = evaluate_single(single_args)
+        except BaseException as exc:  # recorded, then re-raised for lmms-eval's own handling
+            outcomes.append(exc)
+            raise
+        outcomes.append(outcome)
+        return outcome
+
+    lmms_main.cli_evaluate_single = recording
+    try:
+        yield outcomes
+    finally:
+        lmms_main.cli_evaluate_single = evaluate_single
