@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 from test_report import table_rows, write_run
 
+from reguide_tasks.data.documents import subset_documents
+from reguide_tasks.data.release import (
+    RELEASE_DIR,
+    normalize_image_path,
+    read_release_file,
+)
+from reguide_tasks.lmms import process_results_variants
+from reguide_tasks.lmms.records import NO_ANSWER, RECORD_KEY
 from reguide_tasks.report.audit import audit_records, reason_kind
 from reguide_tasks.report.audit_cli import main
-from reguide_tasks.data.documents import subset_documents
-from reguide_tasks.lmms.records import NO_ANSWER, RECORD_KEY
-from reguide_tasks.data.release import RELEASE_DIR, normalize_image_path, read_release_file
-from reguide_tasks.lmms.hooks import resolve_hook
 
 QWEN = ("reguide_replay", "model=qwen,missing=skip")
 TASK = "reguide_baseline_imagenet200_25pct"
@@ -26,7 +30,7 @@ TASK = "reguide_baseline_imagenet200_25pct"
 def qwen_records(key_reading: str = "repair") -> tuple[dict, ...]:
     """Records of the released Qwen answers (ImageNet200 ID and NINCO), plus SSB-hard documents the
     sample has no answer for, through the baseline task's process_results."""
-    hook = resolve_hook("baseline_process_results_max_id_exclude" + ("_strict" if key_reading == "strict" else ""))
+    hook = getattr(process_results_variants, "baseline_process_results_max_id_exclude" + ("_strict" if key_reading == "strict" else ""))
     docs = {d["doc_key"]: d for d in subset_documents("imagenet200", "subset25")}
     records = []
     for name in ("imagenet200", "ninco"):

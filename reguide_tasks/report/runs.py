@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from reguide_tasks.data.benchmarks import BENCHMARKS
-from reguide_tasks.report.columns import ALL_METRICS
 from reguide_tasks.report.files import (
     RESULTS_SUFFIX,
     ReportError,
@@ -29,6 +28,7 @@ from reguide_tasks.report.files import (
     task_metrics,
 )
 from reguide_tasks.report.labels import MODEL_ARG_KEYS, identity_labels, model_arg
+from reguide_tasks.vocab import OOD_METRICS as ALL_METRICS
 
 
 @dataclass

@@ -13,7 +13,6 @@ import pandas as pd
 from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark
 from reguide_tasks.report.columns import (
     DETAIL_METRICS,
-    GROUPS,
     METRIC_LABELS,
     SUMMARY_KEYS,
     higher_is_better,
@@ -21,6 +20,7 @@ from reguide_tasks.report.columns import (
 from reguide_tasks.report.files import ReportError
 from reguide_tasks.report.runs import Run
 from reguide_tasks.report.samples import RunScores
+from reguide_tasks.vocab import GROUPS
 
 
 def run_row(run: Run, scores: RunScores | None, cis: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
