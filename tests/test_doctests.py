@@ -14,6 +14,7 @@ from reguide_tasks.metrics.ood import auroc, auroc_from_counts
 DOCTEST_MODULES = (
     "reguide_tasks.metrics.ood",
     "reguide_tasks.metrics.bootstrap",
+    "reguide_tasks.metrics.calibration",
     "reguide_tasks.answers.scoring",
     "reguide_tasks.answers.parsing",
     "reguide_tasks.answers.suggestions",
