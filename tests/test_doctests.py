@@ -15,6 +15,7 @@ DOCTEST_MODULES = (
     "reguide_tasks.metrics.ood",
     "reguide_tasks.metrics.bootstrap",
     "reguide_tasks.metrics.paired",
+    "reguide_tasks.metrics.calibration",
     "reguide_tasks.answers.scoring",
     "reguide_tasks.answers.parsing",
     "reguide_tasks.answers.suggestions",
