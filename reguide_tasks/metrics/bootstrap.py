@@ -112,11 +112,11 @@ def bootstrap_auroc(
         size = min(chunk, n_boot - start)
         if id_codes.size == 0:
             break
-        id_counts = _value_counts(id_codes[id_rng.integers(0, id_codes.size, (size, id_codes.size))], n_values)
+        id_counts = value_counts(id_codes[id_rng.integers(0, id_codes.size, (size, id_codes.size))], n_values)
         for dataset, own in ood_codes.items():
             if own.size == 0:
                 continue
-            ood_counts = _value_counts(own[ood_rngs[dataset].integers(0, own.size, (size, own.size))], n_values)
+            ood_counts = value_counts(own[ood_rngs[dataset].integers(0, own.size, (size, own.size))], n_values)
             replicates[dataset][start : start + size] = auroc_from_counts(id_counts, ood_counts)
 
     tail = (1 - level) / 2 * 100
@@ -128,7 +128,7 @@ def bootstrap_auroc(
     return cis
 
 
-def _value_counts(codes: np.ndarray, n_values: int) -> np.ndarray:
+def value_counts(codes: np.ndarray, n_values: int) -> np.ndarray:
     """(B, n) value codes -> (B, n_values) counts, one bincount over row-offset codes."""
     rows = codes.shape[0]
     offsets = (np.arange(rows) * n_values)[:, None]

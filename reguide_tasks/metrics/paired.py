@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import norm, rankdata
 
-from reguide_tasks.metrics.bootstrap import _value_counts
+from reguide_tasks.metrics.bootstrap import value_counts
 from reguide_tasks.metrics.ood import auroc, auroc_from_counts
 
 _Z95 = float(norm.ppf(0.975))
@@ -292,7 +292,7 @@ def paired_bootstrap_auroc(
         id_pick = id_rng.integers(0, n_id, (size, n_id))
         ood_pick = ood_rng.integers(0, n_ood, (size, n_ood))
         run_a, run_b = (
-            auroc_from_counts(_value_counts(id_codes[id_pick], n_values), _value_counts(ood_codes[ood_pick], n_values))
+            auroc_from_counts(value_counts(id_codes[id_pick], n_values), value_counts(ood_codes[ood_pick], n_values))
             for id_codes, ood_codes, n_values in codes
         )
         deltas[start : start + size] = run_a - run_b
