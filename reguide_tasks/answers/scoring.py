@@ -433,6 +433,42 @@ def predicted_class(answer: ParsedAnswer, id_classes: Sequence[str]) -> str | No
     return canonical.get(label_key(name), name)
 
 
+def prediction_confidence(answer: ParsedAnswer, id_classes: Sequence[str]) -> float | None:
+    """The confidence (0-100) the answer gave its own predicted class, for calibration.
+
+    Parameters
+    ----------
+    answer : ParsedAnswer
+        A parsed answer.
+    id_classes : sequence of str
+        The ID class names, in their canonical spelling.
+
+    Returns
+    -------
+    confidence : float or None
+        The finite confidence of :func:`predicted_class` in the answer's confidences; None for a
+        failed answer, no prediction, or a prediction without a confidence.
+
+    Examples
+    --------
+    >>> from reguide_tasks.answers.parsing import ParsedAnswer
+    >>> prediction_confidence(ParsedAnswer("cat", {"cat": 80.0, "dog": 20.0}, "ok", ""), ("cat", "dog"))
+    80.0
+    >>> prediction_confidence(ParsedAnswer(None, {}, "failed", "refusal"), ("cat", "dog")) is None
+    True
+    """
+    if answer.status == "failed":
+        return None
+    name = predicted_class(answer, id_classes)
+    if name is None:
+        return None
+    wanted = label_key(name)
+    for key, raw in (answer.confidences or {}).items():
+        if label_key(str(key)) == wanted:
+            return _as_finite(raw)
+    return None
+
+
 def is_correct(answer: ParsedAnswer, label_name: str) -> bool:
     """Whether the answer's predicted class is ``label_name`` (normalized match).
 

@@ -25,6 +25,7 @@ from reguide_tasks.answers.scoring import (
     is_correct,
     ood_score,
     predicted_class,
+    prediction_confidence,
     score_uses_repair,
 )
 from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
@@ -101,6 +102,7 @@ def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: st
         "image": doc["image"],
         "label_name": doc["label_name"],
         "prediction": predicted_class(parsed, id_classes),
+        "prediction_confidence": prediction_confidence(parsed, id_classes),  # calibration (reguide-report)
         "correct": bool(is_correct(parsed, doc["label_name"])) if is_id and not missing else None,
         "ood_score": score,
         "failed": score is None and not missing,  # no answer is not a failed answer
