@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from reguide_tasks.metrics.paired import (
     align_paired,
+    delong_mean_test,
     delong_test,
     holm,
     paired_bootstrap_auroc,
@@ -232,3 +233,48 @@ def test_delong_is_fast_on_4000_images():
     for _ in range(5):
         delong_test(is_id, a, b)
     assert (time.perf_counter() - start) / 5 < 0.1
+
+
+def _plain_delong_mean(id_a, id_b, ood):
+    """The near / far contrast written out: mean over datasets of AUROC_a - AUROC_b; per ID image the
+    mean of its V10 differences, per OoD image its V01 difference / D; sample variances per part."""
+    datasets = list(ood)
+    D, m = len(datasets), len(id_a)
+    id_part = [0.0] * m
+    var, thetas = 0.0, {"a": 0.0, "b": 0.0}
+    for d in datasets:
+        oa, ob = ood[d]
+        n = len(oa)
+        comps = {}
+        for name, ids, oods in (("a", id_a, oa), ("b", id_b, ob)):
+            psi = [[_psi(x, y) for y in oods] for x in ids]
+            comps[name] = ([sum(row) / n for row in psi], [sum(psi[r][c] for r in range(m)) / m for c in range(n)])
+            thetas[name] += sum(comps[name][0]) / m / D
+        for i in range(m):
+            id_part[i] += (comps["a"][0][i] - comps["b"][0][i]) / D
+        e = [(comps["a"][1][j] - comps["b"][1][j]) / D for j in range(n)]
+        mean_e = sum(e) / n
+        var += sum((x - mean_e) ** 2 for x in e) / (n - 1) / n
+    mean_c = sum(id_part) / m
+    var += sum((x - mean_c) ** 2 for x in id_part) / (m - 1) / m
+    return 100 * thetas["a"], 100 * thetas["b"], 100 * math.sqrt(var)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_delong_mean_matches_the_contrast_written_out(seed):
+    """near / far: the group-mean difference's SE equals the plain structural-components contrast."""
+    rng = np.random.RandomState(seed)
+    levels = np.array([0, 50, 100])
+    id_a = levels[rng.randint(1, 3, 15)]
+    id_b = np.where(rng.rand(15) < 0.5, id_a, levels[rng.randint(0, 3, 15)])
+    ood = {}
+    for d, n in (("x", 9), ("y", 12), ("z", 6)):
+        oa = levels[rng.randint(0, 2, n)]
+        ood[d] = (oa, np.where(rng.rand(n) < 0.5, oa, levels[rng.randint(0, 3, n)]))
+    result = delong_mean_test(id_a, id_b, ood)
+    want_a, want_b, want_se = _plain_delong_mean(list(id_a), list(id_b), {d: (list(a), list(b)) for d, (a, b) in ood.items()})
+    assert result.auroc_a == pytest.approx(want_a, abs=1e-9) and result.auroc_b == pytest.approx(want_b, abs=1e-9)
+    assert result.se == pytest.approx(want_se, abs=1e-6)
+    single = delong_mean_test(id_a, id_b, {"x": ood["x"]})
+    plain = delong_test(np.r_[np.ones(15, bool), np.zeros(9, bool)], np.r_[id_a, ood["x"][0]], np.r_[id_b, ood["x"][1]])
+    assert single.se == pytest.approx(plain.se, abs=1e-9) and single.p_value == pytest.approx(plain.p_value, abs=1e-9)

@@ -204,6 +204,71 @@ def delong_test(is_id: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike) -> P
     return _normal_result(auroc_a, auroc_b, 100.0 * math.sqrt(variance), n_id, n_ood, "delong")
 
 
+def delong_mean_test(
+    id_a: ArrayLike, id_b: ArrayLike, ood: Mapping[str, tuple[ArrayLike, ArrayLike]]
+) -> PairedAUROCTest:
+    """DeLong's test for the difference of two runs' mean AUROC over several OoD datasets.
+
+    The near / far figures of OpenOOD are unweighted means of per-dataset AUROCs that share one set
+    of ID images. Their difference between two runs scored on the same images is a linear contrast
+    of correlated AUROCs, and DeLong's structural components give its variance exactly: per ID image
+    the mean over datasets of its V10 differences, per OoD image of dataset ``d`` its V01 difference
+    divided by the number of datasets; the datasets' OoD images are independent of one another.
+
+    Parameters
+    ----------
+    id_a, id_b : array-like of shape (n_id,)
+        The two runs' OoD scores of the same ID images, in the same order (higher = more ID).
+    ood : mapping of str to (array-like, array-like)
+        Per OoD dataset, the two runs' scores of its images, in the same order.
+
+    Returns
+    -------
+    result : PairedAUROCTest
+        ``auroc_a`` / ``auroc_b`` are the runs' mean AUROCs (percent), ``delta`` their difference
+        with its standard error, normal 95% CI and two-sided p-value; ``n_ood`` counts the OoD
+        images of every dataset; ``method`` is ``"delong (mean)"``. One dataset gives exactly
+        :func:`delong_test`. A dataset with an empty side makes the result undefined (NaN), as it
+        makes the group mean NaN in the metrics.
+
+    Examples
+    --------
+    >>> r = delong_mean_test([90, 80, 70], [60, 80, 40], {"x": ([10, 75, 85], [50, 90, 30]), "y": ([0, 0], [0, 0])})
+    >>> round(r.auroc_a, 2), round(r.auroc_b, 2), round(r.delta, 2)
+    (83.33, 77.78, 5.56)
+    >>> one = delong_mean_test([3, 1, 2], [2, 1, 3], {"x": ([0, 2], [1, 0])})
+    >>> two = delong_test([1, 1, 1, 0, 0], [3, 1, 2, 0, 2], [2, 1, 3, 1, 0])
+    >>> abs(one.se - two.se) < 1e-12 and abs(one.delta - two.delta) < 1e-12
+    True
+    """
+    method = "delong (mean)"
+    datasets = list(ood)
+    n_id = int(np.asarray(id_a).size)
+    n_ood = sum(int(np.asarray(pair[0]).size) for pair in ood.values())
+    if not datasets:
+        return _undefined(method, n_id, n_ood)
+    id_part = np.zeros(n_id)
+    variance = 0.0
+    aurocs_a, aurocs_b = [], []
+    for dataset in datasets:
+        ood_a, ood_b = ood[dataset]
+        n_d = int(np.asarray(ood_a).size)
+        labels = np.r_[np.ones(n_id, bool), np.zeros(n_d, bool)]
+        labels, a, b = _validate(labels, np.r_[np.asarray(id_a, float), np.asarray(ood_a, float)], np.r_[np.asarray(id_b, float), np.asarray(ood_b, float)])
+        if n_id == 0 or n_d == 0:
+            return _undefined(method, n_id, n_ood)
+        aurocs_a.append(auroc(labels, a))
+        aurocs_b.append(auroc(labels, b))
+        if n_id < 2 or n_d < 2:
+            return _undefined(method, n_id, n_ood, float(np.mean(aurocs_a)), float(np.mean(aurocs_b)))
+        v10_a, v01_a = _placements(a, labels)
+        v10_b, v01_b = _placements(b, labels)
+        id_part += (v10_a - v10_b) / len(datasets)
+        variance += _diff_variance((v01_a - v01_b) / len(datasets)) / n_d
+    variance += _diff_variance(id_part) / n_id
+    return _normal_result(float(np.mean(aurocs_a)), float(np.mean(aurocs_b)), 100.0 * math.sqrt(variance), n_id, n_ood, method)
+
+
 def paired_bootstrap_auroc(
     is_id: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, n_boot: int = 2000, seed: int = 0
 ) -> PairedAUROCTest:
