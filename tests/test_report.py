@@ -17,7 +17,7 @@ from PIL import Image
 
 from reguide_tasks.answers.scoring import apply_failure_policy
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.metrics.bootstrap import _value_counts, bootstrap_auroc
+from reguide_tasks.metrics.bootstrap import value_counts, bootstrap_auroc
 from reguide_tasks.metrics.ood import auroc, ood_table
 from reguide_tasks.metrics.ood import auroc_from_counts as _auroc_from_counts
 from reguide_tasks.report.cli import main
@@ -294,7 +294,7 @@ def test_count_based_auroc_equals_sklearn_on_resamples():
     uniques, codes = np.unique(np.r_[id_scores, ood_scores], return_inverse=True)
     id_idx = rng.integers(0, 70, (5, 70))
     ood_idx = rng.integers(0, 40, (5, 40))
-    fast = _auroc_from_counts(_value_counts(codes[:70][id_idx], uniques.size), _value_counts(codes[70:][ood_idx], uniques.size))
+    fast = _auroc_from_counts(value_counts(codes[:70][id_idx], uniques.size), value_counts(codes[70:][ood_idx], uniques.size))
     for b in range(5):
         slow = auroc(np.r_[np.ones(70, bool), np.zeros(40, bool)], np.r_[id_scores[id_idx[b]], ood_scores[ood_idx[b]]])
         assert fast[b] == pytest.approx(slow, abs=1e-9)

@@ -43,6 +43,16 @@ class RunScores:
     failure_policy: str
     n_not_in_release: dict[str, int] = field(default_factory=dict)
     key_reading: str = "repair"
+    # ``keys[d]``: the document (image) of each kept score in ``scores[d]``, for paired tests.
+    keys: dict[str, np.ndarray] = field(default_factory=dict)
+    # Every document the run was given (answered or not): the run's document set.
+    documents: frozenset = frozenset()
+    # ID documents with an answer: the confidence of the predicted class (NaN: failed answer) and
+    # whether the prediction was right; ``has_confidence`` False for samples written before records
+    # carried ``prediction_confidence``.
+    id_confidence: np.ndarray = field(default_factory=lambda: np.empty(0))
+    id_correct: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    has_confidence: bool = False
 
     @property
     def id_scores(self) -> np.ndarray:
@@ -67,6 +77,7 @@ def scores_from_records(records: Sequence[Mapping[str, Any]], benchmark: Benchma
     A record is failed when ``failed`` is true or ``ood_score`` is null. The policy and score rule
     are read from the records (the most common value; ``exclude`` / ``max_id`` if absent).
     """
+    documents = frozenset(str(r.get("image")) for r in records)
     policy = _most_common(records, "failure_policy", "exclude")
     if policy not in FAILURE_POLICIES:
         raise ReportError(f"unknown failure policy {policy!r} in the samples (known: {', '.join(FAILURE_POLICIES)})")
@@ -78,11 +89,21 @@ def scores_from_records(records: Sequence[Mapping[str, Any]], benchmark: Benchma
     raw = [None if r.get("failed") or r.get("ood_score") is None else float(r["ood_score"]) for r in records]
     values, kept = apply_failure_policy(raw, policy)
     kept_datasets = np.asarray(datasets, dtype=object)[kept]
+    kept_keys = np.asarray([str(r.get("image")) for r in records], dtype=object)[kept]
     order = list(dict.fromkeys(datasets))
     scores = {d: values[kept_datasets == d] for d in order}
+    keys = {d: kept_keys[kept_datasets == d] for d in order}
     n_total = Counter(datasets)
     n_failed = Counter(d for d, s in zip(datasets, raw) if s is None)
-    return RunScores(benchmark, scores, {d: n_total[d] for d in order}, {d: n_failed[d] for d in order}, rule, policy, dict(not_in_release), reading)
+    id_records = [r for r in records if r.get("dataset") == benchmark.id_dataset]
+    confidence = [r.get("prediction_confidence") for r in id_records]
+    return RunScores(
+        benchmark, scores, {d: n_total[d] for d in order}, {d: n_failed[d] for d in order}, rule, policy,
+        dict(not_in_release), reading, keys, documents,
+        id_confidence=np.asarray([math.nan if c is None or r.get("failed") else float(c) for c, r in zip(confidence, id_records)], dtype=float),
+        id_correct=np.asarray([bool(r.get("correct")) for r in id_records], dtype=bool),
+        has_confidence=any("prediction_confidence" in r for r in id_records),
+    )
 
 
 def _most_common(records: Sequence[Mapping[str, Any]], key: str, default: str) -> str:
