@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reguide_tasks.report.files import ReportError
+from reguide_tasks.report.leaderboard import DEFAULT_PRIMARY
 from reguide_tasks.report.make import make_report
 
 PROG = "reguide-report"
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Cross-model report of ReGuide OoD-detection runs: reads lmms-eval's <date>_results.json files "
             "(and the <date>_samples_<task>.jsonl files next to them, written with --log_samples) and writes "
-            "report.md, one CSV per benchmark, report.tex (booktabs) and plots."
+            "report.md, one CSV per benchmark, report.tex (booktabs), plots and report.html: per benchmark a "
+            "ranked leaderboard with paired significance (DeLong, Holm), ReGuide vs baseline per model, and the "
+            "calibration of verbalized confidence."
         ),
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="results JSON files, or directories searched recursively for *_results.json")
@@ -44,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=_csv_list, metavar="T1,T2", help="keep these tasks (name or glob)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates for the AUROC CIs; 0 = none (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--no-plots", dest="plots", action="store_false", help="do not draw ROC curves / histograms")
+    parser.add_argument("--rank-by", default=DEFAULT_PRIMARY, metavar="KEY", help=f"the metric the leaderboard ranks by (default {DEFAULT_PRIMARY}; e.g. auroc_far, fpr95_near, auroc_ninco)")
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="do not draw ROC curves / histograms / reliability / forest plots")
+    parser.add_argument("--no-html", dest="html", action="store_false", help="do not write report.html")
     return parser
 
 
@@ -65,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_boot=args.bootstrap,
         seed=args.seed,
         plots=args.plots,
+        primary=args.rank_by,
+        html=args.html,
         note=note,
     ))
 

@@ -1,5 +1,6 @@
 """``make_report``: the whole cross-model report of the ReGuide tasks from lmms-eval outputs, in
-order: runs, their samples and bootstrap CIs, tables, plots, files written.
+order: runs, their samples and bootstrap CIs, tables, the comparisons (leaderboard, ReGuide vs
+baseline, calibration), plots, files written (Markdown, CSV, LaTeX, the HTML page).
 
 Conventions
 -----------
@@ -21,10 +22,19 @@ import pandas as pd
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.metrics.bootstrap import bootstrap_auroc
 from reguide_tasks.report.files import ReportError
+from reguide_tasks.report.leaderboard import (
+    DEFAULT_PRIMARY,
+    Scored,
+    calibration_table,
+    leaderboard,
+    reguide_vs_baseline,
+)
 from reguide_tasks.report.render import write_report
+from reguide_tasks.report.render_comparisons import comparisons_markdown
 from reguide_tasks.report.runs import load_runs, select_runs
 from reguide_tasks.report.samples import load_scores
 from reguide_tasks.report.tables import build_tables, run_row, sort_tables
+from reguide_tasks.vocab import split_metric_key
 
 
 @dataclass
@@ -35,6 +45,8 @@ class Report:
     tables: dict[str, pd.DataFrame]
     files: list[Path]
     notes: list[str]
+    # Per benchmark: "leaderboard", "reguide_vs_baseline" and "calibration" tables.
+    comparisons: dict[str, dict[str, pd.DataFrame]]
 
 
 def _slug(text: str) -> str:
@@ -52,14 +64,18 @@ def make_report(
     n_boot: int = 1000,
     seed: int = 0,
     plots: bool = True,
+    primary: str = DEFAULT_PRIMARY,
+    html: bool = True,
     note: Callable[[str], None] | None = None,
 ) -> Report:
-    """Read the runs under ``paths``, write ``report.md``, ``<benchmark>.csv``, ``report.tex`` and
-    (``plots``) PNGs under ``out_dir/plots/``; return what was made. ``note`` is called with each
+    """Read the runs under ``paths``, write ``report.md``, ``<benchmark>.csv``, ``report.tex``, the
+    comparison CSVs, (``plots``) PNGs under ``out_dir/plots/`` and (``html``) ``report.html``; return
+    what was made. ``primary`` is the metric the leaderboard ranks by. ``note`` is called with each
     note as it arises (the CLI prints them). ReportError for anything that prevents a report.
     """
     if n_boot < 0:
         raise ReportError(f"--bootstrap must be >= 0, got {n_boot}")
+    check_primary(primary)
     emit = note or (lambda _text: None)
     runs, notes = load_runs(paths)
     for text in notes:
@@ -96,5 +112,51 @@ def make_report(
             if scores is not None:
                 stem = out / "plots" / run.benchmark / f"{_slug(run.label)}__{_slug(run.task)}"
                 files += plot_run(run, scores, stem)
-    markdown, written = write_report(out, tables, notes, n_boot=n_boot, seed=seed)
-    return Report(markdown, tables, [*written, *files], notes)
+    comparisons = compare_runs(loaded, rows, primary)
+    sections = {name: comparisons_markdown(parts, primary) for name, parts in comparisons.items()}
+    markdown, written = write_report(out, tables, notes, n_boot=n_boot, seed=seed, comparisons=sections)
+    written += write_comparison_csvs(out, comparisons)
+    if plots:
+        from reguide_tasks.report.make_plots import (
+            plot_comparisons,  # matplotlib only when plotting
+        )
+
+        files += plot_comparisons(out / "plots", loaded, comparisons)
+    if html:
+        from reguide_tasks.report.html import write_html
+
+        written.append(write_html(out / "report.html", markdown, out))
+    return Report(markdown, tables, [*written, *files], notes, comparisons)
+
+
+def check_primary(primary: str) -> None:
+    """ReportError unless ``primary`` is a metric key the leaderboard can rank by."""
+    try:
+        split_metric_key(primary)
+    except ValueError:
+        raise ReportError(f"--rank-by {primary!r} is not a metric key (e.g. auroc_near, auroc_far, fpr95_near, id_acc)") from None
+
+
+def compare_runs(loaded: Sequence[tuple], rows: Sequence[dict], primary: str) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per benchmark: the leaderboard, ReGuide vs baseline and calibration tables."""
+    entries = [Scored(run, scores, row) for (run, scores), row in zip(loaded, rows)]
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for name in dict.fromkeys(e.run.benchmark for e in entries):
+        mine = [e for e in entries if e.run.benchmark == name]
+        out[name] = {
+            "leaderboard": leaderboard(mine, primary),
+            "reguide_vs_baseline": reguide_vs_baseline(mine),
+            "calibration": calibration_table(mine),
+        }
+    return out
+
+
+def write_comparison_csvs(out: Path, comparisons: dict[str, dict[str, pd.DataFrame]]) -> list[Path]:
+    paths = []
+    for name, parts in comparisons.items():
+        for part, table in parts.items():
+            if len(table):
+                path = out / f"{name}_{part}.csv"
+                table.to_csv(path, index=False)
+                paths.append(path)
+    return paths

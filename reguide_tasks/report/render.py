@@ -15,7 +15,7 @@ from reguide_tasks.report.columns import DETAIL_METRICS, METRIC_LABELS
 from reguide_tasks.report.tables import detail_datasets, show_task, summary_columns
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def fmt_value(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, (int, float, np.number)):
@@ -23,9 +23,9 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _fmt_ci(row: Mapping[str, Any], key: str) -> str:
+def fmt_with_ci(row: Mapping[str, Any], key: str) -> str:
     """``97.7 [97.1, 98.2]`` when the row has a CI for ``key``, else just the value."""
-    text = _fmt(row.get(key))
+    text = fmt_value(row.get(key))
     lo, hi = row.get(f"{key}_lo", math.nan), row.get(f"{key}_hi", math.nan)
     if text != "n/a" and not (math.isnan(lo) or math.isnan(hi)):
         text += f" [{lo:.1f}, {hi:.1f}]"
@@ -51,14 +51,14 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
     rows = table.to_dict("records")
     summary = markdown_table(
         [h for _, h in columns],
-        [[_fmt_ci(r, k) if k.startswith("auroc_") else _fmt(r[k]) for k, _ in columns] for r in rows],
+        [[fmt_with_ci(r, k) if k.startswith("auroc_") else fmt_value(r[k]) for k, _ in columns] for r in rows],
         left,
     )
     datasets = detail_datasets(table)
     detail_cols = columns[:left] + [(f"{m}_{d}", f"{METRIC_LABELS[m]} {d}") for d in datasets for m in DETAIL_METRICS]
     detail = markdown_table(
         [h for _, h in detail_cols],
-        [[_fmt_ci(r, k) if k.startswith("auroc_") else _fmt(r[k]) for k, _ in detail_cols] for r in rows],
+        [[fmt_with_ci(r, k) if k.startswith("auroc_") else fmt_value(r[k]) for k, _ in detail_cols] for r in rows],
         left,
     )
     rules = sorted({f"{r['score_rule'] or '?'} / {r['failure_policy'] or '?'} / {r.get('key_reading') or '?'}" for r in rows})
@@ -93,15 +93,27 @@ def answers_markdown(table: pd.DataFrame, bench: Benchmark, left: int) -> str:
             missing = r.get(f"not_in_release_{dataset}", math.nan)
             body.append(
                 [str(r[k]) for k in ("model", "task")[:left]]
-                + [str(r.get("key_reading") or "?"), dataset, _fmt(r.get(f"fail_rate_{dataset}")),
-                   _fmt(r.get(f"repaired_rate_{dataset}")), _fmt(missing, 0)]
+                + [str(r.get("key_reading") or "?"), dataset, fmt_value(r.get(f"fail_rate_{dataset}")),
+                   fmt_value(r.get(f"repaired_rate_{dataset}")), fmt_value(missing, 0)]
             )
     return markdown_table(header, body, left + 2)
 
 
-def report_markdown(tables: Mapping[str, pd.DataFrame], notes: Sequence[str], *, n_boot: int, seed: int) -> str:
+def report_markdown(
+    tables: Mapping[str, pd.DataFrame],
+    notes: Sequence[str],
+    *,
+    n_boot: int,
+    seed: int,
+    comparisons: Mapping[str, str] | None = None,
+) -> str:
+    """The whole report; ``comparisons``: per benchmark, the Markdown of its comparison sections
+    (leaderboard, ReGuide vs baseline, calibration), placed after the benchmark's own tables."""
     parts = ["# ReGuide OoD detection report"]
-    parts += [benchmark_markdown(name, t, n_boot=n_boot, seed=seed) for name, t in tables.items()]
+    for name, table in tables.items():
+        parts.append(benchmark_markdown(name, table, n_boot=n_boot, seed=seed))
+        if comparisons and comparisons.get(name):
+            parts.append(comparisons[name])
     if notes:
         parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
     return "\n\n".join(parts) + "\n"
@@ -140,17 +152,25 @@ def benchmark_latex(name: str, table: pd.DataFrame) -> str:
         r"\midrule",
     ]
     for row in table.to_dict("records"):
-        cells = [latex_escape(str(row[k])) for k, _ in columns[:left]] + [_fmt(row[k]).replace("n/a", "--") for k in keys]
+        cells = [latex_escape(str(row[k])) for k, _ in columns[:left]] + [fmt_value(row[k]).replace("n/a", "--") for k in keys]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
 
 
-def write_report(out: Path, tables: Mapping[str, pd.DataFrame], notes: Sequence[str], *, n_boot: int, seed: int) -> tuple[str, list[Path]]:
+def write_report(
+    out: Path,
+    tables: Mapping[str, pd.DataFrame],
+    notes: Sequence[str],
+    *,
+    n_boot: int,
+    seed: int,
+    comparisons: Mapping[str, str] | None = None,
+) -> tuple[str, list[Path]]:
     """Write ``report.md``, ``<benchmark>.csv`` and ``report.tex`` into ``out`` (which exists);
     return the Markdown and the paths written, in that order.
     """
-    markdown = report_markdown(tables, notes, n_boot=n_boot, seed=seed)
+    markdown = report_markdown(tables, notes, n_boot=n_boot, seed=seed, comparisons=comparisons)
     md_path = out / "report.md"
     md_path.write_text(markdown, encoding="utf-8")
     tex_path = out / "report.tex"

@@ -54,8 +54,8 @@ def run_row(run: Run, scores: RunScores | None, cis: Mapping[str, tuple[float, f
         counted = scores.n_not_in_release.get(dataset, 0) if scores else nan
         row[f"not_in_release_{dataset}"] = m.get(f"not_in_release_{dataset}", counted)
     row["n_docs"] = run.n_docs if run.n_docs is not None else (sum(scores.n_total.values()) if scores else nan)
-    row["score_rule"] = scores.score_rule if scores else _config_value(run.task_config, "score_rule")
-    row["failure_policy"] = scores.failure_policy if scores else _config_value(run.task_config, "failure_policy")
+    row["score_rule"] = scores.score_rule if scores else config_value(run.task_config, "score_rule")
+    row["failure_policy"] = scores.failure_policy if scores else config_value(run.task_config, "failure_policy")
     row["key_reading"] = scores.key_reading if scores else _key_reading_of(run.task_config)
     row["date"] = run.date
     row["model_name"] = run.model
@@ -83,13 +83,13 @@ def overall_fail_rate(run: Run, scores: RunScores | None) -> float:
 
 def _key_reading_of(config: Any) -> str:
     """'strict' when the task's process_results is a ``..._strict`` variant, else 'repair'."""
-    hook = re.search(r"\w*process_results\w*", _config_value(config, "process_results"))
+    hook = re.search(r"\w*process_results\w*", config_value(config, "process_results"))
     if hook is None:
         return ""
     return "strict" if hook.group().endswith("_strict") else "repair"
 
 
-def _config_value(config: Any, key: str) -> str:
+def config_value(config: Any, key: str) -> str:
     """First value of ``key`` anywhere in a (nested) task config, as a string; '' if absent."""
     stack = [config]
     while stack:

@@ -1,0 +1,94 @@
+"""The comparison tables written out as Markdown: the ranked leaderboard, ReGuide vs baseline per model,
+and the calibration of verbalized confidence (the text the HTML page is made from, too)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+from reguide_tasks.report.columns import METRIC_LABELS
+from reguide_tasks.report.render import fmt_value, fmt_with_ci, markdown_table
+from reguide_tasks.vocab import split_metric_key
+
+
+def metric_label(key: str) -> str:
+    """``auroc_near`` -> ``AUROC near``; ``id_acc`` -> ``ID acc``."""
+    family, target = split_metric_key(key)
+    if family == "id_acc":
+        return "ID acc"
+    return f"{METRIC_LABELS.get(family, family)} {target}".strip()
+
+
+def leaderboard_markdown(table: pd.DataFrame, primary: str) -> str:
+    header = ["Rank", "Model", "Task", "Docs", metric_label(primary), "AUROC near", "AUROC far", "FPR@95 near", "FPR@95 far",
+              "FPR@95TPR near", "FPR@95TPR far", "ID acc", "Fail", "Repaired", "vs next (AUROC, pp)"]
+    body = []
+    for r in table.to_dict("records"):
+        rank = r.get("rank")
+        body.append([
+            "-" if rank is None or (isinstance(rank, float) and math.isnan(rank)) else str(int(rank)),
+            str(r["model"]), str(r["task"]), str(r["documents"]), fmt_value(r["primary"]),
+            fmt_with_ci(r, "auroc_near"), fmt_with_ci(r, "auroc_far"), fmt_value(r["fpr95_near"]), fmt_value(r["fpr95_far"]),
+            fmt_value(r["fpr95tpr_near"]), fmt_value(r["fpr95tpr_far"]), fmt_value(r["id_acc"]), fmt_value(r["fail_rate_all"]),
+            fmt_value(r["repaired_share"]), str(r.get("vs_next") or ""),
+        ])
+    target = split_metric_key(primary)[1]
+    legend = (
+        f"Ranked by {metric_label(primary)} (best first), only among runs given the same documents (Docs: "
+        f"the document set's letter and size; a run without samples is not ranked). vs next: AUROC {target} "
+        "of this run minus the next-ranked run's on the documents both kept, DeLong's paired 95% CI; "
+        "* = significant at 0.05 after Holm's correction over the table's comparisons. Fail: share of all "
+        "answers without a usable score; Repaired: share of answers whose score used a repaired key."
+    )
+    return "\n\n".join(["### Leaderboard", markdown_table(header, body, 4), legend])
+
+
+def reguide_vs_baseline_markdown(table: pd.DataFrame) -> str:
+    header = ["Model", "Baseline task", "ReGuide task", "Target", "ID", "OoD", "AUROC baseline", "AUROC ReGuide",
+              "Delta [95% CI]", "p (Holm)"]
+    body = [
+        [str(r["model"]), str(r["baseline_task"]), str(r["reguide_task"]), str(r["target"]), str(r["n_id"]),
+         str(r["n_ood"]), fmt_value(r["auroc_baseline"]), fmt_value(r["auroc_reguide"]), str(r["delta_text"]), _p(r["p_holm"])]
+        for r in table.to_dict("records")
+    ]
+    legend = (
+        "Delta = AUROC(ReGuide) - AUROC(baseline) in percentage points, on the documents both runs kept (ID / "
+        "OoD: their numbers); near / far: difference of the group means. DeLong's paired test (for near / "
+        "far its mean over the group's datasets); p-values Holm-corrected over the table; * = significant at 0.05."
+    )
+    return "\n\n".join(["### ReGuide vs baseline", markdown_table(header, body, 4), legend])
+
+
+def calibration_markdown(table: pd.DataFrame) -> str:
+    header = ["Model", "Task", "ID answers", "Failed", "Accuracy", "ECE (equal width)", "ECE (equal mass)", "Brier", "AURC"]
+    body = [
+        [str(r["model"]), str(r["task"]), str(int(r["n"])), str(int(r["n_failed"])), fmt_value(r["accuracy"]),
+         fmt_value(r["ece_equal_width"]), fmt_value(r["ece_equal_mass"]), fmt_value(r["brier"], 3), fmt_value(r["aurc"])]
+        for r in table.to_dict("records")
+    ]
+    legend = (
+        "Verbalized confidence of the predicted class on ID images (0-100 read as a probability). ECE: 15 "
+        "bins, equal-width or equal-mass (a tie group is never split), in %. Brier: top-label, 0-1. AURC: "
+        "area under the selective risk-coverage curve, in %. An answer without a usable confidence (failed, or "
+        "none for its prediction) is left out of ECE and Brier and counts as wrong in Accuracy and as an error "
+        "ranked last in AURC; a confidence outside 0-100 is no probability: that answer is left out and counted."
+    )
+    return "\n\n".join(["### Calibration of verbalized confidence (ID images)", markdown_table(header, body, 2), legend])
+
+
+def _p(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def comparisons_markdown(parts: Mapping[str, pd.DataFrame], primary: str) -> str:
+    """The comparison sections of one benchmark, those with rows."""
+    sections = [leaderboard_markdown(parts["leaderboard"], primary)] if len(parts["leaderboard"]) else []
+    if len(parts["reguide_vs_baseline"]):
+        sections.append(reguide_vs_baseline_markdown(parts["reguide_vs_baseline"]))
+    if len(parts["calibration"]):
+        sections.append(calibration_markdown(parts["calibration"]))
+    return "\n\n".join(sections)
