@@ -67,8 +67,7 @@ def plot_roc(run: Run, scores: RunScores, path: Path, aurocs: Mapping[str, float
         ood = scores.scores[dataset]
         if id_scores.size == 0 or ood.size == 0:
             continue
-        is_id = np.r_[np.ones(id_scores.size, bool), np.zeros(ood.size, bool)]
-        fpr, tpr, _ = roc_curve(is_id, np.r_[id_scores, ood])
+        fpr, tpr = roc_points(id_scores, ood)
         value = aurocs.get(f"auroc_{dataset}")
         if value is None or math.isnan(value):
             value = 100.0 * float(auc(fpr, tpr))
@@ -80,12 +79,10 @@ def plot_roc(run: Run, scores: RunScores, path: Path, aurocs: Mapping[str, float
             color=plt.cm.tab10(i % 10),
             label=f"{dataset} ({role}, n={ood.size}): AUROC {value:.1f}",
         )
-    ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, linestyle=":")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="FPR: OoD images accepted as ID", ylabel="TPR: ID images accepted")
+    roc_frame(ax)
     ax.set_title(_title(run, scores, f"ROC, ID ({scores.benchmark.id_dataset}, n={id_scores.size}) positive"), fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_histograms(run: Run, scores: RunScores, path: Path) -> Path:
@@ -101,15 +98,10 @@ def plot_histograms(run: Run, scores: RunScores, path: Path) -> Path:
     id_name = scores.benchmark.id_dataset
     for ax, dataset in zip(axes.flat, datasets):
         for name, values, color in ((id_name, scores.id_scores, "tab:blue"), (dataset, scores.scores[dataset], "tab:red")):
-            if values.size:
-                weights = np.full(values.size, 1.0 / values.size)
-                ax.hist(values, bins=edges, weights=weights, histtype="stepfilled", alpha=0.45, color=color, label=f"{name} (n={values.size})")
+            share_hist(ax, values, edges, color=color, label=f"{name} (n={values.size})")
         failed = f"failed: ID {scores.n_failed.get(id_name, 0)}, OoD {scores.n_failed.get(dataset, 0)}"
         ax.set_title(f"{dataset} ({_role(scores, dataset)}); {failed}", fontsize=9)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:g}%"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        log_share_axis(ax)
         ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(datasets) :]:
@@ -123,10 +115,42 @@ def plot_histograms(run: Run, scores: RunScores, path: Path) -> Path:
     for ax in axes[:, 0]:
         ax.set_ylabel("share of the set's documents")
     fig.suptitle(_title(run, scores, "score histograms"), fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) of the ROC curve with ID positive and higher scores more ID; both sides non-empty."""
+    is_id = np.r_[np.ones(id_scores.size, bool), np.zeros(ood_scores.size, bool)]
+    fpr, tpr, _ = roc_curve(is_id, np.r_[id_scores, ood_scores])
+    return fpr, tpr
+
+
+def roc_frame(ax: plt.Axes) -> None:
+    """Chance diagonal, unit limits, FPR / TPR axis labels (ID positive) and grid of a ROC panel."""
+    ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, linestyle=":")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="FPR: OoD images accepted as ID", ylabel="TPR: ID images accepted")
+    ax.grid(alpha=0.3)
+
+
+def share_hist(ax: plt.Axes, values: np.ndarray, edges: np.ndarray, **style: object) -> None:
+    """Histogram of ``values`` on ``edges`` as the share of the set (each document weighs 1 / n);
+    filled and translucent unless ``style`` says otherwise. Draws nothing for an empty set."""
+    if values.size:
+        weights = np.full(values.size, 1.0 / values.size)
+        ax.hist(values, bins=edges, weights=weights, **{"histtype": "stepfilled", "alpha": 0.45, **style})
+
+
+def log_share_axis(ax: plt.Axes) -> None:
+    """A log y axis of shares, ticked at 1, 2, 5 per decade and labelled in percent."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:g}%"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write ``fig`` as a PNG at ``path`` (creating its folder), close it; returns ``path``.
+    Matplotlib's PNG carries no date, so equal figures give equal bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
