@@ -47,6 +47,8 @@ class Report:
     notes: list[str]
     # Per benchmark: "leaderboard", "reguide_vs_baseline" and "calibration" tables.
     comparisons: dict[str, dict[str, pd.DataFrame]]
+    # (run, its per-document scores or None) for every run in the report.
+    loaded: list[tuple]
 
 
 def _slug(text: str) -> str:
@@ -126,7 +128,7 @@ def make_report(
         from reguide_tasks.report.html import write_html
 
         written.append(write_html(out / "report.html", markdown, out))
-    return Report(markdown, tables, [*written, *files], notes, comparisons)
+    return Report(markdown, tables, [*written, *files], notes, comparisons, loaded)
 
 
 def check_primary(primary: str) -> None:

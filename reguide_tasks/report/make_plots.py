@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from reguide_tasks.metrics.calibration import calibration_summary, reliability_bins
-from reguide_tasks.report.leaderboard import calibration_inputs
 from reguide_tasks.report.comparison_plots import (
     plot_forest,
     plot_reliability,
     plot_roc_overlay,
     plot_score_histograms,
 )
+from reguide_tasks.report.leaderboard import calibration_inputs
 
 
 def _slug(text: str) -> str:

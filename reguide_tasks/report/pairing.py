@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reguide_tasks.lmms.task_yamls import task_variants
 from reguide_tasks.metrics.paired import PairedAUROCTest, delong_mean_test, delong_test
 from reguide_tasks.report.runs import Run
 from reguide_tasks.report.samples import RunScores
@@ -17,7 +18,11 @@ from reguide_tasks.report.tables import config_value
 
 
 def run_stage(run: Run) -> str:
-    """'reguide' (two-stage, agentic) or 'baseline', from the task config, else from the task name."""
+    """'reguide' (two-stage) or 'baseline': our task's stage, else a task of your own's output type
+    (``generate_until_agentic`` is ReGuide), else its name."""
+    ours = {variant.name: variant.stage for variant in task_variants()}
+    if run.task in ours:
+        return ours[run.task]
     output_type = config_value(run.task_config, "output_type")
     if output_type:
         return "reguide" if output_type == "generate_until_agentic" else "baseline"

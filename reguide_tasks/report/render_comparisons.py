@@ -21,18 +21,21 @@ def metric_label(key: str) -> str:
     return f"{METRIC_LABELS.get(family, family)} {target}".strip()
 
 
+_SHOWN = ("auroc_near", "auroc_far", "fpr95_near", "fpr95_far", "fpr95tpr_near", "fpr95tpr_far", "id_acc")
+
+
 def leaderboard_markdown(table: pd.DataFrame, primary: str) -> str:
-    header = ["Rank", "Model", "Task", "Docs", metric_label(primary), "AUROC near", "AUROC far", "FPR@95 near", "FPR@95 far",
-              "FPR@95TPR near", "FPR@95TPR far", "ID acc", "Fail", "Repaired", "vs next (AUROC, pp)"]
+    extra = primary not in _SHOWN  # the ranking metric gets a column of its own unless it has one
+    header = ["Rank", "Model", "Task", "Docs", *([metric_label(primary)] if extra else []), *(metric_label(k) for k in _SHOWN),
+              "Fail", "Repaired", "vs next (AUROC, pp)"]
     body = []
     for r in table.to_dict("records"):
         rank = r.get("rank")
         body.append([
             "-" if rank is None or (isinstance(rank, float) and math.isnan(rank)) else str(int(rank)),
-            str(r["model"]), str(r["task"]), str(r["documents"]), fmt_value(r["primary"]),
-            fmt_with_ci(r, "auroc_near"), fmt_with_ci(r, "auroc_far"), fmt_value(r["fpr95_near"]), fmt_value(r["fpr95_far"]),
-            fmt_value(r["fpr95tpr_near"]), fmt_value(r["fpr95tpr_far"]), fmt_value(r["id_acc"]), fmt_value(r["fail_rate_all"]),
-            fmt_value(r["repaired_share"]), str(r.get("vs_next") or ""),
+            str(r["model"]), str(r["task"]), str(r["documents"]), *([fmt_value(r["primary"])] if extra else []),
+            *(fmt_with_ci(r, k) if k.startswith("auroc_") else fmt_value(r[k]) for k in _SHOWN),
+            fmt_value(r["fail_rate_all"]), fmt_value(r["repaired_share"]), str(r.get("vs_next") or ""),
         ])
     target = split_metric_key(primary)[1]
     legend = (
@@ -62,9 +65,9 @@ def reguide_vs_baseline_markdown(table: pd.DataFrame) -> str:
 
 
 def calibration_markdown(table: pd.DataFrame) -> str:
-    header = ["Model", "Task", "ID answers", "Failed", "Accuracy", "ECE (equal width)", "ECE (equal mass)", "Brier", "AURC"]
+    header = ["Model", "Task", "ID answers", "No confidence", "Out of 0-100", "Accuracy", "ECE (equal width)", "ECE (equal mass)", "Brier", "AURC"]
     body = [
-        [str(r["model"]), str(r["task"]), str(int(r["n"])), str(int(r["n_failed"])), fmt_value(r["accuracy"]),
+        [str(r["model"]), str(r["task"]), str(int(r["n"])), str(int(r["n_failed"])), str(int(r["n_out_of_range"])), fmt_value(r["accuracy"]),
          fmt_value(r["ece_equal_width"]), fmt_value(r["ece_equal_mass"]), fmt_value(r["brier"], 3), fmt_value(r["aurc"])]
         for r in table.to_dict("records")
     ]
