@@ -1,0 +1,128 @@
+"""``reguide-reproduce``: finding the release's runs, replaying them through reguide-eval, resuming,
+a failed run among good ones, bad arguments."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reguide_tasks.data.release import RELEASE_DIR
+from reguide_tasks.report.reproduce import (
+    ReleaseRun,
+    discover_release_runs,
+    main,
+    reproduce,
+)
+
+CIFAR_TASK = "reguide_baseline_cifar10_25pct"
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def _reported(out: Path) -> tuple[str, set[tuple[str, str]]]:
+    """report.md's text and the (model, task) rows of the report's per-benchmark CSVs."""
+    rows = set()
+    for table in (out / "report").glob("*.csv"):
+        with open(table, newline="", encoding="utf-8") as handle:
+            rows |= {(row["model"], row["task"]) for row in csv.DictReader(handle)}
+    return (out / "report" / "report.md").read_text(encoding="utf-8"), rows
+
+
+def _dirs(root: Path, *paths: str) -> None:
+    for path in paths:
+        (root / path).mkdir(parents=True)
+
+
+def test_discovers_the_shipped_sample():
+    runs = discover_release_runs(RELEASE_DIR)
+    assert runs == [
+        ReleaseRun("baseline", "cifar10", "25", "gpt", "reguide_baseline_cifar10_25pct"),
+        ReleaseRun("baseline", "imagenet200", "5", "gpt", "reguide_baseline_imagenet200_5pct"),
+        ReleaseRun("baseline", "imagenet200", "25", "qwen", "reguide_baseline_imagenet200_25pct"),
+        ReleaseRun("reguide", "imagenet200", "5", "gpt", "reguide_imagenet200_5pct"),
+    ]
+    assert runs.notes == []
+    assert [r.slug for r in runs][-1] == "reguide_imagenet200-5_gpt" and runs[-1].run == "imagenet200-5%"
+
+
+def test_a_reguide_run_needs_both_stages(tmp_path):
+    _dirs(tmp_path, "response/baseline/cifar10-25%/qwen", "response/baseline/cifar10-10%/gpt",
+          "response/reguide/imagenet200-5%/stage1/gpt", "response/reguide/imagenet200-5%/stage1/qwen",
+          "response/reguide/imagenet200-5%/stage2/gpt")
+    runs = discover_release_runs(tmp_path)
+    assert runs == [
+        ReleaseRun("baseline", "cifar10", "25", "qwen", "reguide_baseline_cifar10_25pct"),
+        ReleaseRun("reguide", "imagenet200", "5", "gpt", "reguide_imagenet200_5pct"),
+    ]
+    assert runs.notes == [
+        "Baseline cifar10-10%: no task of ours replays this run folder (expected <benchmark>-25% or <benchmark>-5%)",
+        "ReGuide imagenet200-5% qwen: stage2 not in release",
+    ]
+    assert discover_release_runs(tmp_path / "response") == runs  # the response/ folder itself is accepted
+
+
+def test_bad_arguments_exit_2_before_any_run(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().endswith("release root " + str(tmp_path / "nowhere") + ": no such directory")
+    _dirs(tmp_path, "release/response/other")
+    assert main([str(tmp_path / "release"), "--out", str(tmp_path / "out")]) == 2
+    assert "not a ReGuide release (expected response/baseline/ or response/reguide/ inside)" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["--out", str(tmp_path / "a_file"), "--tasks", CIFAR_TASK]) == 2
+    assert f"output folder {tmp_path / 'a_file'} is not writable" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "out"), "--tasks", "reguide_nope"]) == 2
+    assert "--tasks: not a task of ours: reguide_nope" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "out"), "--models", "llava"]) == 2
+    assert "no released run matches --models / --tasks" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.e2e
+def test_reproduces_a_selection_of_the_shipped_sample_and_resumes(tmp_path, capsys, offline):
+    out = tmp_path / "out"
+    assert main(["--out", str(out), "--tasks", CIFAR_TASK]) == 0
+    printed = capsys.readouterr().out
+    run_dir = out / "runs" / "baseline_cifar10-25_gpt"
+    (results,) = run_dir.rglob("*_results.json")
+    assert len(list(run_dir.rglob(f"*_samples_{CIFAR_TASK}.jsonl"))) == 1
+    log = out / "logs" / "baseline_cifar10-25_gpt.log"
+    assert f"ok Baseline cifar10-25% gpt ({CIFAR_TASK}): exit status 0, log {log}" in printed and log.is_file()
+    assert "1 runs: 1 ran, 0 skipped (results already there), 0 failed" in printed
+    markdown, rows = _reported(out)
+    assert rows == {("reguide_replay (gpt)", CIFAR_TASK)}
+    assert "\n| reguide_replay (gpt) | 79.0 | 17.2 |" in markdown  # ID acc, fail ID of the released answers
+
+    assert main(["--out", str(out), "--tasks", CIFAR_TASK]) == 0  # resume: nothing run again
+    printed = capsys.readouterr().out
+    assert f"skip Baseline cifar10-25% gpt ({CIFAR_TASK}): results already in {results.parent} (resume)" in printed
+    assert "1 runs: 0 ran, 1 skipped" in printed
+    assert list(run_dir.rglob("*_results.json")) == [results]
+    assert (out / "report" / "report.md").is_file()
+
+
+@pytest.mark.e2e
+def test_a_failed_run_is_recorded_and_the_others_still_run(tmp_path, offline):
+    run = tmp_path / "release" / "response" / "baseline" / "cifar10-25%"
+    _dirs(run, "bad")
+    (run / "bad" / "cifar10.jsonl").write_text("{not json", encoding="utf-8")
+    shutil.copytree(RELEASE_DIR / "response" / "baseline" / "cifar10-25%" / "gpt", run / "gpt")
+    lines: list[str] = []
+    out = tmp_path / "out"
+    assert reproduce(tmp_path / "release", out, note=lines.append) == 1
+    bad_log = out / "logs" / "baseline_cifar10-25_bad.log"
+    assert lines[0].startswith(f"FAILED Baseline cifar10-25% bad ({CIFAR_TASK}): exit status 1, log {bad_log}")
+    assert "reguide-eval: error:" in bad_log.read_text(encoding="utf-8")
+    assert lines[1].startswith("ok Baseline cifar10-25% gpt")
+    assert len(list((out / "runs" / "baseline_cifar10-25_gpt").rglob("*_results.json"))) == 1
+    assert lines[2] == "2 runs: 1 ran, 0 skipped (results already there), 1 failed"
+    assert lines[3] == f"failed: Baseline cifar10-25% bad ({CIFAR_TASK}), exit status 1; see {bad_log}"
+    markdown, rows = _reported(out)
+    assert rows == {("reguide_replay (gpt)", CIFAR_TASK)} and "| reguide_replay (gpt) | 79.0 |" in markdown
