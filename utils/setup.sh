@@ -7,6 +7,8 @@
 #   PYTHON=python3.11 bash utils/setup.sh   # the interpreter for .venv (default python3)
 #   REGUIDE_UNLOCKED=1 bash utils/setup.sh  # no lock for this Python / platform: resolve setup.cfg's
 #                                           # ranges instead (an environment nobody has tested)
+#   bash utils/setup.sh --test              # also what the tests need outside Python: Debian's
+#                                           # chromium, in which a test renders the HTML report
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -43,4 +45,13 @@ else
 fi
 .venv/bin/python -c "import torch, torchvision, lmms_eval, reguide_tasks, sklearn" \
   || { rm -f "$stamp"; echo "setup: the environment does not import; see the pip output above" >&2; exit 1; }
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian's chromium (headless) for the HTML report test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "setup: could not install chromium: the HTML rendering test will be skipped" >&2
+  else
+    echo "setup: no chromium, and no apt-get as root to install it: the HTML rendering test will be skipped" >&2
+  fi
+fi
 echo "setup: ready (.venv, ${REGUIDE_UNLOCKED:+unlocked}${REGUIDE_UNLOCKED:-$lock})"
