@@ -170,5 +170,11 @@ def calibration_table(entries: Sequence[Scored], n_bins: int = 15) -> pd.DataFra
             continue
         confidence, correct, out_of_range = calibration_inputs(scores)
         summary = calibration_summary(confidence, correct, n_bins=n_bins)
-        rows.append({"model": entry.run.label, "task": entry.run.task, **summary, "n_out_of_range": out_of_range})
+        stated = ~np.isnan(confidence)
+        rows.append({
+            "model": entry.run.label, "task": entry.run.task, **summary, "n_out_of_range": out_of_range,
+            # over the answers that state a confidence: what ECE and Brier compare
+            "accuracy_stated": 100.0 * float(correct[stated].mean()) if stated.any() else math.nan,
+            "mean_confidence": float(confidence[stated].mean()) if stated.any() else math.nan,
+        })
     return pd.DataFrame(rows)

@@ -65,17 +65,20 @@ def reguide_vs_baseline_markdown(table: pd.DataFrame) -> str:
 
 
 def calibration_markdown(table: pd.DataFrame) -> str:
-    header = ["Model", "Task", "ID answers", "No confidence", "Out of 0-100", "Accuracy", "ECE (equal width)", "ECE (equal mass)", "Brier", "AURC"]
+    header = ["Model", "Task", "ID answers", "No confidence", "Out of 0-100", "Accuracy", "Mean confidence",
+              "ECE (equal width)", "ECE (equal mass)", "Brier", "AURC"]
     body = [
-        [str(r["model"]), str(r["task"]), str(int(r["n"])), str(int(r["n_failed"])), str(int(r["n_out_of_range"])), fmt_value(r["accuracy"]),
+        [str(r["model"]), str(r["task"]), str(int(r["n"])), str(int(r["n_failed"])), str(int(r["n_out_of_range"])),
+         fmt_value(r["accuracy_stated"]), fmt_value(r["mean_confidence"]),
          fmt_value(r["ece_equal_width"]), fmt_value(r["ece_equal_mass"]), fmt_value(r["brier"], 3), fmt_value(r["aurc"])]
         for r in table.to_dict("records")
     ]
     legend = (
         "Verbalized confidence of the predicted class on ID images (0-100 read as a probability). ECE: 15 "
         "bins, equal-width or equal-mass (a tie group is never split), in %. Brier: top-label, 0-1. AURC: "
-        "area under the selective risk-coverage curve, in %. An answer without a usable confidence (failed, or "
-        "none for its prediction) is left out of ECE and Brier and counts as wrong in Accuracy and as an error "
+        "area under the selective risk-coverage curve, in %. Accuracy and Mean confidence: over the answers "
+        "that state a confidence for their prediction (what ECE and Brier compare). An answer without one (failed, "
+        "or no value for its prediction) is counted in No confidence, left out of ECE and Brier, and is an error "
         "ranked last in AURC; a confidence outside 0-100 is no probability: that answer is left out and counted."
     )
     return "\n\n".join(["### Calibration of verbalized confidence (ID images)", markdown_table(header, body, 2), legend])

@@ -149,7 +149,13 @@ def _check_writable(out: Path) -> None:
 
 
 def eval_command() -> list[str]:
-    """How to start ``reguide-eval`` with this interpreter (its module runs ``main`` as a script)."""
+    """How to start ``reguide-eval`` with this interpreter: its console script beside the interpreter,
+    else the module as a script. The script is preferred because ``python -m`` puts the working folder
+    first on ``sys.path``, where a stale ``*.egg-info`` of a source checkout can shadow the installed
+    package's entry points (lmms-eval would then not find our models)."""
+    script = Path(sys.executable).with_name("reguide-eval")
+    if script.is_file():
+        return [str(script)]
     return [sys.executable, "-m", "reguide_tasks.lmms.cli"]
 
 
