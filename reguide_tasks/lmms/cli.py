@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from reguide_tasks.data.documents import (
     BAD_IMAGE_POLICIES,
@@ -109,12 +110,54 @@ def stable_cache_run_id(model: str | None, model_args: str | None, tasks: str | 
     return "reguide-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
+def own_parser() -> argparse.ArgumentParser:
+    """reguide-eval's own options (removed before lmms-eval sees the arguments)."""
+    own = argparse.ArgumentParser(
+        prog="reguide-eval",
+        add_help=False,
+        usage="reguide-eval [our options] [lmms-eval options]",
+        description=(
+            "lmms-eval with the ReGuide OoD-detection tasks: our tasks on the include path, the batched "
+            "two-stage runner, every task's documents and images checked before any model loads, and an "
+            "exit code that says whether the run worked."
+        ),
+        epilog=(
+            "Every other option is lmms-eval's, forwarded unchanged (lmms-eval --help lists them), e.g. "
+            "--model, --model_args, --tasks, --output_path, --log_samples, --limit, --use_cache. Result "
+            "file names use this machine's time zone (UTC when unknown) unless --timezone is given. "
+            "Our tasks: reguide-eval --tasks list. Afterwards: reguide-report <output_path> --out <dir>."
+        ),
+    )
+    own.add_argument("--data_root", default=None, metavar="DIR", help="the folder holding images_classic/ and images_largescale/ (OpenOOD v1.5 layout); sets REGUIDE_DATA_ROOT (default ./data)")
+    own.add_argument("--sequential", action="store_true", help="keep lmms-eval's per-document loop for ReGuide's two stages instead of the batched runner (same answers, slower)")
+    own.add_argument("--bad_images", choices=BAD_IMAGE_POLICIES, default=None, help="an unreadable image stops the run naming the document (fail, default) or is recorded and left out of every metric (exclude)")
+    return own
+
+
 def _split_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    own = argparse.ArgumentParser(add_help=False)
-    own.add_argument("--data_root", default=None)
-    own.add_argument("--sequential", action="store_true")
-    own.add_argument("--bad_images", choices=BAD_IMAGE_POLICIES, default=None)
-    return own.parse_known_args(list(argv))
+    return own_parser().parse_known_args(list(argv))
+
+
+def local_timezone_name() -> str:
+    """This machine's IANA time zone (``TZ``, ``/etc/timezone`` or the ``/etc/localtime`` link), else
+    "UTC": lmms-eval names result files by the time in its ``--timezone``, Asia/Singapore by default."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    except OSError:
+        pass
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    import pytz  # lmms-eval's own dependency, and what it resolves the name with
+
+    for name in candidates:
+        if name and name in pytz.all_timezones_set:
+            return name
+    return "UTC"
 
 
 def _include_path(user_value):
@@ -138,6 +181,8 @@ def run(argv: Sequence[str]) -> None:
     sys.argv = ["lmms-eval", *rest]
     _, args = lmms_main.parse_eval_args()
     args.include_path = _include_path(args.include_path)
+    if not _given("--timezone", rest):
+        args.timezone = local_timezone_name()
     if only_our_tasks(args.tasks) and not _given("--process_docs_parallel", rest):
         # Our process_results is CPU-bound Python: lmms-eval's default of 4 threads only contends
         # for the GIL (bench/bench_overhead.py: post-processing about twice as slow).
@@ -180,6 +225,9 @@ def _is_main_process() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):  # ours, before lmms-eval is imported (seconds)
+        own_parser().print_help()
+        return
     try:
         run(argv)
     except (DataError, RunFailed, runtime.UnsupportedLmmsEval) as exc:
