@@ -4,6 +4,7 @@ machine's time zone instead of lmms-eval's Asia/Singapore default."""
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 import time
@@ -50,3 +51,31 @@ def test_result_files_are_named_in_local_time(tmp_path, monkeypatch):
     stamp = datetime.datetime.strptime(results.name[:15], "%Y%m%d_%H%M%S")
     after = datetime.datetime.now(pytz.timezone("America/New_York")).replace(tzinfo=None)
     assert before - datetime.timedelta(seconds=2) <= stamp <= after + datetime.timedelta(seconds=2), (before, stamp, after)
+
+
+def _eval(*args: str, env_extra: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([EVAL, *args], capture_output=True, text=True, timeout=600, check=False, env=env, cwd=cwd)
+
+
+def test_a_typo_in_our_models_args_stops_the_run_and_says_what_was_meant(tmp_path):
+    done = _eval("--model", "reguide_replay", "--model_args", "modle=gpt,missing=skip", "--tasks",
+                 "reguide_baseline_imagenet200_5pct", "--limit", "2", "--output_path", str(tmp_path))
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("reguide-eval: error:") and "unknown model args 'modle' (did you mean 'model'?)" in last
+    assert not list(tmp_path.rglob("*_results.json"))
+
+
+def test_an_lmms_eval_model_ignoring_an_argument_stops_the_run_unless_allowed(tmp_path, fixture_data):
+    """lmms-eval's openai model only warns "Unknown model_args ignored"; no server is needed to see it
+    (the model is built before any request; none is answered here: port 9 refuses)."""
+    common = ("--model", "openai", "--tasks", "reguide_baseline_imagenet200_custom", "--data_root", str(fixture_data.root),
+              "--output_path", str(tmp_path))
+    args = "model_version=reguide-testing,modle=x,base_url=http://127.0.0.1:9/v1,max_retries=1"
+    done = _eval(*common, "--model_args", args, env_extra={"OPENAI_API_KEY": "EMPTY"})
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert "Unknown model_args ignored: ['modle']" in last and "--allow_unknown_model_args" in last, last
+    allowed = _eval(*common, "--model_args", args, "--allow_unknown_model_args", "--limit", "1", env_extra={"OPENAI_API_KEY": "EMPTY"})
+    assert "Unknown model_args ignored" not in allowed.stderr.strip().splitlines()[-1]  # got past the model: fails later on the server

@@ -14,6 +14,7 @@ which only contend for the GIL on our CPU-bound scoring); pass it to override.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -131,7 +132,37 @@ def own_parser() -> argparse.ArgumentParser:
     own.add_argument("--data_root", default=None, metavar="DIR", help="the folder holding images_classic/ and images_largescale/ (OpenOOD v1.5 layout); sets REGUIDE_DATA_ROOT (default ./data)")
     own.add_argument("--sequential", action="store_true", help="keep lmms-eval's per-document loop for ReGuide's two stages instead of the batched runner (same answers, slower)")
     own.add_argument("--bad_images", choices=BAD_IMAGE_POLICIES, default=None, help="an unreadable image stops the run naming the document (fail, default) or is recorded and left out of every metric (exclude)")
+    own.add_argument("--allow_unknown_model_args", action="store_true", help="let a model of lmms-eval's run on when it ignores --model_args it does not know (default: such a run stops; our own models always stop on an unknown argument)")
     return own
+
+
+class UnknownModelArgs(RuntimeError):
+    """An lmms-eval model said it ignores model args it does not know (a typo would run on defaults)."""
+
+
+def _refuse_unknown_model_args(message) -> None:
+    """A loguru sink (``catch=False``): raised where lmms-eval's model logs the warning, in its __init__."""
+    text = str(message).strip().split(" - ", 1)[-1]
+    raise UnknownModelArgs(f"{text} reguide-eval stops here: the run would use defaults instead (--allow_unknown_model_args to go on)")
+
+
+def _is_unknown_model_args(record) -> bool:
+    return record["message"].startswith("Unknown model_args ignored")
+
+
+@contextlib.contextmanager
+def refusing_unknown_model_args():
+    """While open, lmms-eval's "Unknown model_args ignored" warning raises :class:`UnknownModelArgs`
+    where it is logged (a sink with ``catch=False``); entered after lmms-eval has set up its logging,
+    which removes every handler first."""
+    from loguru import logger
+
+    handler = logger.add(_refuse_unknown_model_args, level="WARNING", filter=_is_unknown_model_args, catch=False)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # already removed by lmms-eval
+            logger.remove(handler)
 
 
 def _split_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -199,7 +230,8 @@ def run(argv: Sequence[str]) -> None:
         if not own.sequential:
             runtime.install_batched_agentic_runner()
 
-    with runtime.recording_evaluate_single() as outcomes:
+    around = None if own.allow_unknown_model_args else refusing_unknown_model_args
+    with runtime.recording_evaluate_single(around) as outcomes:
         lmms_main.cli_evaluate(args)
     if listing:
         return

@@ -52,7 +52,7 @@ import contextlib
 import functools
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from reguide_tasks.vocab import is_lmms_eval_placeholder
@@ -232,9 +232,10 @@ def install_cache_placeholder_policy() -> None:
 
 
 @contextlib.contextmanager
-def recording_evaluate_single() -> Iterator[list]:
+def recording_evaluate_single(around: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[list]:
     """While open, every ``cli_evaluate_single`` call appends what it returned, or the exception it
-    raised (then re-raised for lmms-eval's own handling), to the yielded list.
+    raised (then re-raised for lmms-eval's own handling), to the yielded list. ``around``: a context
+    manager factory entered around each call (after ``cli_evaluate`` has set up its logging).
 
     :class:`UnsupportedLmmsEval` (before anything is patched) if unsupported.
     """
@@ -246,7 +247,8 @@ def recording_evaluate_single() -> Iterator[list]:
 
     def recording(single_args):
         try:
-            outcome = evaluate_single(single_args)
+            with around() if around is not None else contextlib.nullcontext():
+                outcome = evaluate_single(single_args)
         except BaseException as exc:  # recorded, then re-raised for lmms-eval's own handling
             outcomes.append(exc)
             raise

@@ -41,7 +41,9 @@ AVAILABLE_MODELS: dict[str, str] = {}
 # lmms-eval 0.7.3 imports this module before it builds its task index; when LMMS_EVAL_PLUGINS names
 # us, make that index include our tasks (see reguide_tasks.lmms.runtime for why lmms-eval alone does not).
 if "LMMS_EVAL_PLUGINS" in os.environ:
-    from reguide_tasks.lmms.runtime import install_plugin_task_index as _install_plugin_tasks
+    from reguide_tasks.lmms.runtime import (
+        install_plugin_task_index as _install_plugin_tasks,
+    )
 
     _install_plugin_tasks()
 

@@ -72,6 +72,7 @@ from tqdm import tqdm
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.models.clip_scores import SCORES, compute_scores, normalize
+from reguide_tasks.models.model_args import reject_unknown
 from reguide_tasks.vocab import REJECTION_CLASS
 
 DEFAULT_TEMPLATE = "a photo of a {}."
@@ -193,11 +194,10 @@ class ClipOoD(lmms):
         dtype: str | torch.dtype | None = "float32",
         prefetch: bool | str = "auto",
         max_batch_size: int | None = None,  # passed by the lmms-eval CLI; unused
-        **kwargs: Any,
+        **unknown: Any,
     ) -> None:
+        reject_unknown("clip_ood", unknown, self.__init__)
         super().__init__()
-        if kwargs:
-            raise TypeError(f"clip_ood: unknown model args: {', '.join(sorted(kwargs))}")
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         self.score = str(score).lower()

@@ -34,6 +34,7 @@ from reguide_tasks.data.release import (
 )
 from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.lmms.task_yamls import task_variants
+from reguide_tasks.models.model_args import reject_unknown
 from reguide_tasks.vocab import NO_ANSWER, prompt_stage
 
 STAGES = ("baseline", "stage1", "stage2")
@@ -84,7 +85,18 @@ def load_answers(folder: str, stage: str) -> dict[str, str]:
 class ReplayModel(lmms):
     needs_images = False
 
-    def __init__(self, responses: str | None = None, model: str = "gpt", run: str = "", missing: str = "fail", **kwargs) -> None:
+    def __init__(
+        self,
+        responses: str | None = None,
+        model: str = "gpt",
+        run: str = "",
+        missing: str = "fail",
+        batch_size: int | str | None = None,  # passed by the lmms-eval CLI; unused
+        max_batch_size: int | None = None,
+        device: str | None = None,
+        **unknown,
+    ) -> None:
+        reject_unknown("reguide_replay", unknown, self.__init__)
         super().__init__()
         RUN.images_required = False
         if missing not in MISSING_POLICIES:

@@ -27,6 +27,7 @@ from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
 from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.models.model_args import reject_unknown
 from reguide_tasks.vocab import REJECTION_CLASS, prompt_stage
 
 NEAR_SUGGESTIONS = tuple(f"scripted lookalike {i}" for i in range(1, 19))
@@ -87,8 +88,12 @@ class ScriptedOoDModel(lmms):
         call_latency: float | str = 0.0,
         item_latency: float | str = 0.0,
         log_calls: str = "",
-        **kwargs,
+        batch_size: int | str | None = None,  # passed by the lmms-eval CLI; unused
+        max_batch_size: int | None = None,
+        device: str | None = None,
+        **unknown,
     ) -> None:
+        reject_unknown("reguide_scripted", unknown, self.__init__)
         super().__init__()
         self.fail_every = int(fail_every)
         self.call_latency = float(call_latency)
