@@ -338,7 +338,14 @@ def test_invalid_examples_are_rejected() -> None:
 
 
 def test_unknown_placeholder_is_reported() -> None:
-    with pytest.raises(ValueError, match="'task'"):
-        render_stage2(TOY, [], {"task": "Classify into ${n_klasses} classes."})
+    with pytest.raises(ValueError, match="'instruction'"):
+        render_stage2(TOY, [], {"instruction": "Classify into ${n_klasses} classes."})
     with pytest.raises(ValueError, match="'guidelines'"):
         render_stage2(TOY, [], {"guidelines": ["costs $5"]})
+
+
+def test_templates_do_not_register_as_lmms_eval_tasks():
+    """lmms-eval indexes every YAML with a top-level ``task`` key under an include path as a task; the
+    prompt templates name their opening sentence ``instruction`` instead."""
+    for path in sorted(TEMPLATES_DIR.glob("*.yaml")):
+        assert "task" not in yaml.safe_load(path.read_text(encoding="utf-8")), path.name

@@ -149,7 +149,7 @@ def _render_classification(
         "class_list": repr(classes),
         "rejection_class": template["rejection_class"],
     }
-    sections = [_fill(template, field, values) for field in ("task", "rejection_rule", "guidelines_intro")]
+    sections = [_fill(template, field, values) for field in ("instruction", "rejection_rule", "guidelines_intro")]
     sections += ["- " + _substitute(rule, values, "guidelines") for rule in template["guidelines"]]
     sections += [_fill(template, field, values) for field in ("guidelines_outro", "examples_intro")]
     rule = template["example_rule"]
@@ -222,7 +222,7 @@ def render_stage1(
         "example_image": tpl["example_image"],
         "example_suggestions": ", ".join(suggestions),
     }
-    fields = ("task", "limit", "diversity", "exclusion", "exclusion_warning", "example_intro", "example_header")
+    fields = ("instruction", "limit", "diversity", "exclusion", "exclusion_warning", "example_intro", "example_header")
     sections = [_fill(tpl, field, values) for field in fields]
     rule = tpl["example_rule"]
     sections += [rule, _fill(tpl, "example_body", values), rule, _fill(tpl, "outro", values)]
