@@ -11,8 +11,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reguide_tasks.prompts import render as prompts
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 from reguide_tasks.paths import TASKS_DIR, TEMPLATES_DIR
+from reguide_tasks.prompts import render as prompts
 from reguide_tasks.prompts.render import (
     REJECTION_CLASS,
     RELEASE_IMAGE_PREFIX,
@@ -23,7 +24,6 @@ from reguide_tasks.prompts.render import (
     render_stage1,
     render_stage2,
 )
-from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 
 CLASSES_DIR = RELEASE_DIR.parent / "classes"
 RESPONSES = RELEASE_DIR / "response"
