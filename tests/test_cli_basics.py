@@ -79,3 +79,36 @@ def test_an_lmms_eval_model_ignoring_an_argument_stops_the_run_unless_allowed(tm
     assert "Unknown model_args ignored: ['modle']" in last and "--allow_unknown_model_args" in last, last
     allowed = _eval(*common, "--model_args", args, "--allow_unknown_model_args", "--limit", "1", env_extra={"OPENAI_API_KEY": "EMPTY"})
     assert "Unknown model_args ignored" not in allowed.stderr.strip().splitlines()[-1]  # got past the model: fails later on the server
+
+
+def test_a_missing_custom_document_file_says_which_root_and_what_writes_it(tmp_path):
+    from reguide_tasks.data.documents import DataError, read_documents
+    from reguide_tasks.vocab import custom_documents_path
+
+    missing = tmp_path / "dta"
+    try:
+        read_documents(custom_documents_path("imagenet200"), missing)
+    except DataError as err:
+        text = str(err)
+    else:
+        raise AssertionError("no DataError")
+    assert f"the data root {missing} does not exist" in text
+    assert f"utils/make_fixture_images.py --data_root {missing}" in text and "--out" in text
+    assert "reguide_documents/imagenet200.jsonl" in text
+
+
+def test_utilities_take_data_root_and_keep_the_old_spellings(tmp_path):
+    import importlib.util
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "utils" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    fixtures = load("make_fixture_images")
+    assert fixtures.main(["--data_root", str(tmp_path / "a"), "--benchmark", "cifar10", "--per-dataset", "1"]) == 0
+    assert fixtures.main(["--root", str(tmp_path / "b"), "--benchmark", "cifar10", "--per-dataset", "1"]) == 0
+    check = load("check_data")
+    for flag in ("--data_root", "--data-root"):
+        assert check.main(["--tasks", "reguide_cifar10_custom", flag, str(tmp_path / "a")]) == 0

@@ -1,6 +1,6 @@
 """Build the documents of the full OpenOOD v1.5 test lists from OpenOOD's benchmark_imglist/ files.
 
-    python utils/build_full_documents.py --data-root ./data [--benchmark imagenet200] [--out FILE]
+    python utils/build_full_documents.py --data_root ./data [--benchmark imagenet200] [--out FILE]
 
 Reads ``<data root>/benchmark_imglist/<benchmark>/test_<dataset>.txt`` (written by OpenOOD's download
 script), prints the document count per dataset, and writes the documents as JSON lines (default
@@ -20,7 +20,7 @@ from reguide_tasks.data.documents import DataError, check_unique, data_root, ful
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=None, help="OpenOOD data folder (default: $REGUIDE_DATA_ROOT or ./data)")
+    parser.add_argument("--data_root", "--data-root", dest="data_root", default=None, help="OpenOOD data folder (default: $REGUIDE_DATA_ROOT or ./data); --data-root is the old spelling")
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), action="append", help="default: all")
     parser.add_argument("--imglist-dir", default=None, help="folder of test_*.txt (default: <data root>/benchmark_imglist/<benchmark>)")
     parser.add_argument("--out", default=None, help="output file (only with one --benchmark)")

@@ -1,6 +1,6 @@
 """Report missing images of tasks' documents without loading any model or running anything.
 
-    python utils/check_data.py --tasks reguide_imagenet200,reguide_baseline_cifar10 [--data-root DIR]
+    python utils/check_data.py --tasks reguide_imagenet200,reguide_baseline_cifar10 [--data_root DIR]
 
 Exit 0 when every image is there, 1 otherwise (with the count per dataset and where they were looked for).
 """
@@ -18,7 +18,7 @@ from reguide_tasks.lmms.hooks import document_set
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", required=True, help="comma-separated task names or tags of reguide-tasks")
-    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--data_root", "--data-root", dest="data_root", default=None, help="the data root (default: $REGUIDE_DATA_ROOT or ./data); --data-root is the old spelling")
     args = parser.parse_args(argv)
     if args.data_root:
         os.environ[DATA_ROOT_ENV] = args.data_root

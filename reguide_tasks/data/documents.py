@@ -202,7 +202,14 @@ def read_documents(path: str | os.PathLike, root: Path | None = None) -> list[di
     if not path.is_absolute() and not path.exists():
         path = data_root(root) / path
     if not path.is_file():
-        raise DataError(f"document file {path} not found; build it with utils/build_full_documents.py or utils/make_fixture_images.py")
+        root_dir = data_root(root)
+        where = f"the data root {root_dir} does not exist" if not root_dir.is_dir() else f"data root {root_dir}"
+        raise DataError(
+            f"document file {path} not found ({where}; set it with REGUIDE_DATA_ROOT or reguide-eval --data_root). "
+            f"It holds one JSON document per line with the fields {', '.join(DOCUMENT_FIELDS)}: write your own, "
+            f"or python utils/make_fixture_images.py --data_root {root_dir} (synthetic test images and this file), "
+            f"or python utils/build_full_documents.py --data_root {root_dir} --out {path} (OpenOOD's full lists)"
+        )
     opener = gzip.open if path.name.endswith(".gz") else open
     docs = []
     with opener(path, "rt", encoding="utf-8") as handle:
