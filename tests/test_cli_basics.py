@@ -112,3 +112,13 @@ def test_utilities_take_data_root_and_keep_the_old_spellings(tmp_path):
     check = load("check_data")
     for flag in ("--data_root", "--data-root"):
         assert check.main(["--tasks", "reguide_cifar10_custom", flag, str(tmp_path / "a")]) == 0
+
+
+def test_a_wrong_task_name_gets_our_closest_names_in_a_second():
+    start = time.perf_counter()
+    done = _eval("--model", "reguide_scripted", "--tasks", "reguide_imagenet_200,reguide_baseline_cifar10")
+    seconds = time.perf_counter() - start
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("reguide-eval: error: unknown task 'reguide_imagenet_200' (did you mean 'reguide_imagenet200'")
+    assert seconds < 5, f"{seconds:.1f} s: the check should run before lmms-eval is imported"

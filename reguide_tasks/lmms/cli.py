@@ -169,6 +169,28 @@ def _split_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]
     return own_parser().parse_known_args(list(argv))
 
 
+class UnknownTask(RuntimeError):
+    """A task name that looks like ours (``reguide_*``) but is not one."""
+
+
+def check_task_names(argv: Sequence[str]) -> None:
+    """Before lmms-eval is imported (seconds): a ``reguide_*`` name in ``--tasks`` that is none of our
+    tasks or tags is an error with the closest of our names. Other names are lmms-eval's to judge."""
+    import difflib
+
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--tasks", default=None)
+    task_arg = peek.parse_known_args(list(argv))[0].tasks
+    if not task_arg or task_arg.startswith("list"):
+        return
+    ours = sorted({v.name for v in task_variants()} | set(TAGS))
+    for name in (t.strip() for t in task_arg.split(",")):
+        if name.startswith("reguide") and name not in ours:
+            close = difflib.get_close_matches(name, ours, n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise UnknownTask(f"unknown task {name!r}{hint}; reguide-eval --tasks list shows every task")
+
+
 def local_timezone_name() -> str:
     """This machine's IANA time zone (``TZ``, ``/etc/timezone`` or the ``/etc/localtime`` link), else
     "UTC": lmms-eval names result files by the time in its ``--timezone``, Asia/Singapore by default."""
@@ -206,6 +228,7 @@ def run(argv: Sequence[str]) -> None:
     if own.bad_images:
         os.environ[BAD_IMAGES_ENV] = own.bad_images
 
+    check_task_names(rest)
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     import lmms_eval.__main__ as lmms_main
 
@@ -262,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     try:
         run(argv)
-    except (DataError, RunFailed, runtime.UnsupportedLmmsEval) as exc:
+    except (DataError, RunFailed, UnknownTask, runtime.UnsupportedLmmsEval) as exc:
         print(f"reguide-eval: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     except SystemExit as exc:
