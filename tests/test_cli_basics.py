@@ -122,3 +122,12 @@ def test_a_wrong_task_name_gets_our_closest_names_in_a_second():
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("reguide-eval: error: unknown task 'reguide_imagenet_200' (did you mean 'reguide_imagenet200'")
     assert seconds < 5, f"{seconds:.1f} s: the check should run before lmms-eval is imported"
+
+
+def test_a_data_root_error_comes_before_lmms_eval_loads(tmp_path):
+    start = time.perf_counter()
+    done = _eval("--model", "reguide_scripted", "--tasks", "reguide_baseline_imagenet200", "--data_root", str(tmp_path / "nowhere"))
+    seconds = time.perf_counter() - start
+    assert done.returncode == 1
+    assert f"data root {tmp_path / 'nowhere'} does not exist" in done.stderr.strip().splitlines()[-1]
+    assert seconds < 4, f"{seconds:.1f} s"

@@ -67,15 +67,11 @@ def _given(flag: str, argv: Sequence[str]) -> bool:
 
 
 def model_needs_images(model_name: str | None) -> bool:
-    """False for models that declare ``needs_images = False`` (reguide_replay); unknown -> True."""
-    if not model_name:
-        return True
-    try:
-        from lmms_eval.models import get_model
+    """False for our models that never open an image (``reguide_replay``); every other model, ours or
+    lmms-eval's, gets its images checked. Decided by name, so the check runs before lmms-eval loads."""
+    from reguide_tasks.models import MODELS_WITHOUT_IMAGES
 
-        return bool(getattr(get_model(model_name), "needs_images", True))
-    except Exception:  # an unknown model is lmms-eval's error to report, with its own message
-        return True
+    return model_name not in MODELS_WITHOUT_IMAGES
 
 
 def preflight(variants: Sequence, check_images: bool = True) -> None:
@@ -229,6 +225,13 @@ def run(argv: Sequence[str]) -> None:
         os.environ[BAD_IMAGES_ENV] = own.bad_images
 
     check_task_names(rest)
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--tasks", default=None)
+    peek.add_argument("--model", default=None)
+    early = peek.parse_known_args(rest)[0]
+    listing = early.tasks is None or early.tasks.startswith("list")
+    if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
+        preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     import lmms_eval.__main__ as lmms_main
 
@@ -245,13 +248,10 @@ def run(argv: Sequence[str]) -> None:
         # Set for every rank alike (same arguments), before lmms-eval creates the cache.
         os.environ[CACHE_RUN_ID_ENV] = stable_cache_run_id(args.model, args.model_args, args.tasks)
 
-    listing = args.tasks is None or args.tasks.startswith("list")
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
-    if not listing:
-        preflight(our_tasks(args.tasks), check_images=model_needs_images(args.model))
-        if not own.sequential:
-            runtime.install_batched_agentic_runner()
+    if not listing and not own.sequential:
+        runtime.install_batched_agentic_runner()
 
     around = None if own.allow_unknown_model_args else refusing_unknown_model_args
     with runtime.recording_evaluate_single(around) as outcomes:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+# Our models that never open an image: reguide-eval skips the image check for them (by name, before
+# lmms-eval is imported). Each has ``needs_images = False`` on its class too.
+MODELS_WITHOUT_IMAGES = ("reguide_replay",)
+
 
 def _manifest(model_id: str, class_path: str) -> Any:
     from lmms_eval.models.registry_v2 import ModelManifest
