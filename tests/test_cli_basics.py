@@ -47,6 +47,7 @@ def test_result_files_are_named_in_local_time(tmp_path, monkeypatch):
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"reguide-report {tmp_path} --out {tmp_path}/report" in done.stdout  # what to run next
     (results,) = tmp_path.rglob("*_results.json")
     stamp = datetime.datetime.strptime(results.name[:15], "%Y%m%d_%H%M%S")
     after = datetime.datetime.now(pytz.timezone("America/New_York")).replace(tzinfo=None)

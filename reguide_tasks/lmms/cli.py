@@ -267,6 +267,9 @@ def run(argv: Sequence[str]) -> None:
         raise RunFailed("lmms-eval returned no results")
     if RUN.every_request_failed():
         raise RunFailed(f"every one of the {RUN.documents_scored} requests of this process failed ({RUN.first_failure}); is the model server reachable?")
+    if _is_main_process() and getattr(args, "output_path", None) and our_tasks(args.tasks):
+        out = args.output_path
+        print(f"reguide-eval: results and samples under {out}; the cross-model report: reguide-report {out} --out {out}/report", flush=True)
 
 
 def _is_main_process() -> bool:
