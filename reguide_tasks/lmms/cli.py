@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -136,10 +137,19 @@ class UnknownModelArgs(RuntimeError):
     """An lmms-eval model said it ignores model args it does not know (a typo would run on defaults)."""
 
 
-def _refuse_unknown_model_args(message) -> None:
-    """A loguru sink (``catch=False``): raised where lmms-eval's model logs the warning, in its __init__."""
-    text = str(message).strip().split(" - ", 1)[-1]
-    raise UnknownModelArgs(f"{text} reguide-eval stops here: the run would use defaults instead (--allow_unknown_model_args to go on)")
+def _ignored_names(text: str) -> list[str]:
+    """The names in lmms-eval's "Unknown model_args ignored: ['a', 'b']..." message."""
+    import ast
+
+    start, end = text.find("["), text.find("]")
+    try:
+        return [str(name) for name in ast.literal_eval(text[start : end + 1])]
+    except (SyntaxError, ValueError):
+        return []
+
+
+def _user_model_arg_names(model_args: str | None) -> set[str]:
+    return {item.split("=", 1)[0].strip() for item in (model_args or "").split(",") if "=" in item}
 
 
 def _is_unknown_model_args(record) -> bool:
@@ -147,13 +157,21 @@ def _is_unknown_model_args(record) -> bool:
 
 
 @contextlib.contextmanager
-def refusing_unknown_model_args():
+def refusing_unknown_model_args(model_args: str | None):
     """While open, lmms-eval's "Unknown model_args ignored" warning raises :class:`UnknownModelArgs`
-    where it is logged (a sink with ``catch=False``); entered after lmms-eval has set up its logging,
-    which removes every handler first."""
+    where it is logged (a sink with ``catch=False``) when it names an argument of the user's
+    ``--model_args``; lmms-eval's own ``batch_size`` / ``device`` it warns about too pass. Entered
+    after lmms-eval has set up its logging, which removes every handler first."""
     from loguru import logger
 
-    handler = logger.add(_refuse_unknown_model_args, level="WARNING", filter=_is_unknown_model_args, catch=False)
+    given = _user_model_arg_names(model_args)
+
+    def refuse(message) -> None:
+        text = str(message).strip().split(" - ", 1)[-1]
+        if any(name in given for name in _ignored_names(text)):
+            raise UnknownModelArgs(f"{text} reguide-eval stops here: the run would use defaults instead (--allow_unknown_model_args to go on)")
+
+    handler = logger.add(refuse, level="WARNING", filter=_is_unknown_model_args, catch=False)
     try:
         yield
     finally:
@@ -169,6 +187,22 @@ class UnknownTask(RuntimeError):
     """A task name that looks like ours (``reguide_*``) but is not one."""
 
 
+def tasks_under(include_path: str | None) -> set[str]:
+    """The ``task:`` names of the YAML files under a user's ``--include_path`` folders (a line scan:
+    task files name lmms-eval's ``!function`` tags, which a plain YAML reader refuses)."""
+    import re
+
+    names: set[str] = set()
+    for folder in filter(None, (include_path or "").split(",")):
+        for path in Path(folder).rglob("*.yaml") if Path(folder).is_dir() else []:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            names.update(re.findall(r"^task:\s*['\"]?([\w.-]+)", text, flags=re.MULTILINE))
+    return names
+
+
 def check_task_names(argv: Sequence[str]) -> None:
     """Before lmms-eval is imported (seconds): a ``reguide_*`` name in ``--tasks`` that is none of our
     tasks or tags is an error with the closest of our names. Other names are lmms-eval's to judge."""
@@ -176,10 +210,12 @@ def check_task_names(argv: Sequence[str]) -> None:
 
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--tasks", default=None)
-    task_arg = peek.parse_known_args(list(argv))[0].tasks
+    peek.add_argument("--include_path", default=None)
+    early = peek.parse_known_args(list(argv))[0]
+    task_arg = early.tasks
     if not task_arg or task_arg.startswith("list"):
         return
-    ours = sorted({v.name for v in task_variants()} | set(TAGS))
+    ours = sorted({v.name for v in task_variants()} | set(TAGS) | tasks_under(early.include_path))
     for name in (t.strip() for t in task_arg.split(",")):
         if name.startswith("reguide") and name not in ours:
             close = difflib.get_close_matches(name, ours, n=3, cutoff=0.6)
@@ -224,6 +260,7 @@ def run(argv: Sequence[str]) -> None:
     if own.bad_images:
         os.environ[BAD_IMAGES_ENV] = own.bad_images
 
+    runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     check_task_names(rest)
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--tasks", default=None)
@@ -232,7 +269,6 @@ def run(argv: Sequence[str]) -> None:
     listing = early.tasks is None or early.tasks.startswith("list")
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
         preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))
-    runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     import lmms_eval.__main__ as lmms_main
 
     sys.argv = ["lmms-eval", *rest]
@@ -253,7 +289,7 @@ def run(argv: Sequence[str]) -> None:
     if not listing and not own.sequential:
         runtime.install_batched_agentic_runner()
 
-    around = None if own.allow_unknown_model_args else refusing_unknown_model_args
+    around = None if own.allow_unknown_model_args else functools.partial(refusing_unknown_model_args, args.model_args)
     with runtime.recording_evaluate_single(around) as outcomes:
         lmms_main.cli_evaluate(args)
     if listing:
