@@ -17,7 +17,8 @@ from reguide_tasks.report.reproduce import (
     reproduce,
 )
 
-CIFAR_TASK = "reguide_baseline_cifar10_25pct"
+# The smallest released run (4,170 documents; CIFAR10 25% has 40,568): CI time.
+TASK = "reguide_baseline_imagenet200_5pct"
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_bad_arguments_exit_2_before_any_run(tmp_path, capsys):
     assert main([str(tmp_path / "release"), "--out", str(tmp_path / "out")]) == 2
     assert "not a ReGuide release (expected response/baseline/ or response/reguide/ inside)" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")
-    assert main(["--out", str(tmp_path / "a_file"), "--tasks", CIFAR_TASK]) == 2
+    assert main(["--out", str(tmp_path / "a_file"), "--tasks", TASK]) == 2
     assert f"output folder {tmp_path / 'a_file'} is not writable" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "out"), "--tasks", "reguide_nope"]) == 2
     assert "--tasks: not a task of ours: reguide_nope" in capsys.readouterr().err
@@ -88,21 +89,21 @@ def test_bad_arguments_exit_2_before_any_run(tmp_path, capsys):
 @pytest.mark.e2e
 def test_reproduces_a_selection_of_the_shipped_sample_and_resumes(tmp_path, capsys, offline):
     out = tmp_path / "out"
-    assert main(["--out", str(out), "--tasks", CIFAR_TASK]) == 0
+    assert main(["--out", str(out), "--tasks", TASK]) == 0
     printed = capsys.readouterr().out
-    run_dir = out / "runs" / "baseline_cifar10-25_gpt"
+    run_dir = out / "runs" / "baseline_imagenet200-5_gpt"
     (results,) = run_dir.rglob("*_results.json")
-    assert len(list(run_dir.rglob(f"*_samples_{CIFAR_TASK}.jsonl"))) == 1
-    log = out / "logs" / "baseline_cifar10-25_gpt.log"
-    assert f"ok Baseline cifar10-25% gpt ({CIFAR_TASK}): exit status 0, log {log}" in printed and log.is_file()
+    assert len(list(run_dir.rglob(f"*_samples_{TASK}.jsonl"))) == 1
+    log = out / "logs" / "baseline_imagenet200-5_gpt.log"
+    assert f"ok Baseline imagenet200-5% gpt ({TASK}): exit status 0, log {log}" in printed and log.is_file()
     assert "1 runs: 1 ran, 0 skipped (results already there), 0 failed" in printed
     markdown, rows = _reported(out)
-    assert rows == {("reguide_replay (gpt)", CIFAR_TASK)}
-    assert "\n| reguide_replay (gpt) | 79.0 | 17.2 |" in markdown  # ID acc, fail ID of the released answers
+    assert rows == {("reguide_replay (gpt)", TASK)}
+    assert "\n| reguide_replay (gpt) | 85.0 | 5.2 |" in markdown  # ID acc, fail ID of the released answers
 
-    assert main(["--out", str(out), "--tasks", CIFAR_TASK]) == 0  # resume: nothing run again
+    assert main(["--out", str(out), "--tasks", TASK]) == 0  # resume: nothing run again
     printed = capsys.readouterr().out
-    assert f"skip Baseline cifar10-25% gpt ({CIFAR_TASK}): results already in {results.parent} (resume)" in printed
+    assert f"skip Baseline imagenet200-5% gpt ({TASK}): results already in {results.parent} (resume)" in printed
     assert "1 runs: 0 ran, 1 skipped" in printed
     assert list(run_dir.rglob("*_results.json")) == [results]
     assert (out / "report" / "report.md").is_file()
@@ -110,19 +111,19 @@ def test_reproduces_a_selection_of_the_shipped_sample_and_resumes(tmp_path, caps
 
 @pytest.mark.e2e
 def test_a_failed_run_is_recorded_and_the_others_still_run(tmp_path, offline):
-    run = tmp_path / "release" / "response" / "baseline" / "cifar10-25%"
+    run = tmp_path / "release" / "response" / "baseline" / "imagenet200-5%"
     _dirs(run, "bad")
-    (run / "bad" / "cifar10.jsonl").write_text("{not json", encoding="utf-8")
-    shutil.copytree(RELEASE_DIR / "response" / "baseline" / "cifar10-25%" / "gpt", run / "gpt")
+    (run / "bad" / "imagenet200.jsonl").write_text("{not json", encoding="utf-8")
+    shutil.copytree(RELEASE_DIR / "response" / "baseline" / "imagenet200-5%" / "gpt", run / "gpt")
     lines: list[str] = []
     out = tmp_path / "out"
     assert reproduce(tmp_path / "release", out, note=lines.append) == 1
-    bad_log = out / "logs" / "baseline_cifar10-25_bad.log"
-    assert lines[0].startswith(f"FAILED Baseline cifar10-25% bad ({CIFAR_TASK}): exit status 1, log {bad_log}")
+    bad_log = out / "logs" / "baseline_imagenet200-5_bad.log"
+    assert lines[0].startswith(f"FAILED Baseline imagenet200-5% bad ({TASK}): exit status 1, log {bad_log}")
     assert "reguide-eval: error:" in bad_log.read_text(encoding="utf-8")
-    assert lines[1].startswith("ok Baseline cifar10-25% gpt")
-    assert len(list((out / "runs" / "baseline_cifar10-25_gpt").rglob("*_results.json"))) == 1
+    assert lines[1].startswith("ok Baseline imagenet200-5% gpt")
+    assert len(list((out / "runs" / "baseline_imagenet200-5_gpt").rglob("*_results.json"))) == 1
     assert lines[2] == "2 runs: 1 ran, 0 skipped (results already there), 1 failed"
-    assert lines[3] == f"failed: Baseline cifar10-25% bad ({CIFAR_TASK}), exit status 1; see {bad_log}"
+    assert lines[3] == f"failed: Baseline imagenet200-5% bad ({TASK}), exit status 1; see {bad_log}"
     markdown, rows = _reported(out)
-    assert rows == {("reguide_replay (gpt)", CIFAR_TASK)} and "| reguide_replay (gpt) | 79.0 |" in markdown
+    assert rows == {("reguide_replay (gpt)", TASK)} and "| reguide_replay (gpt) | 85.0 |" in markdown
