@@ -462,8 +462,11 @@ def prediction_confidence(answer: ParsedAnswer, id_classes: Sequence[str]) -> fl
     name = predicted_class(answer, id_classes)
     if name is None:
         return None
+    confidences = answer.confidences or {}
+    if name in confidences:  # the parser keys confidences by the class names as spelled: one look-up
+        return _as_finite(confidences[name])
     wanted = label_key(name)
-    for key, raw in (answer.confidences or {}).items():
+    for key, raw in confidences.items():
         if label_key(str(key)) == wanted:
             return _as_finite(raw)
     return None
