@@ -81,7 +81,7 @@ def test_roc_overlay_legend_reads_the_auroc_and_n_a(tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Axes, "legend", record)
     curves = {"perfect": (np.array([100.0, 100.0]), np.array([0.0, 50.0])), "tied": (TIES, TIES), "empty": (np.empty(0), TIES)}
     plot_roc_overlay(curves, "t", tmp_path / "roc.png")
-    assert seen["labels"] == ["perfect (AUROC 100.0)", "tied (AUROC 50.0)", "empty (n/a)"]
+    assert seen["labels"] == ["perfect (AUROC 100.0)", "tied (AUROC 50.0)", "empty: no ID scores (n/a)"]
 
 
 def test_roc_overlay_single_run_and_no_runs(tmp_path):

@@ -1,6 +1,7 @@
 """The cross-run figures of a report, per benchmark: ROC curves of every run overlaid (one figure per
-OoD dataset), score histograms per run, a reliability diagram per run with confidences, and a forest
-plot of the ReGuide - baseline deltas. Files under ``plots/<benchmark>/``."""
+OoD dataset of the benchmark; a run without that dataset's scores is marked n/a), ID-score
+histograms per run, a reliability diagram per run with confidences, and a forest plot of the
+ReGuide - baseline deltas. Files under ``plots/<benchmark>/``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from reguide_tasks.metrics.calibration import calibration_summary, reliability_bins
@@ -19,6 +21,7 @@ from reguide_tasks.report.comparison_plots import (
     plot_score_histograms,
 )
 from reguide_tasks.report.leaderboard import calibration_inputs
+from reguide_tasks.report.plots import plotted_datasets
 
 
 def _slug(text: str) -> str:
@@ -42,12 +45,18 @@ def plot_comparisons(plots_dir: Path, loaded: Sequence[tuple], comparisons: Mapp
         if not mine:
             continue
         where = plots_dir / bench_name
-        datasets = list(dict.fromkeys(d for _, _, scores in mine for d in scores.ood_datasets))
+        datasets = list(dict.fromkeys(d for _, _, scores in mine for d in plotted_datasets(scores)))
+        rules = {scores.score_rule for _, _, scores in mine}
+        rule = rules.pop() if len(rules) == 1 else None  # None: the runs' rules differ
         for dataset in datasets:
-            curves = {name: (scores.id_scores, scores.scores[dataset]) for name, _, scores in mine if dataset in scores.scores}
-            files.append(plot_roc_overlay(curves, f"{bench_name}: ID vs {dataset} (higher score = more ID)", where / f"roc_overlay_{_slug(dataset)}.png"))
-        histograms = {name: {scores.benchmark.id_dataset: scores.id_scores, **{d: scores.scores[d] for d in scores.ood_datasets}} for name, _, scores in mine}
-        files.append(plot_score_histograms(histograms, f"{bench_name}: OoD scores per run (after each run's failure policy)", where / "score_histograms.png"))
+            # A run without this dataset's scores stays in the legend, as "no OoD scores (n/a)".
+            curves = {name: (scores.id_scores, scores.scores.get(dataset, np.empty(0))) for name, _, scores in mine}
+            title = f"{bench_name}: ID vs {dataset}"
+            files.append(plot_roc_overlay(curves, title, where / f"roc_overlay_{_slug(dataset)}.png", rule))
+        histograms = {name: {scores.benchmark.id_dataset: scores.id_scores, **{d: scores.scores.get(d, np.empty(0)) for d in plotted_datasets(scores)}}
+                      for name, _, scores in mine}
+        title = f"{bench_name}: ID scores per run (after each run's failure policy)"
+        files.append(plot_score_histograms(histograms, title, where / "score_histograms.png", rule))
         for name, run, scores in mine:
             if scores.has_confidence and scores.id_confidence.size:
                 confidence, correct, _ = calibration_inputs(scores)
