@@ -34,7 +34,7 @@ REGUIDE_FAMILIES = ("aux_pred_rate", "mean_kept", "filtered_out")
 ID_ACCURACY = "id_acc"
 RECORD_KEY = "oodd"
 
-HIGHER_IS_BETTER = {
+HIGHER_IS_BETTER: dict[str, bool | None] = {
     "auroc": True,
     "fpr95": False,
     "fpr95tpr": False,
@@ -43,11 +43,14 @@ HIGHER_IS_BETTER = {
     ID_ACCURACY: True,
     "fail_rate": False,
     "repaired_rate": False,
-    "not_in_release": False,
-    "aux_pred_rate": True,
-    "mean_kept": True,
-    "filtered_out": False,
-    RECORD_KEY: True,  # the record key aggregates to the number of scored documents
+    # Counts and descriptive rates have no better direction (None: lmms-eval prints no arrow). An
+    # auxiliary prediction is good on an OoD image and bad on an ID one; kept / dropped suggestions
+    # and documents without a released answer describe the run, they do not rank it.
+    "not_in_release": None,
+    "aux_pred_rate": None,
+    "mean_kept": None,
+    "filtered_out": None,
+    RECORD_KEY: None,  # the record key aggregates to the number of scored documents
 }
 # Longest first, so that "fpr95tpr_x" is not read as family "fpr95", target "tpr_x".
 _FAMILIES_LONGEST_FIRST = tuple(sorted(HIGHER_IS_BETTER, key=len, reverse=True))
@@ -72,8 +75,8 @@ def split_metric_key(key: str) -> tuple[str, str]:
     raise ValueError(f"{key!r} is not a metric key of ours (families: {sorted(HIGHER_IS_BETTER)})")
 
 
-def higher_is_better(key: str) -> bool:
-    """Whether a higher value of metric ``key`` is better."""
+def higher_is_better(key: str) -> bool | None:
+    """Whether a higher value of metric ``key`` is better (None: a count, no direction)."""
     return HIGHER_IS_BETTER[split_metric_key(key)[0]]
 
 

@@ -31,6 +31,21 @@ def test_help_lists_our_options_first_and_is_fast():
     assert seconds < 5, f"reguide-eval --help took {seconds:.1f} s"  # lmms-eval's own help: ~11 s
 
 
+def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
+    start = time.perf_counter()
+    done = subprocess.run([EVAL, "--tasks", "list"], capture_output=True, text=True, timeout=60, check=False)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("reguide_")}
+    assert len(rows) == 20  # 18 tasks, 2 tags; no prompt template shows up as a task
+    assert "baseline (one prompt); authors' 5% subset, 4,170 documents" in rows["reguide_baseline_imagenet200_5pct"]
+    assert "ReGuide (two stages); full OpenOOD v1.5 lists" in rows["reguide_imagenet200_full"]
+    assert "reguide_documents/cifar10.jsonl" in rows["reguide_cifar10_custom"]
+    assert rows["reguide_imagenet200"].split()[1:] == ["=", "reguide_imagenet200_5pct"]
+    assert "near ssb_hard, ninco; far inaturalist, textures, openimage_o" in done.stdout
+    assert seconds < 5, f"reguide-eval --tasks list took {seconds:.1f} s"
+
+
 def test_local_timezone_name_reads_tz_and_falls_back_to_a_real_zone(monkeypatch):
     monkeypatch.setenv("TZ", "America/New_York")
     assert local_timezone_name() == "America/New_York"
@@ -49,6 +64,11 @@ def test_result_files_are_named_in_local_time(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"reguide-report {tmp_path} --out {tmp_path}/report" in done.stdout  # what to run next
     (results,) = tmp_path.rglob("*_results.json")
+    # The compact summary after lmms-eval's table: one row per task, then where the files are.
+    summary = done.stdout[done.stdout.index("reguide-eval summary") :].splitlines()
+    assert summary[1].split() == ["task", "docs", "ID", "acc", "AUROC", "near", "AUROC", "far", "FPR@95", "near", "FPR@95", "far", "failed", "%"]
+    assert summary[3].split()[:2] == ["reguide_baseline_imagenet200_5pct", "4"] and summary[3].split()[3:7] == ["n/a"] * 4
+    assert f"results: {results}" in summary
     stamp = datetime.datetime.strptime(results.name[:15], "%Y%m%d_%H%M%S")
     after = datetime.datetime.now(pytz.timezone("America/New_York")).replace(tzinfo=None)
     assert before - datetime.timedelta(seconds=2) <= stamp <= after + datetime.timedelta(seconds=2), (before, stamp, after)
@@ -94,25 +114,25 @@ def test_a_missing_custom_document_file_says_which_root_and_what_writes_it(tmp_p
     else:
         raise AssertionError("no DataError")
     assert f"the data root {missing} does not exist" in text
-    assert f"utils/make_fixture_images.py --data_root {missing}" in text and "--out" in text
+    assert f"reguide-make-fixtures --data_root {missing}" in text and "--out" in text
     assert "reguide_documents/imagenet200.jsonl" in text
 
 
-def test_utilities_take_data_root_and_keep_the_old_spellings(tmp_path):
-    import importlib.util
+def test_utilities_are_console_scripts_that_take_data_root_and_keep_the_old_spellings(tmp_path):
+    from reguide_tasks.lmms import check_data
+    from reguide_tasks.testing import make_fixtures
 
-    def load(name):
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "utils" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    fixtures = load("make_fixture_images")
-    assert fixtures.main(["--data_root", str(tmp_path / "a"), "--benchmark", "cifar10", "--per-dataset", "1"]) == 0
-    assert fixtures.main(["--root", str(tmp_path / "b"), "--benchmark", "cifar10", "--per-dataset", "1"]) == 0
-    check = load("check_data")
+    assert make_fixtures.main(["--data_root", str(tmp_path / "a"), "--benchmark", "cifar10", "--per-dataset", "1"]) == 0
+    assert make_fixtures.main(["--root", str(tmp_path / "b"), "--benchmark", "cifar10", "--per-dataset", "1"]) == 0
     for flag in ("--data_root", "--data-root"):
-        assert check.main(["--tasks", "reguide_cifar10_custom", flag, str(tmp_path / "a")]) == 0
+        assert check_data.main(["--tasks", "reguide_cifar10_custom", flag, str(tmp_path / "a")]) == 0
+    # Installed as commands: the missing-images case through the real console script, exit 1.
+    done = subprocess.run([str(Path(sys.executable).with_name("reguide-check-data")), "--tasks", "reguide_cifar10_custom", "--data_root", str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1 and f"the data root {tmp_path / 'c'} does not exist" in done.stdout + done.stderr
+    for name in ("reguide-build-documents", "reguide-make-fixtures"):
+        helped = subprocess.run([str(Path(sys.executable).with_name(name)), "--help"], capture_output=True, text=True, timeout=120, check=False)
+        assert helped.returncode == 0 and "--data_root" in helped.stdout, name
 
 
 def test_a_wrong_task_name_gets_our_closest_names_in_a_second():

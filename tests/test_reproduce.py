@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reguide_tasks.data.release import RELEASE_DIR
+from reguide_tasks.lmms.result_files import samples_overhead
 from reguide_tasks.report.reproduce import (
     ReleaseRun,
     discover_release_runs,
@@ -100,6 +101,15 @@ def test_reproduces_a_selection_of_the_shipped_sample_and_resumes(tmp_path, caps
     markdown, rows = _reported(out)
     assert rows == {("reguide_replay (gpt)", TASK)}
     assert "\n| reguide_replay (gpt) | 85.0 | 5.2 |" in markdown  # ID acc, fail ID of the released answers
+    # reguide-eval's own summary row agrees with the report (ID acc, near, far, FPR near / far, failed %).
+    summary_row = next(line.split() for line in log.read_text(encoding="utf-8").splitlines() if line.startswith(TASK + " "))
+    assert summary_row == [TASK, "4170", "85.0", "n/a", "96.4", "n/a", "9.1", "6.4"]
+    # Small result files (the demo's run): no "N/A" stderr entries, samples under 2 KB a document
+    # beyond the model's answers (the shared 13 KB prompt is written once, per-key items not at all).
+    assert "N/A" not in results.read_text(encoding="utf-8")
+    (samples,) = run_dir.rglob(f"*_samples_{TASK}.jsonl")
+    documents, overhead = samples_overhead(str(samples))
+    assert documents == 4170 and overhead < 2048, overhead
 
     assert main(["--out", str(out), "--tasks", TASK]) == 0  # resume: nothing run again
     printed = capsys.readouterr().out

@@ -1,6 +1,6 @@
 """Build the documents of the full OpenOOD v1.5 test lists from OpenOOD's benchmark_imglist/ files.
 
-    python utils/build_full_documents.py --data_root ./data [--benchmark imagenet200] [--out FILE]
+    reguide-build-documents --data_root ./data [--benchmark imagenet200] [--out FILE]
 
 Reads ``<data root>/benchmark_imglist/<benchmark>/test_<dataset>.txt`` (written by OpenOOD's download
 script), prints the document count per dataset, and writes the documents as JSON lines (default
@@ -11,6 +11,7 @@ documents themselves at load time; this file is for inspection and for custom do
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from reguide_tasks.data.documents import DataError, check_unique, data_root, ful
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="reguide-build-documents", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_root", "--data-root", dest="data_root", default=None, help="OpenOOD data folder (default: $REGUIDE_DATA_ROOT or ./data); --data-root is the old spelling")
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), action="append", help="default: all")
     parser.add_argument("--imglist-dir", default=None, help="folder of test_*.txt (default: <data root>/benchmark_imglist/<benchmark>)")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = ", ".join(f"{name}: {n}" for name, n in Counter(d["dataset"] for d in docs).items())
             print(f"{benchmark}: {len(docs)} documents ({counts}) -> {out}")
     except DataError as exc:
-        print(f"build_full_documents: error: {exc}")
+        print(f"reguide-build-documents: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

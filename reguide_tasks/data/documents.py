@@ -141,7 +141,7 @@ class MissingImages:
         return (
             f"{head} ({per_dataset}); e.g. {', '.join(self.examples)}. "
             f"Set {DATA_ROOT_ENV} (or reguide-eval --data_root) to the folder holding images_classic/ and images_largescale/ "
-            "(OpenOOD v1.5 layout), or write test images with utils/make_fixture_images.py."
+            "(OpenOOD v1.5 layout), or write test images with reguide-make-fixtures."
         )
 
 
@@ -207,8 +207,8 @@ def read_documents(path: str | os.PathLike, root: Path | None = None) -> list[di
         raise DataError(
             f"document file {path} not found ({where}; set it with REGUIDE_DATA_ROOT or reguide-eval --data_root). "
             f"It holds one JSON document per line with the fields {', '.join(DOCUMENT_FIELDS)}: write your own, "
-            f"or python utils/make_fixture_images.py --data_root {root_dir} (synthetic test images and this file), "
-            f"or python utils/build_full_documents.py --data_root {root_dir} --out {path} (OpenOOD's full lists)"
+            f"or reguide-make-fixtures --data_root {root_dir} (synthetic test images and this file), "
+            f"or reguide-build-documents --data_root {root_dir} --out {path} (OpenOOD's full lists)"
         )
     opener = gzip.open if path.name.endswith(".gz") else open
     docs = []

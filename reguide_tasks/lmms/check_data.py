@@ -1,6 +1,6 @@
 """Report missing images of tasks' documents without loading any model or running anything.
 
-    python utils/check_data.py --tasks reguide_imagenet200,reguide_baseline_cifar10 [--data_root DIR]
+    reguide-check-data --tasks reguide_imagenet200,reguide_baseline_cifar10 [--data_root DIR]
 
 Exit 0 when every image is there, 1 otherwise (with the count per dataset and where they were looked for).
 """
@@ -8,6 +8,7 @@ Exit 0 when every image is there, 1 otherwise (with the count per dataset and wh
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 
 from reguide_tasks.data.documents import DATA_ROOT_ENV, DataError, find_missing_images
@@ -16,7 +17,7 @@ from reguide_tasks.lmms.hooks import document_set
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="reguide-check-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", required=True, help="comma-separated task names or tags of reguide-tasks")
     parser.add_argument("--data_root", "--data-root", dest="data_root", default=None, help="the data root (default: $REGUIDE_DATA_ROOT or ./data); --data-root is the old spelling")
     args = parser.parse_args(argv)
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[DATA_ROOT_ENV] = args.data_root
     variants = our_tasks(args.tasks)
     if not variants:
-        print(f"check_data: error: no reguide task in {args.tasks!r} (see reguide-eval --tasks list)")
+        print(f"reguide-check-data: error: no reguide task in {args.tasks!r} (see reguide-eval --tasks list)", file=sys.stderr)
         return 1
     bad = 0
     for variant in variants:

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def own_parser() -> argparse.ArgumentParser:
             "Every other option is lmms-eval's, forwarded unchanged (lmms-eval --help lists them), e.g. "
             "--model, --model_args, --tasks, --output_path, --log_samples, --limit, --use_cache. Result "
             "file names use this machine's time zone (UTC when unknown) unless --timezone is given. "
-            "Our tasks: reguide-eval --tasks list. Afterwards: reguide-report <output_path> --out <dir>."
+            "Our tasks, described: reguide-eval --tasks list. Afterwards: reguide-report <output_path> --out <dir>."
         ),
     )
     own.add_argument("--data_root", default=None, metavar="DIR", help="the folder holding images_classic/ and images_largescale/ (OpenOOD v1.5 layout); sets REGUIDE_DATA_ROOT (default ./data)")
@@ -261,11 +262,16 @@ def run(argv: Sequence[str]) -> None:
         os.environ[BAD_IMAGES_ENV] = own.bad_images
 
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
-    check_task_names(rest)
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--tasks", default=None)
     peek.add_argument("--model", default=None)
     early = peek.parse_known_args(rest)[0]
+    if early.tasks == "list":  # ours only, described, without importing lmms-eval
+        from reguide_tasks.lmms.task_list import task_listing
+
+        print(task_listing(), flush=True)
+        return
+    check_task_names(rest)
     listing = early.tasks is None or early.tasks.startswith("list")
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
         preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))
@@ -288,8 +294,11 @@ def run(argv: Sequence[str]) -> None:
         runtime.install_cache_placeholder_policy()
     if not listing and not own.sequential:
         runtime.install_batched_agentic_runner()
+    if not listing:
+        runtime.install_result_file_trimming()
 
     around = None if own.allow_unknown_model_args else functools.partial(refusing_unknown_model_args, args.model_args)
+    started = time.time()
     with runtime.recording_evaluate_single(around) as outcomes:
         lmms_main.cli_evaluate(args)
     if listing:
@@ -303,9 +312,12 @@ def run(argv: Sequence[str]) -> None:
         raise RunFailed("lmms-eval returned no results")
     if RUN.every_request_failed():
         raise RunFailed(f"every one of the {RUN.documents_scored} requests of this process failed ({RUN.first_failure}); is the model server reachable?")
-    if _is_main_process() and getattr(args, "output_path", None) and our_tasks(args.tasks):
-        out = args.output_path
-        print(f"reguide-eval: results and samples under {out}; the cross-model report: reguide-report {out} --out {out}/report", flush=True)
+    if _is_main_process() and getattr(args, "output_path", None):
+        from reguide_tasks.report.run_summary import run_summary
+
+        summary = run_summary(args.output_path, started)
+        if summary:
+            print(summary, flush=True)
 
 
 def _is_main_process() -> bool:
@@ -324,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     try:
         run(argv)
+    except BrokenPipeError:  # `reguide-eval --tasks list | head`: the reader has gone, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (DataError, RunFailed, UnknownTask, runtime.UnsupportedLmmsEval) as exc:
         print(f"reguide-eval: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -21,6 +21,12 @@ these lmms-eval names (``PATCHED_INTERNALS``):
   models return once their retries are spent (``[LMMS_EVAL_REQUEST_FAILED after N retries] ...``,
   ``[LMMS_EVAL_BUDGET_EXCEEDED]``): a run resumed after an outage would replay the outage instead of
   asking again. Wrapped, the cache treats them as misses.
+- ``lmms_eval.evaluator.simple_evaluate`` and
+  ``lmms_eval.loggers.evaluation_tracker.EvaluationTracker.save_results_samples`` (wrapped by
+  :func:`install_result_file_trimming`). Before lmms-eval saves and prints them, the "N/A" stderr
+  entries of our metrics leave the results and our sample rows lose the repeated prompt and per-key
+  metric items (:mod:`reguide_tasks.lmms.result_files` says why). ``cli_evaluate_single`` looks
+  ``simple_evaluate`` up on the module at call time.
 - ``lmms_eval.__main__.cli_evaluate_single`` (replaced for the duration of a ``with``
   :func:`recording_evaluate_single` block). ``cli_evaluate`` swallows the exception of a failed
   evaluation and returns nothing either way; ``reguide-eval`` records what each call returned or
@@ -40,6 +46,7 @@ On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_v
   command, and a missing index shows itself as lmms-eval's own "Tasks were not found";
 - the batched agentic runner is an optimisation: a warning, and lmms-eval's per-document loop runs;
 - the cache placeholder policy is needed for correct resumed runs: :class:`UnsupportedLmmsEval`;
+- trimming the result files is cosmetic: a warning, and lmms-eval writes them as it does;
 - the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`.
 
 To support a new lmms-eval version, review each name above against it (``tests/test_runtime.py``
@@ -65,6 +72,8 @@ PATCHED_INTERNALS = (
     ("lmms_eval.tasks", "TaskManager.__init__"),
     ("lmms_eval.evaluator", "_run_generate_until_agentic"),
     ("lmms_eval.caching.response_cache", "ResponseCache._is_valid_response"),
+    ("lmms_eval.evaluator", "simple_evaluate"),
+    ("lmms_eval.loggers.evaluation_tracker", "EvaluationTracker.save_results_samples"),
     ("lmms_eval.__main__", "cli_evaluate_single"),
 )
 RELIED_ON_INTERNALS = (
@@ -226,6 +235,48 @@ def install_cache_placeholder_policy() -> None:
 
     _is_valid_response._reguide = True  # type: ignore[attr-defined]
     ResponseCache._is_valid_response = staticmethod(_is_valid_response)
+
+
+# --- evaluator.simple_evaluate, EvaluationTracker.save_results_samples: trimmed result files ------
+
+
+def install_result_file_trimming() -> bool:
+    """Drop our metrics' "N/A" stderr entries and trim our sample rows before lmms-eval writes them;
+    False (and a warning) on an unsupported lmms-eval."""
+    from loguru import logger
+
+    version = lmms_eval_version()
+    if version not in SUPPORTED_LMMS_EVAL:
+        logger.warning(f"lmms-eval {version}: result files written as lmms-eval writes them (trimming written for {SUPPORTED_LMMS_EVAL})")
+        return False
+    from lmms_eval import evaluator
+    from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
+
+    from reguide_tasks.lmms.result_files import compact_samples, drop_unavailable_stderr
+
+    if not getattr(evaluator.simple_evaluate, "_reguide", False):
+        evaluate = evaluator.simple_evaluate
+
+        @functools.wraps(evaluate)
+        def simple_evaluate(*args, **kwargs):
+            results = evaluate(*args, **kwargs)
+            if isinstance(results, dict):
+                drop_unavailable_stderr(results)
+            return results
+
+        simple_evaluate._reguide = True  # type: ignore[attr-defined]
+        evaluator.simple_evaluate = simple_evaluate
+    if not getattr(EvaluationTracker.save_results_samples, "_reguide", False):
+        save = EvaluationTracker.save_results_samples
+
+        @functools.wraps(save)
+        def save_results_samples(self, task_name, samples):
+            compact_samples(samples)
+            return save(self, task_name, samples)
+
+        save_results_samples._reguide = True  # type: ignore[attr-defined]
+        EvaluationTracker.save_results_samples = save_results_samples
+    return True
 
 
 # --- __main__.cli_evaluate_single: what each evaluation returned or raised --------------------------

@@ -70,7 +70,8 @@ def _metric_list(bench: Benchmark, stage: str) -> str:
     lines = ["metric_list:"]
     for key in metric_keys(bench, stage):
         family, _ = split_metric_key(key)
-        better = str(higher_is_better(key)).lower()
+        direction = higher_is_better(key)
+        better = "null" if direction is None else str(direction).lower()  # null: no arrow in lmms-eval's table
         lines.append(f"  - {{metric: {key}, aggregation: !function utils.aggregate_{family}, higher_is_better: {better}}}")
     return "\n".join(lines) + "\n"
 

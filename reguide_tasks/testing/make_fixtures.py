@@ -1,6 +1,6 @@
 """Write a small synthetic image tree in the OpenOOD layout (and its document file).
 
-    python utils/make_fixture_images.py --data_root ./data --benchmark imagenet200 --per-dataset 4
+    reguide-make-fixtures --data_root ./data --benchmark imagenet200 --per-dataset 4
 
 Then run the ``*_custom`` tasks on it, e.g.
 ``reguide-eval --tasks reguide_baseline_imagenet200_custom --data_root ./data --model ...``.
@@ -15,7 +15,7 @@ from reguide_tasks.testing.fixtures import custom_documents_file, make_fixture
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="reguide-make-fixtures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_root", "--root", dest="root", default="./data", help="data root to write into (default ./data); --root is the old spelling")
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), action="append", help="benchmark(s); default: all")
     parser.add_argument("--per-dataset", type=int, default=4, help="images per dataset (default 4)")
