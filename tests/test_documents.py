@@ -118,8 +118,9 @@ def test_duplicated_documents_are_refused():
         check_unique(docs + docs[:1])
 
 
-def test_check_data_and_build_full_documents_scripts(tmp_path, capsys):
-    from utils import build_full_documents, check_data
+def test_check_data_and_build_documents_commands(tmp_path, capsys):
+    from reguide_tasks.data import build_documents as build_full_documents
+    from reguide_tasks.lmms import check_data
 
     make_fixture(tmp_path, "imagenet200", per_dataset=1)
     assert check_data.main(["--tasks", "reguide_imagenet200_custom", "--data-root", str(tmp_path)]) == 0

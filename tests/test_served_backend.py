@@ -110,7 +110,7 @@ def test_answers_every_stage_of_our_prompts(benchmark: str) -> None:
     assert prompt_classes(stage2) == [*classes, *aux, REJECTION_CLASS]
     assert stage1_id_classes(stage1) == classes
 
-    digest = "ab" * 32
+    digest = "ab" * 32  # no label code: the digest decides (graded answers: tests/test_served_quality.py)
     for prompt, options in ((baseline, [*classes, REJECTION_CLASS]), (stage2, [*classes, *aux, REJECTION_CLASS])):
         _, reply, score = answer(prompt, digest)
         parsed = parse_answer(reply, options)
@@ -367,6 +367,7 @@ def test_clean_run_answers_every_document_once(served, fixture_data) -> None:
     docs = fixture_data.documents["cifar10"]
     n = len(docs)
     assert run.server.requests == run.server.answered == Counter(baseline=n, stage1=n, stage2=n)
+    assert all(e.label for e in run.server.log), "a fixture image's label code did not survive the request"
     for task, stage in ((CIFAR_BASELINE, "baseline"), (CIFAR_REGUIDE, "stage2")):
         records = _assert_complete(run, task, docs)
         assert not any(r["failed"] for r in records)

@@ -2,8 +2,8 @@
 
 For tests and for trying the harness against a served backend without a GPU::
 
-    python -m reguide_tasks.testing.server --port 0 --fault status:429,first=3,retry_after_ms=1
-    reguide-eval --model openai --model_args model=reguide-testing,base_url=http://127.0.0.1:PORT/v1 ...
+    python -m reguide_tasks.testing.server --port 0 --quality 0.8 --fault status:429,first=3,retry_after_ms=1
+    OPENAI_API_KEY=EMPTY reguide-eval --model openai --model_args model=reguide-testing,base_url=http://127.0.0.1:PORT/v1 ...
 
 Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``; loopback only (127.0.0.1).
 
@@ -11,10 +11,32 @@ Answers. The text of the last user message decides the stage (:func:`reguide_tas
 (contains ``"class names based on the given image"``) gets 40 suggestions (as ``reguide_scripted``:
 two ID classes and a duplicate that filtering must drop); stage 2 (contains
 ``"'your confidence'"``) and the baseline prompt get ``Prediction: ...\\nConfidence: {...}`` over the
-class list parsed from the prompt. Scores derive from the SHA-256 of the first image's bytes
-(base64 data URL; the text when there is no image): :func:`image_score`, a multiple of 0.1 in
-[0, 99.9], so different images get different, reproducible scores. Stage 2 gives the first
-auxiliary class ``100 - score``.
+class list parsed from the prompt.
+
+What the classification answers mean. The fixture images (:mod:`reguide_tasks.testing.fixtures`)
+carry their label as a code of black and white cells (:mod:`reguide_tasks.testing.label_code`:
+ID / near / far, dataset, ID class, fixture index), drawn in the pixels because lmms-eval re-encodes
+every image it sends. The server reads it back and answers like a model of quality ``q``
+(``--quality``, :class:`OoDDTestServer` ``quality``; default :data:`DEFAULT_QUALITY` = 0.8), with
+draws seeded by the code, so reruns are identical (:func:`graded_confidences`):
+
+- an ID image is right when its :func:`difficulty` is below ``q`` (a share q of the images): the
+  true class at 85-99.9; else a wrong ID class at 35-60 (the true one half the rest);
+- an OoD image is caught when its difficulty is below ``q``: an ID class at 5-30 and the rest to
+  the rejection class, which wins; else it is fooled: an ID class at 62-84;
+- in ReGuide's stage 2 the auxiliary (suggested) classes take the rest instead of the rejection
+  class, and they also catch :data:`GUIDANCE` (half) of the OoD images the baseline is fooled by.
+
+The ranges are disjoint, so ``q = 1`` gives ID accuracy 100 and AUROC 100 on every OoD set, ``q = 0``
+gives 0, and in between every right answer outranks every wrong one; ReGuide is never below the
+baseline, and above it on a dataset where it catches an image that outranked an ID one.
+The default is noisy rather than perfect so that a demo run looks like a model, with ReGuide and the
+baseline apart; ``--quality 1`` checks the pipeline (everything 100).
+
+An image without a code (not a fixture, or too small to read) gets scores from the SHA-256 of the
+first image's bytes (base64 data URL; the text when there is no image): :func:`image_score`, a
+multiple of 0.1 in [0, 99.9], so different images get different, reproducible but meaningless
+scores; stage 2 gives the first auxiliary class ``100 - score``.
 
 Faults (:class:`Fault`, or a spec string for :func:`parse_fault` / ``--fault``): each rule counts
 the requests it sees (optionally of one ``stage``); with ``m = n - after`` for the rule's n-th
@@ -32,7 +54,7 @@ response), ``refusal`` (a well-formed refusal text).
 Counters on the server object (thread-safe snapshots): ``requests`` per stage (every attempt),
 ``answered`` per stage (requests no fault was injected into; a ``sleep`` fault's late answer counts
 under ``faults``), ``faults`` per kind, ``max_in_flight``, and ``log`` (one :class:`RequestLog` per
-chat request, with monotonic start / end times and the score sent).
+chat request, with monotonic start / end times, the label code read and the score sent).
 
 Why one module of this length: a test server is only useful whole (reading a request, answering like a
 model, injecting faults, counting), and tests start it as one ``python -m`` command.
@@ -45,6 +67,7 @@ import ast
 import base64
 import hashlib
 import json
+import random
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -54,6 +77,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark
+from reguide_tasks.testing.label_code import LabelCode, read_label_code
 from reguide_tasks.vocab import REJECTION_CLASS, prompt_stage
 
 HOST = "127.0.0.1"
@@ -66,6 +90,12 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 REFUSAL = "I'm sorry, I can't help with that."
 NEAR_SUGGESTIONS = tuple(f"served lookalike {i}" for i in range(1, 19))
 FAR_SUGGESTIONS = tuple(f"served faraway {i}" for i in range(1, 20))
+DEFAULT_QUALITY = 0.8
+GUIDANCE = 0.5  # the share of the OoD images the baseline prompt is fooled by that auxiliary classes catch
+GOLDEN = (5**0.5 - 1) / 2
+# The max ID confidence of each outcome. Disjoint: every right answer outranks every wrong one, so q = 1
+# separates ID from OoD perfectly, and a fooled OoD image outranks a misread ID image.
+SCORE_RANGES = {"id_right": (85.0, 99.9), "ood_fooled": (62.0, 84.0), "id_wrong": (35.0, 60.0), "ood_caught": (5.0, 30.0)}
 
 
 # ---------------------------------------------------------------- reading a request
@@ -144,29 +174,84 @@ def stage1_suggestions(id_classes: Sequence[str]) -> list[str]:
     return [*NEAR_SUGGESTIONS, id_classes[0], NEAR_SUGGESTIONS[0], *FAR_SUGGESTIONS, id_classes[-1].upper()]
 
 
-def classification_answer(options: Sequence[str], digest: str) -> tuple[str, float]:
-    """``Prediction: ...\\nConfidence: {...}`` over ``options`` (at least one class besides the
-    rejection class); returns (answer, max ID confidence). Without a known benchmark's class list at
-    the front, every option but the rejection class counts as an ID class."""
-    options = list(options)
-    body_classes = [name for name in options if name != REJECTION_CLASS]
-    id_classes = list(_known_id_classes(body_classes) or body_classes)
-    aux = [name for name in body_classes if name not in id_classes]
+def digest_confidences(options: Sequence[str], id_classes: Sequence[str], aux: Sequence[str], digest: str) -> dict[str, float]:
+    """For an image without a label code: an ID class from the digest gets :func:`image_score`; the
+    first auxiliary class and the rejection class get ``100 - score``."""
     score = image_score(digest)
-    top = id_classes[int(digest[8:16], 16) % len(id_classes)]
-    confidences = {name: 0.0 for name in options}
-    confidences[top] = score
+    confidences = dict.fromkeys(options, 0.0)
+    confidences[id_classes[int(digest[8:16], 16) % len(id_classes)]] = score
     if aux:
         confidences[aux[0]] = round(100.0 - score, 1)
     if REJECTION_CLASS in confidences:
         confidences[REJECTION_CLASS] = round(100.0 - score, 1)
+    return confidences
+
+
+def difficulty(code: LabelCode) -> float:
+    """In [0, 1); a model of quality q gets the image right when this is below q. Along the fixture
+    index it is a golden-ratio sequence (offset per dataset), which spreads even three consecutive
+    images of a dataset over [0, 1): any q from 0.39 to 0.61 gets at least one of them right and
+    one wrong, and the share of right answers follows q closely on a few images."""
+    offset = random.Random(f"{code.role}/{code.dataset}").random()
+    return (offset + code.instance * GOLDEN) % 1.0
+
+
+def _within(outcome: str, draw: float) -> float:
+    low, high = SCORE_RANGES[outcome]
+    return round(low + draw * (high - low), 1)
+
+
+def graded_confidences(options: Sequence[str], id_classes: Sequence[str], aux: Sequence[str], code: LabelCode, quality: float) -> dict[str, float] | None:
+    """What a model of quality ``quality`` answers for the image ``code`` describes (None when its
+    class is not in ``id_classes``). ID: right (the true class, high confidence) or a wrong class at
+    a middling confidence. OoD: caught (low ID confidence, the rest to the rejection class) or fooled
+    (an ID class at a high confidence); auxiliary classes (ReGuide stage 2) take the rest instead of
+    the rejection class and catch a further :data:`GUIDANCE` of the images the baseline is fooled by."""
+    if code.role == "id" and code.label >= len(id_classes):
+        return None
+    rng = random.Random(code.seed())  # the same draws in every stage and on every rerun
+    score_draw, class_draw, sink_draw = rng.random(), rng.random(), rng.random()
+    u = difficulty(code)
+    confidences = dict.fromkeys(options, 0.0)
+    if code.role == "id":
+        true = id_classes[code.label]
+        others = [name for name in id_classes if name != true]
+        if u < quality or not others:
+            confidences[true] = _within("id_right", score_draw)
+        else:
+            score = _within("id_wrong", score_draw)
+            confidences[others[int(class_draw * len(others))]] = score
+            confidences[true] = round((100.0 - score) / 2, 1)
+    else:
+        caught = u < quality + (GUIDANCE * (1.0 - quality) if aux else 0.0)
+        score = _within("ood_caught" if caught else "ood_fooled", score_draw)
+        confidences[id_classes[int(class_draw * len(id_classes))]] = score
+    sink = aux[int(sink_draw * len(aux))] if aux else REJECTION_CLASS  # where the rest of the confidence goes
+    if sink in confidences:
+        confidences[sink] = round(100.0 - sum(confidences.values()), 1)
+    return confidences
+
+
+def classification_answer(options: Sequence[str], digest: str, code: LabelCode | None = None, quality: float = DEFAULT_QUALITY) -> tuple[str, float]:
+    """``Prediction: ...\\nConfidence: {...}`` over ``options`` (at least one class besides the
+    rejection class); returns (answer, max ID confidence). Without a known benchmark's class list at
+    the front, every option but the rejection class counts as an ID class. With a label ``code``
+    the answer is :func:`graded_confidences`', else :func:`digest_confidences`'."""
+    options = list(options)
+    body_classes = [name for name in options if name != REJECTION_CLASS]
+    id_classes = list(_known_id_classes(body_classes) or body_classes)
+    aux = [name for name in body_classes if name not in id_classes]
+    confidences = graded_confidences(options, id_classes, aux, code, quality) if code is not None else None
+    if confidences is None:
+        confidences = digest_confidences(options, id_classes, aux, digest)
+    score = max(confidences[name] for name in id_classes)
     prediction = max(options, key=lambda name: confidences[name])
     pairs = ", ".join(f"'{name}': {value}" for name, value in confidences.items())
     return f"Prediction: {prediction}\nConfidence: {{{pairs}}}", score
 
 
-def answer(text: str, digest: str) -> tuple[str, str, float | None]:
-    """(stage, answer text, ID score or None for stage 1)."""
+def answer(text: str, digest: str, code: LabelCode | None = None, quality: float = DEFAULT_QUALITY) -> tuple[str, str, float | None]:
+    """(stage, answer text, ID score or None for stage 1); ``code``: the image's label code, if any."""
     stage = prompt_stage(text)
     if stage == "stage1":
         return stage, "Class suggested: " + ", ".join(stage1_suggestions(stage1_id_classes(text))), None
@@ -176,7 +261,7 @@ def answer(text: str, digest: str) -> tuple[str, str, float | None]:
         options = []
     if all(name == REJECTION_CLASS for name in options):  # not one of our prompts: a minimal answer
         return stage, f"Prediction: {REJECTION_CLASS}\nConfidence: {{'{REJECTION_CLASS}': 100.0}}", None
-    reply, score = classification_answer(options, digest)
+    reply, score = classification_answer(options, digest, code, quality)
     return stage, reply, score
 
 
@@ -257,7 +342,8 @@ class _Rule:
 
 @dataclass
 class RequestLog:
-    """One chat request: arrival order, stage, image digest, timing and what it got."""
+    """One chat request: arrival order, stage, image digest, timing and what it got; ``label``: the
+    image's label code (``role/dataset/label/instance``), ``""`` when it has none."""
 
     index: int
     stage: str
@@ -266,6 +352,7 @@ class RequestLog:
     ended: float = 0.0
     fault: str = ""
     score: float | None = None
+    label: str = ""
 
 
 # ---------------------------------------------------------------- the server
@@ -324,12 +411,14 @@ class _HTTPServer(ThreadingHTTPServer):
 class OoDDTestServer:
     """The server; ``start()`` / ``stop()`` or a ``with`` block. ``url`` is the OpenAI ``base_url``.
 
-    ``latency`` (seconds) is slept before every answer (makes concurrency observable).
+    ``latency`` (seconds) is slept before every answer (makes concurrency observable). ``quality``
+    in [0, 1]: how often the answers for label-coded images are right (see the module docstring).
     """
 
-    def __init__(self, faults: Sequence[Fault | str] = (), port: int = 0, model: str = DEFAULT_MODEL, latency: float = 0.0) -> None:
+    def __init__(self, faults: Sequence[Fault | str] = (), port: int = 0, model: str = DEFAULT_MODEL, latency: float = 0.0, quality: float = DEFAULT_QUALITY) -> None:
         self.model = model
         self.latency = float(latency)
+        self.quality = check_quality(quality)
         self._rules = [_Rule(parse_fault(f) if isinstance(f, str) else f) for f in faults]
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -396,9 +485,9 @@ class OoDDTestServer:
             return self._max_in_flight
 
     # -- serving
-    def _begin(self, stage: str, digest: str) -> tuple[RequestLog, Fault | None]:
+    def _begin(self, stage: str, digest: str, label: str) -> tuple[RequestLog, Fault | None]:
         with self._lock:
-            entry = RequestLog(len(self._log) + 1, stage, digest, time.monotonic())
+            entry = RequestLog(len(self._log) + 1, stage, digest, time.monotonic(), label=label)
             self._log.append(entry)
             fired = [rule.fault for rule in self._rules if rule.fires(stage, digest)]  # every counter advances
             fault = fired[0] if fired else None
@@ -409,8 +498,10 @@ class OoDDTestServer:
 
     def _serve_chat(self, handler: _Handler, body: Mapping[str, Any], text: str, images: list[bytes]) -> None:
         digest = digest_of(text, images)
-        stage, reply, score = answer(text, digest)
-        entry, fault = self._begin(stage, digest)
+        code = read_label_code(images[0]) if images else None
+        stage, reply, score = answer(text, digest, code, self.quality)
+        label = f"{code.role}/{code.dataset}/{code.label}/{code.instance}" if code else ""
+        entry, fault = self._begin(stage, digest, label)
         try:
             if self.latency:
                 self._stopping.wait(self.latency)
@@ -461,16 +552,32 @@ class OoDDTestServer:
         }
 
 
+def check_quality(quality: float) -> float:
+    quality = float(quality)
+    if not 0.0 <= quality <= 1.0:
+        raise ValueError(f"quality must be in [0, 1], not {quality}")
+    return quality
+
+
+def _quality_arg(text: str) -> float:
+    try:
+        return check_quality(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Deterministic OpenAI-compatible OoDD test server (127.0.0.1).")
     parser.add_argument("--port", type=int, default=0, help="0 = an ephemeral port (printed)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds slept before every answer")
+    parser.add_argument("--quality", type=_quality_arg, default=DEFAULT_QUALITY,
+                        help=f"0..1: how often answers for label-coded fixture images are right (default {DEFAULT_QUALITY}; 1 = perfect)")
     parser.add_argument("--fault", action="append", default=[], help="a fault rule, e.g. status:429,first=3 (repeatable)")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     args = parser.parse_args(argv)
-    server = OoDDTestServer([parse_fault(spec) for spec in args.fault], args.port, args.model, args.latency).start()
-    print(f"serving {server.url} (model {server.model})", flush=True)
+    server = OoDDTestServer([parse_fault(spec) for spec in args.fault], args.port, args.model, args.latency, args.quality).start()
+    print(f"serving {server.url} (model {server.model}, quality {server.quality:g})", flush=True)
     try:
         if args.duration > 0:
             time.sleep(args.duration)
