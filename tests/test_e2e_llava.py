@@ -46,7 +46,7 @@ SCRIPTED_BASELINE, SCRIPTED_REGUIDE = "reguide_baseline_imagenet200_custom", "re
 RECORD_FIELDS = {"dataset", "role", "image", "label_name", "prediction", "correct", "ood_score", "failed", "status", "reason", "score_rule", "failure_policy",
                  "key_reading", "repaired_keys", "repaired_prediction", "unknown_keys", "score_repaired", "not_in_release"}
 REGUIDE_RECORD_FIELDS = RECORD_FIELDS | {"stage1", "suggestions_kept", "suggestions_dropped", "stage2", "suggestions_source"}
-RUN_ORDER = ("llava_batched", "llava_sequential", "qwen_batched", "scripted_batched", "scripted_sequential", "plain_failing", "wrong_root", "list")
+RUN_ORDER = ("llava_batched", "llava_sequential", "qwen_batched", "scripted_batched", "scripted_sequential", "plain_failing", "wrong_root")
 
 
 # ---------------------------------------------------------------- running the CLIs
@@ -185,7 +185,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory, fixture_data, tiny_llava_dir:
              "--data_root", str(partial_root), *common],
             {},
         ),
-        "list": ([reguide_eval, "--tasks", "list"], {}),
     }
     pool = RunPool(specs, tmp_path_factory.mktemp("e2e_runs"))
     yield pool
@@ -353,7 +352,7 @@ def test_plain_lmms_eval_runs_our_task_and_counts_failures(runs: RunPool, fixtur
     assert all(r["status"] == "failed" and r["reason"] for r in failed_records)
 
 
-# ---------------------------------------------------------------- (e), (f): errors and listing
+# ---------------------------------------------------------------- (e): errors (the task listing: test_cli_basics, test_packaging)
 def test_wrong_data_root_fails_before_the_model_loads(runs: RunPool, fixture_data) -> None:
     run = runs.get("wrong_root")
     assert run.returncode != 0, run.describe()
@@ -366,17 +365,6 @@ def test_wrong_data_root_fails_before_the_model_loads(runs: RunPool, fixture_dat
     # Loading the bogus checkpoint first would have failed on its name instead, with a traceback.
     assert BOGUS_CHECKPOINT not in run.log and "Traceback" not in run.log, run.describe()
     assert not list(run.output.rglob("*_results.json"))
-
-
-def test_task_list_shows_all_our_tasks(runs: RunPool) -> None:
-    from reguide_tasks.lmms.cli import TAGS
-    from reguide_tasks.lmms.task_yamls import task_variants
-
-    run = runs.get("list")
-    assert run.returncode == 0, run.describe()
-    listed = set(re.findall(r"^\s*-\s*(\S+)\s*$", run.stdout, flags=re.MULTILINE))
-    ours = {v.name for v in task_variants()} | set(TAGS)
-    assert ours - listed == set(), f"not listed: {sorted(ours - listed)}"
 
 
 def test_our_task_names_do_not_clash_with_lmms_eval_builtins() -> None:
