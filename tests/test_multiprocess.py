@@ -16,8 +16,10 @@ runs here use ``accelerate launch --multi_gpu --num_processes 2`` (torch.distrib
 process group at all) and ``CUDA_VISIBLE_DEVICES=``.
 
 Runs (subprocesses, two at a time): one process through ``reguide-eval`` (reference); two processes
-through ``reguide-eval`` (batched ReGuide), ``reguide-eval --sequential`` and plain ``lmms-eval
---include_path`` (lmms-eval's own per-document loop); each with the baseline and the ReGuide task.
+through ``reguide-eval`` (batched ReGuide) and plain ``lmms-eval --include_path`` (lmms-eval's own
+per-document loop, which ``reguide-eval --sequential`` also runs: that route is checked against the
+batched one in one process by test_e2e_llava and test_served_backend); each with the baseline and the
+ReGuide task.
 Then the tiny random LLaVA (``llava_hf``), one vs two processes: the same answer for every document.
 """
 
@@ -204,7 +206,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory, documents: list[dict], tiny_l
         "single": [console_script("reguide-eval"), *tasks, *scripted],
         "two_batched": [*two_processes("reguide_tasks.lmms.cli"), *tasks, *scripted],
         "two_plain_lmms_eval": [*two_processes("lmms_eval"), "--include_path", str(REPO_ROOT / "tasks_yaml"), *tasks, *scripted],
-        "two_sequential": [*two_processes("reguide_tasks.lmms.cli"), "--sequential", *tasks, *scripted],
         "llava_single": [console_script("reguide-eval"), *llava],
         "llava_two": [*two_processes("reguide_tasks.lmms.cli"), *llava],
     }
@@ -213,7 +214,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, documents: list[dict], tiny_l
         return {name: future.result() for name, future in futures.items()}
 
 
-SCRIPTED_MULTI = ("two_batched", "two_plain_lmms_eval", "two_sequential")
+SCRIPTED_MULTI = ("two_batched", "two_plain_lmms_eval")
 
 
 def _ok(run: Run) -> Run:

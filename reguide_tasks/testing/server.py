@@ -68,6 +68,7 @@ import base64
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -166,6 +167,16 @@ def digest_of(text: str, images: Sequence[bytes]) -> str:
 def image_score(digest: str) -> float:
     """The ID confidence for an image digest: a multiple of 0.1 in [0, 99.9]."""
     return (int(digest[:8], 16) % 1000) / 10
+
+
+# Words and single symbols: close to what BPE tokenizers count on these answers, where every quote,
+# colon, comma and decimal point of a confidence dict is a token of its own.
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def approx_tokens(text: str) -> int:
+    """Tokens of ``text``, approximately (a word or a symbol each); what the latency model charges."""
+    return len(_TOKEN.findall(text))
 
 
 # ---------------------------------------------------------------- answers
@@ -353,6 +364,9 @@ class RequestLog:
     fault: str = ""
     score: float | None = None
     label: str = ""
+    prompt_tokens: int = 0  # approx_tokens of the prompt text and of the answer
+    output_tokens: int = 0
+    latency: float = 0.0  # seconds the latency model slept before answering
 
 
 # ---------------------------------------------------------------- the server
@@ -411,13 +425,18 @@ class _HTTPServer(ThreadingHTTPServer):
 class OoDDTestServer:
     """The server; ``start()`` / ``stop()`` or a ``with`` block. ``url`` is the OpenAI ``base_url``.
 
-    ``latency`` (seconds) is slept before every answer (makes concurrency observable). ``quality``
-    in [0, 1]: how often the answers for label-coded images are right (see the module docstring).
+    ``latency`` (seconds) is slept before every answer (makes concurrency observable), plus
+    ``output_token_latency`` per output token of the answer and ``prompt_token_latency`` per prompt
+    token (:func:`approx_tokens`): a served model's cost, which decoding dominates. ``quality`` in
+    [0, 1]: how often the answers for label-coded images are right (see the module docstring).
     """
 
-    def __init__(self, faults: Sequence[Fault | str] = (), port: int = 0, model: str = DEFAULT_MODEL, latency: float = 0.0, quality: float = DEFAULT_QUALITY) -> None:
+    def __init__(self, faults: Sequence[Fault | str] = (), port: int = 0, model: str = DEFAULT_MODEL, latency: float = 0.0, quality: float = DEFAULT_QUALITY,
+                 output_token_latency: float = 0.0, prompt_token_latency: float = 0.0) -> None:
         self.model = model
         self.latency = float(latency)
+        self.output_token_latency = float(output_token_latency)
+        self.prompt_token_latency = float(prompt_token_latency)
         self.quality = check_quality(quality)
         self._rules = [_Rule(parse_fault(f) if isinstance(f, str) else f) for f in faults]
         self._lock = threading.Lock()
@@ -502,9 +521,11 @@ class OoDDTestServer:
         stage, reply, score = answer(text, digest, code, self.quality)
         label = f"{code.role}/{code.dataset}/{code.label}/{code.instance}" if code else ""
         entry, fault = self._begin(stage, digest, label)
+        entry.prompt_tokens, entry.output_tokens = approx_tokens(text), approx_tokens(reply)
+        entry.latency = self.latency + self.output_token_latency * entry.output_tokens + self.prompt_token_latency * entry.prompt_tokens
         try:
-            if self.latency:
-                self._stopping.wait(self.latency)
+            if entry.latency:
+                self._stopping.wait(entry.latency)
             self._respond(handler, body, stage, reply, score, entry, fault)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout) before the answer
             handler.close_connection = True
@@ -571,12 +592,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 = an ephemeral port (printed)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds slept before every answer")
+    parser.add_argument("--output-token-latency", type=float, default=0.0, help="plus seconds per output token of the answer (decoding)")
+    parser.add_argument("--prompt-token-latency", type=float, default=0.0, help="plus seconds per prompt token (prefill)")
     parser.add_argument("--quality", type=_quality_arg, default=DEFAULT_QUALITY,
                         help=f"0..1: how often answers for label-coded fixture images are right (default {DEFAULT_QUALITY}; 1 = perfect)")
     parser.add_argument("--fault", action="append", default=[], help="a fault rule, e.g. status:429,first=3 (repeatable)")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     args = parser.parse_args(argv)
-    server = OoDDTestServer([parse_fault(spec) for spec in args.fault], args.port, args.model, args.latency, args.quality).start()
+    server = OoDDTestServer([parse_fault(spec) for spec in args.fault], args.port, args.model, args.latency, args.quality,
+                            args.output_token_latency, args.prompt_token_latency).start()
     print(f"serving {server.url} (model {server.model}, quality {server.quality:g})", flush=True)
     try:
         if args.duration > 0:
