@@ -1,5 +1,6 @@
-"""A run killed with SIGKILL and restarted with the same ``--use_cache`` finishes with the metrics of an
-uninterrupted run and does not regenerate the answers already cached.
+"""A run killed with SIGKILL and restarted with the same command finishes with the metrics of an
+uninterrupted run and does not regenerate the answers already cached: by default (``reguide-eval``
+keeps answers in ``<output_path>/answer_cache`` without being asked) and with ``--use_cache DIR``.
 
 What lmms-eval 0.7.3's response cache guarantees (``lmms_eval/caching/response_cache.py``):
 - answers are written (JSONL audit line + fsync, then an SQLite commit, one request at a time) only
@@ -16,10 +17,10 @@ The model is ``reguide_scripted`` with ``log_calls`` (one line per answered requ
 and ``item_latency`` (slow enough to kill at a known point). The set of answers that survived the kill
 is read from the cache's audit log; the restart must answer exactly the others.
 
-- batched route: the ReGuide task's requests run before the baseline's (lmms-eval runs request types
+- batched route, default cache (no ``--use_cache`` on the command line): the ReGuide task's requests run before the baseline's (lmms-eval runs request types
   in the order of the reversed sorted task names); killed during the baseline call, so both ReGuide
   stages are cached and the baseline call is lost: the restart answers the baseline only.
-- sequential route (``--sequential``): the baseline runs first here (through an alias task whose name
+- sequential route (``--sequential``), ``--use_cache DIR``: the baseline runs first here (through an alias task whose name
   sorts after the ReGuide task); killed half-way through the per-document ReGuide loop: the restart
   answers neither the baseline nor the ReGuide requests already answered.
 """
@@ -102,15 +103,17 @@ class Outcome:
         return read_metrics(self.output, task, self.describe())
 
 
-def run_scenario(name: str, extra: list[str], tasks: str, workdir: Path, data_root: Path, kill_when=None, cache: bool = True) -> Outcome:
-    """``reguide-eval`` twice with the same arguments: the first time SIGKILLed once ``kill_when(lines)``."""
+def run_scenario(name: str, extra: list[str], tasks: str, workdir: Path, data_root: Path, kill_when=None, cache: str = "default") -> Outcome:
+    """``reguide-eval`` twice with the same arguments (the same command, output path included): the
+    first time SIGKILLed once ``kill_when(lines)``. ``cache``: "default" (no flag), "explicit"
+    (``--use_cache <run>/cache``) or "off" (``--no_answer_cache``)."""
     run_dir = workdir / name
     run_dir.mkdir(parents=True)
     outcome = Outcome(name, run_dir / "calls.txt", run_dir / "output")
     model_args = f"item_latency={ITEM_LATENCY},log_calls={outcome.calls}"  # identical in both runs: the cache keys hold them
     argv = [console_script("reguide-eval"), *extra, "--tasks", tasks, "--model", "reguide_scripted", "--model_args", model_args]
-    if cache:
-        argv += ["--use_cache", str(run_dir / "cache")]
+    argv += {"default": [], "explicit": ["--use_cache", str(run_dir / "cache")], "off": ["--no_answer_cache"]}[cache]
+    cache_dir = run_dir / "cache" if cache == "explicit" else outcome.output / "answer_cache"
     env = offline_env(run_dir, ("REGUIDE_", "LMMS_CACHE", "SLURM_", "TORCHELASTIC_"), REGUIDE_DATA_ROOT=str(data_root), CUDA_VISIBLE_DEVICES="")
 
     def start(output: Path, log: Path) -> subprocess.Popen:
@@ -128,7 +131,7 @@ def run_scenario(name: str, extra: list[str], tasks: str, workdir: Path, data_ro
 
     if kill_when is not None:
         log = run_dir / "first.log"
-        process = start(run_dir / "first_output", log)
+        process = start(outcome.output, log)
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while process.poll() is None and not kill_when(read_calls(outcome.calls)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -137,7 +140,7 @@ def run_scenario(name: str, extra: list[str], tasks: str, workdir: Path, data_ro
             outcome.killed = True
         finish(process, log)
         outcome.first = read_calls(outcome.calls)
-        outcome.cached_at_kill = read_cached(run_dir / "cache")
+        outcome.cached_at_kill = read_cached(cache_dir)
     log = run_dir / "second.log"
     outcome.returncode = finish(start(outcome.output, log), log)
     outcome.second = read_calls(outcome.calls)[len(outcome.first):]
@@ -170,9 +173,9 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         jobs = {
             # uninterrupted, no cache: the reference answers and metrics
-            "reference": pool.submit(run_scenario, "reference", alias, all_tasks, workdir, data_root, None, False),
+            "reference": pool.submit(run_scenario, "reference", alias, all_tasks, workdir, data_root, None, "off"),
             "batched": pool.submit(run_scenario, "batched", [], f"{BASELINE},{REGUIDE}", workdir, data_root, _first_baseline_answer),
-            "sequential": pool.submit(run_scenario, "sequential", ["--sequential", *alias], f"{ALIAS_BASELINE},{REGUIDE}", workdir, data_root, _half_of_reguide),
+            "sequential": pool.submit(run_scenario, "sequential", ["--sequential", *alias], f"{ALIAS_BASELINE},{REGUIDE}", workdir, data_root, _half_of_reguide, "explicit"),
         }
         return {name: job.result() for name, job in jobs.items()}
 
@@ -205,6 +208,8 @@ def test_reference_run_answers_every_request_once(outcomes: dict[str, Outcome]) 
     reference = _ok(outcomes["reference"])
     stages = Counter((row[0], row[2]) for row in reference.second)
     assert stages == {(BASELINE, "baseline"): N_DOCS, (ALIAS_BASELINE, "baseline"): N_DOCS, (REGUIDE, "stage1"): N_DOCS, (REGUIDE, "stage2"): N_DOCS}
+    # --no_answer_cache: nothing kept, nothing said about it
+    assert not (reference.output / "answer_cache").exists() and "answers kept in" not in reference.logs[-1]
 
 
 @pytest.mark.e2e
@@ -222,6 +227,7 @@ def test_batched_restart_regenerates_only_the_lost_call(outcomes: dict[str, Outc
     assert Counter(outcome.second) == Counter(baseline_requests), outcome.describe()
     assert not without_stage(outcome.second) & Counter(outcome.cached_at_kill)
     assert "Agentic round 1:" in outcome.logs[-1]  # the batched route ran (served from the cache)
+    assert f"answers kept in {outcome.output / 'answer_cache'}" in outcome.logs[-1]  # said where, without being asked
     _same_metrics(outcome, reference, BASELINE)
     _same_metrics(outcome, reference, REGUIDE)
 

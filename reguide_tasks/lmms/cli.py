@@ -92,6 +92,15 @@ def preflight(variants: Sequence, check_images: bool = True) -> None:
 
 
 CACHE_RUN_ID_ENV = "LMMS_CACHE_RUN_ID"
+ANSWER_CACHE_DIR = "answer_cache"
+
+
+def default_answer_cache(output_path: str | None, model: str | None) -> str | None:
+    """Where ``reguide-eval`` keeps answers when the user gave no ``--use_cache``: under the output
+    path, for every model that asks something (``reguide_replay`` reads its answers from files)."""
+    if not output_path or not model_needs_images(model):
+        return None
+    return str(Path(output_path) / ANSWER_CACHE_DIR)
 
 
 def stable_cache_run_id(model: str | None, model_args: str | None, tasks: str | None) -> str:
@@ -130,6 +139,7 @@ def own_parser() -> argparse.ArgumentParser:
     own.add_argument("--data_root", default=None, metavar="DIR", help="the folder holding images_classic/ and images_largescale/ (OpenOOD v1.5 layout); sets REGUIDE_DATA_ROOT (default ./data)")
     own.add_argument("--sequential", action="store_true", help="keep lmms-eval's per-document loop for ReGuide's two stages instead of the batched runner (same answers, slower)")
     own.add_argument("--bad_images", choices=BAD_IMAGE_POLICIES, default=None, help="an unreadable image stops the run naming the document (fail, default) or is recorded and left out of every metric (exclude)")
+    own.add_argument("--no_answer_cache", action="store_true", help=f"do not keep the model's answers in <output_path>/{ANSWER_CACHE_DIR} (kept by default, so a restarted identical command resumes without asking the model again; --use_cache DIR puts them elsewhere)")
     own.add_argument("--allow_unknown_model_args", action="store_true", help="let a model of lmms-eval's run on when it ignores --model_args it does not know (default: such a run stops; our own models always stop on an unknown argument)")
     return own
 
@@ -286,6 +296,9 @@ def run(argv: Sequence[str]) -> None:
         # Our process_results is CPU-bound Python: lmms-eval's default of 4 threads only contends
         # for the GIL (bench/bench_overhead.py: post-processing about twice as slow).
         args.process_docs_parallel = 1
+    if not listing and not own.no_answer_cache and not getattr(args, "use_cache", None):
+        # Nothing lost by default: a killed run's answers are there for the restarted command.
+        args.use_cache = default_answer_cache(getattr(args, "output_path", None), args.model)
     if getattr(args, "use_cache", None) and not os.environ.get(CACHE_RUN_ID_ENV):
         # Set for every rank alike (same arguments), before lmms-eval creates the cache.
         os.environ[CACHE_RUN_ID_ENV] = stable_cache_run_id(args.model, args.model_args, args.tasks)
@@ -318,6 +331,8 @@ def run(argv: Sequence[str]) -> None:
         summary = run_summary(args.output_path, started)
         if summary:
             print(summary, flush=True)
+        if getattr(args, "use_cache", None):
+            print(f"answers kept in {args.use_cache}: the same command resumes from them (start clean: delete that folder, or --no_answer_cache)", flush=True)
 
 
 def _is_main_process() -> bool:
