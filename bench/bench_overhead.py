@@ -17,10 +17,14 @@ All run the same way, alternating, after one warm-up run of each (imports done, 
 built): by default in THIS process through lmms-eval's CLI entry (``cli_evaluate`` with the parsed
 arguments: task indexing, dataset loading, requests, scoring, aggregation, the results and samples
 files; not the interpreter start-up, which is the same for both and, on a loaded machine, mostly
-noise); with ``--subprocess`` each run is ``python -m lmms_eval`` (start-up included). Same flags
-for both (``--log_samples`` unless ``--no-log-samples``). Target: ratio <= 1.2.
+noise); with ``--subprocess`` each run is ``python -m lmms_eval`` (start-up included); with
+``--route reguide-eval`` every run goes through ``reguide-eval``'s own entry in this process
+(:func:`reguide_tasks.lmms.cli.run`: its result-file trimming, batched runner and checks; answer cache
+off for all, as ``reguide_replay`` has none). Same flags for all (``--log_samples`` unless
+``--no-log-samples``). Target: ratio <= 1.2 (the issue "under real load": <= 1.15 through
+``reguide-eval``, best of 5).
 
-    python bench/bench_overhead.py [--repeats 3] [--no-log-samples] [--subprocess] [--process-docs-parallel N] [--profile FILE.prof]
+    python bench/bench_overhead.py [--repeats 3] [--no-log-samples] [--subprocess | --route reguide-eval] [--process-docs-parallel N] [--profile FILE.prof]
 """
 
 from __future__ import annotations
@@ -141,6 +145,20 @@ def run_in_process(task: str, model: str, model_args: str, include: Path, workdi
     return elapsed
 
 
+def run_reguide_eval(task: str, model: str, model_args: str, include: Path, workdir: Path, log_samples: bool) -> float:
+    """One run through ``reguide-eval``'s entry (:func:`reguide_tasks.lmms.cli.run`) in this process."""
+    from reguide_tasks.lmms import cli
+    from reguide_tasks.models import replay
+
+    replay.load_answers.cache_clear()
+    output = workdir / f"out_{task}_{time.monotonic_ns()}"
+    start = time.perf_counter()
+    cli.run(["--no_answer_cache", *cli_argv(task, model, model_args, include, output, log_samples)])
+    elapsed = time.perf_counter() - start
+    _check_output(task, output, "")
+    return elapsed
+
+
 def run_subprocess(task: str, model: str, model_args: str, include: Path, workdir: Path, log_samples: bool, profile: str | None = None) -> float:
     output = workdir / f"out_{task}_{time.monotonic_ns()}"
     argv = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "lmms_eval"]
@@ -167,6 +185,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (after one warm-up run of each)")
     parser.add_argument("--no-log-samples", action="store_true")
     parser.add_argument("--subprocess", action="store_true", help="one python -m lmms_eval process per run (start-up included)")
+    parser.add_argument("--route", choices=("lmms-eval", "reguide-eval"), default="lmms-eval", help="in-process entry: lmms-eval's CLI (default) or reguide-eval's")
     parser.add_argument("--process-docs-parallel", type=int, default=None, help="lmms-eval's --process_docs_parallel for every run (its default: 4 threads)")
     parser.add_argument("--profile", default=None, help="also run ours once under cProfile (a subprocess), write the stats here and print the top")
     args = parser.parse_args()
@@ -182,9 +201,9 @@ def main() -> None:
         "trivial+prompt": (PROMPT_TASK, "dummy", "", trivial_dir),
         "ours": (OUR_TASK, "reguide_replay", "missing=skip", REPO_ROOT / "tasks_yaml"),
     }
-    run = run_subprocess if args.subprocess else run_in_process
+    run = run_subprocess if args.subprocess else run_reguide_eval if args.route == "reguide-eval" else run_in_process
 
-    mode = "subprocess per run" if args.subprocess else "in-process (lmms-eval CLI entry)"
+    mode = "subprocess per run" if args.subprocess else f"in-process ({args.route} CLI entry)"
     print(f"documents: {n_docs} in each task; log_samples={log_samples}; {mode}; {os.cpu_count()} CPUs; extra lmms-eval args: {' '.join(EXTRA_ARGS) or 'none'}")
     for spec in specs.values():  # warm-up
         run(*spec, workdir, log_samples)
@@ -196,7 +215,8 @@ def main() -> None:
         print(f"{name:14s} wall {' '.join(f'{t:7.2f}' for t in times[name])} s   best {min(times[name]):7.2f} s   median {sorted(times[name])[len(times[name]) // 2]:7.2f} s")
     best = {name: min(times[name]) for name in specs}
     ratio = best["ours"] / best["trivial"]
-    print(f"ratio ours / trivial (best of {args.repeats}): {ratio:.2f}   target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'}")
+    target = 1.15 if args.route == "reguide-eval" else 1.2
+    print(f"ratio ours / trivial (best of {args.repeats}): {ratio:.2f}   target <= {target}: {'met' if ratio <= target else 'NOT met'}")
     print(f"  of which lmms-eval on a prompt of our size: trivial+prompt / trivial {best['trivial+prompt'] / best['trivial']:.2f}; "
           f"our task on top of that: ours / trivial+prompt {best['ours'] / best['trivial+prompt']:.2f}")
     if args.profile:

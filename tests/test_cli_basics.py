@@ -93,7 +93,7 @@ def test_an_lmms_eval_model_ignoring_an_argument_stops_the_run_unless_allowed(tm
     (the model is built before any request; none is answered here: port 9 refuses)."""
     common = ("--model", "openai", "--tasks", "reguide_baseline_imagenet200_custom", "--data_root", str(fixture_data.root),
               "--output_path", str(tmp_path))
-    args = "model_version=reguide-testing,modle=x,base_url=http://127.0.0.1:9/v1,max_retries=1"
+    args = "model_version=reguide-testing,modle=x,base_url=http://127.0.0.1:9/v1,max_retries=1,retry_backoff_s=0"
     done = _eval(*common, "--model_args", args, env_extra={"OPENAI_API_KEY": "EMPTY"})
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]

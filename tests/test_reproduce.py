@@ -88,16 +88,27 @@ def test_bad_arguments_exit_2_before_any_run(tmp_path, capsys):
 
 
 @pytest.mark.e2e
-def test_reproduces_a_selection_of_the_shipped_sample_and_resumes(tmp_path, capsys, offline):
+def test_reproduces_the_release_resumes_and_records_a_failed_run(tmp_path, capsys, offline):
+    """One replay of the smallest released run (CI time) beside a broken run folder: the broken run is
+    recorded and the others still run; the report, reguide-eval's summary and the result files are
+    checked on the good one; the second call resumes (the good run is not run again)."""
+    release = tmp_path / "release"
+    run = release / "response" / "baseline" / "imagenet200-5%"
+    _dirs(run, "bad")
+    (run / "bad" / "imagenet200.jsonl").write_text("{not json", encoding="utf-8")
+    shutil.copytree(RELEASE_DIR / "response" / "baseline" / "imagenet200-5%" / "gpt", run / "gpt")
     out = tmp_path / "out"
-    assert main(["--out", str(out), "--tasks", TASK]) == 0
+    assert main([str(release), "--out", str(out), "--tasks", TASK]) == 1
     printed = capsys.readouterr().out
     run_dir = out / "runs" / "baseline_imagenet200-5_gpt"
     (results,) = run_dir.rglob("*_results.json")
     assert len(list(run_dir.rglob(f"*_samples_{TASK}.jsonl"))) == 1
-    log = out / "logs" / "baseline_imagenet200-5_gpt.log"
+    log, bad_log = out / "logs" / "baseline_imagenet200-5_gpt.log", out / "logs" / "baseline_imagenet200-5_bad.log"
+    assert f"FAILED Baseline imagenet200-5% bad ({TASK}): exit status 1, log {bad_log}" in printed
+    assert "reguide-eval: error:" in bad_log.read_text(encoding="utf-8")
     assert f"ok Baseline imagenet200-5% gpt ({TASK}): exit status 0, log {log}" in printed and log.is_file()
-    assert "1 runs: 1 ran, 0 skipped (results already there), 0 failed" in printed
+    assert "2 runs: 1 ran, 0 skipped (results already there), 1 failed" in printed
+    assert f"failed: Baseline imagenet200-5% bad ({TASK}), exit status 1; see {bad_log}" in printed
     markdown, rows = _reported(out)
     assert rows == {("reguide_replay (gpt)", TASK)}
     assert "\n| reguide_replay (gpt) | 85.0 | 5.2 |" in markdown  # ID acc, fail ID of the released answers
@@ -111,29 +122,9 @@ def test_reproduces_a_selection_of_the_shipped_sample_and_resumes(tmp_path, caps
     documents, overhead = samples_overhead(str(samples))
     assert documents == 4170 and overhead < 2048, overhead
 
-    assert main(["--out", str(out), "--tasks", TASK]) == 0  # resume: nothing run again
+    assert main([str(release), "--out", str(out), "--tasks", TASK, "--models", "gpt"]) == 0  # resume: not run again
     printed = capsys.readouterr().out
     assert f"skip Baseline imagenet200-5% gpt ({TASK}): results already in {results.parent} (resume)" in printed
-    assert "1 runs: 0 ran, 1 skipped" in printed
+    assert "1 runs: 0 ran, 1 skipped (results already there), 0 failed" in printed
     assert list(run_dir.rglob("*_results.json")) == [results]
     assert (out / "report" / "report.md").is_file()
-
-
-@pytest.mark.e2e
-def test_a_failed_run_is_recorded_and_the_others_still_run(tmp_path, offline):
-    run = tmp_path / "release" / "response" / "baseline" / "imagenet200-5%"
-    _dirs(run, "bad")
-    (run / "bad" / "imagenet200.jsonl").write_text("{not json", encoding="utf-8")
-    shutil.copytree(RELEASE_DIR / "response" / "baseline" / "imagenet200-5%" / "gpt", run / "gpt")
-    lines: list[str] = []
-    out = tmp_path / "out"
-    assert reproduce(tmp_path / "release", out, note=lines.append) == 1
-    bad_log = out / "logs" / "baseline_imagenet200-5_bad.log"
-    assert lines[0].startswith(f"FAILED Baseline imagenet200-5% bad ({TASK}): exit status 1, log {bad_log}")
-    assert "reguide-eval: error:" in bad_log.read_text(encoding="utf-8")
-    assert lines[1].startswith("ok Baseline imagenet200-5% gpt")
-    assert len(list((out / "runs" / "baseline_imagenet200-5_gpt").rglob("*_results.json"))) == 1
-    assert lines[2] == "2 runs: 1 ran, 0 skipped (results already there), 1 failed"
-    assert lines[3] == f"failed: Baseline imagenet200-5% bad ({TASK}), exit status 1; see {bad_log}"
-    markdown, rows = _reported(out)
-    assert rows == {("reguide_replay (gpt)", TASK)} and "| reguide_replay (gpt) | 85.0 |" in markdown

@@ -9,9 +9,10 @@ served LVLM (no weights can be downloaded here), and fixture images stand in for
   the server's own request parsing; images without a code read as None;
 - unit: the graded answers: quality 1 is right on every image, 0 wrong on every one, ReGuide's
   auxiliary classes never lower an answer's standing;
-- end to end through real HTTP: ``reguide-eval --model openai`` against an in-process server, once
-  with quality 1 (every AUROC and the ID accuracy 100) and once with quality 0.5 (strictly between,
-  ReGuide above the baseline). Two subprocess runs, both tasks in each, started together.
+- end to end through real HTTP: ``reguide-eval --model openai`` against an in-process server with
+  quality 1 (every AUROC and the ID accuracy 100), both tasks in one run. The noisy server (the
+  default 0.8: strictly between, ReGuide above the baseline) runs end to end in tests/test_readme.py,
+  the README's own snippet (one run fewer here: CI time).
 """
 
 from __future__ import annotations
@@ -220,8 +221,8 @@ def quality_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[floa
     root = tmp_path_factory.mktemp("quality_data")
     make_fixture(root, "cifar10", PER_DATASET)
     workdir = tmp_path_factory.mktemp("quality_runs")
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quality-run")
-    yield {quality: pool.submit(_run, quality, root, workdir) for quality in (1.0, NOISY)}
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality-run")
+    yield {quality: pool.submit(_run, quality, root, workdir) for quality in (1.0,)}
     pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -246,19 +247,3 @@ def test_a_perfect_server_scores_100_everywhere(quality_runs) -> None:
         metrics = run.metrics(task)
         assert metrics["id_acc"] == 100.0, (task, metrics)
         assert all(metrics[f"auroc_{target}"] == 100.0 for target in (*benchmark.ood_datasets, "near", "far")), (task, metrics)
-
-
-@pytest.mark.e2e
-def test_a_noisy_server_scores_in_between_and_reguide_helps(quality_runs) -> None:
-    """The server (quality 0.5) stands in for a served model. Its draws are fixed per image, and three
-    consecutive fixture images per dataset get at least one right and one wrong answer at 0.5
-    (:func:`~reguide_tasks.testing.server.difficulty`), so the bounds below hold on every machine."""
-    run = _finished(quality_runs, NOISY)
-    benchmark = get_benchmark("cifar10")
-    baseline, reguide = run.metrics(BASELINE), run.metrics(REGUIDE)
-    assert 0 < baseline["id_acc"] < 100 and reguide["id_acc"] == baseline["id_acc"], (baseline, reguide)
-    for dataset in benchmark.ood_datasets:
-        assert 0 < baseline[f"auroc_{dataset}"] < 100, (dataset, baseline)
-        assert baseline[f"auroc_{dataset}"] <= reguide[f"auroc_{dataset}"], (dataset, baseline, reguide)
-    for group in ("near", "far"):
-        assert 0 < baseline[f"auroc_{group}"] < reguide[f"auroc_{group}"] < 100, (group, baseline, reguide)
