@@ -6,7 +6,9 @@ What lmms-eval 0.7.3's response cache guarantees (``lmms_eval/caching/response_c
 - answers are written (JSONL audit line + fsync, then an SQLite commit, one request at a time) only
   AFTER the model's ``generate_until`` call returns: a call killed half-way leaves nothing. The
   baseline task is one call (all documents); the batched ReGuide runner one call per stage; lmms-eval's
-  sequential loop one call per document and stage, so it persists request by request;
+  sequential loop one call per document and stage, so it persists request by request. ``reguide-eval``
+  makes the cache call the model on at most ``--save_every`` requests at a time (default 1024), so a
+  kill loses at most the chunk in flight;
 - a run writes to ``<cache>/runs/<run id>/rank_<r>.db`` and folds that into ``<cache>/cache.db`` (what a
   new run reads) only when it finishes. The run id is random for a single process unless
   ``LMMS_CACHE_RUN_ID`` / ``SLURM_JOB_ID`` / ``TORCHELASTIC_RUN_ID`` is set, so a killed run's answers
@@ -17,9 +19,10 @@ The model is ``reguide_scripted`` with ``log_calls`` (one line per answered requ
 and ``item_latency`` (slow enough to kill at a known point). The set of answers that survived the kill
 is read from the cache's audit log; the restart must answer exactly the others.
 
-- batched route, default cache (no ``--use_cache`` on the command line): the ReGuide task's requests run before the baseline's (lmms-eval runs request types
-  in the order of the reversed sorted task names); killed during the baseline call, so both ReGuide
-  stages are cached and the baseline call is lost: the restart answers the baseline only.
+- batched route, default cache (no ``--use_cache`` on the command line), ``--save_every 5``: the
+  ReGuide task's requests run before the baseline's (lmms-eval runs request types in the order of the
+  reversed sorted task names); killed in the third chunk of the baseline, so both ReGuide stages and
+  two baseline chunks are cached: the restart answers the rest of the baseline only.
 - sequential route (``--sequential``), ``--use_cache DIR``: the baseline runs first here (through an alias task whose name
   sorts after the ReGuide task); killed half-way through the per-document ReGuide loop: the restart
   answers neither the baseline nor the ReGuide requests already answered.
@@ -155,8 +158,11 @@ def _write_alias_task(folder: Path) -> Path:
     return folder
 
 
-def _first_baseline_answer(lines: list[Request]) -> bool:
-    return any(row[0] == BASELINE for row in lines)
+SAVE_EVERY = 5
+
+
+def _third_baseline_chunk(lines: list[Request]) -> bool:
+    return sum(row[0] == BASELINE for row in lines) > 2 * SAVE_EVERY
 
 
 def _half_of_reguide(lines: list[Request]) -> bool:
@@ -174,7 +180,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         jobs = {
             # uninterrupted, no cache: the reference answers and metrics
             "reference": pool.submit(run_scenario, "reference", alias, all_tasks, workdir, data_root, None, "off"),
-            "batched": pool.submit(run_scenario, "batched", [], f"{BASELINE},{REGUIDE}", workdir, data_root, _first_baseline_answer),
+            "batched": pool.submit(run_scenario, "batched", ["--save_every", str(SAVE_EVERY)], f"{BASELINE},{REGUIDE}", workdir, data_root, _third_baseline_chunk),
             "sequential": pool.submit(run_scenario, "sequential", ["--sequential", *alias], f"{ALIAS_BASELINE},{REGUIDE}", workdir, data_root, _half_of_reguide, "explicit"),
         }
         return {name: job.result() for name, job in jobs.items()}
@@ -213,18 +219,21 @@ def test_reference_run_answers_every_request_once(outcomes: dict[str, Outcome]) 
 
 
 @pytest.mark.e2e
-def test_batched_restart_regenerates_only_the_lost_call(outcomes: dict[str, Outcome]) -> None:
-    """Killed during the baseline call: both batched ReGuide stages were cached, the baseline call was not."""
+def test_batched_restart_regenerates_only_the_lost_chunk_and_what_followed(outcomes: dict[str, Outcome]) -> None:
+    """Killed in the baseline's third chunk of 5: both batched ReGuide stages and two baseline chunks
+    were cached; the restart answers the other 11 baseline requests."""
     outcome, reference = _ok(outcomes["batched"]), outcomes["reference"]
     assert outcome.killed, "the first run finished before the kill point: raise ITEM_LATENCY"
     reguide_requests = [row for row in reference.second if row[0] == REGUIDE]
     baseline_requests = [row for row in reference.second if row[0] == BASELINE]
-    # Before the kill: all of stage 1 and stage 2, and part of the (never returned) baseline call.
+    # Before the kill: all of stage 1 and stage 2, two whole baseline chunks and part of a third.
     assert Counter(row[2] for row in outcome.first if row[0] == REGUIDE) == {"stage1": N_DOCS, "stage2": N_DOCS}
-    assert 0 < sum(row[0] == BASELINE for row in outcome.first) < N_DOCS
-    assert Counter(outcome.cached_at_kill) == without_stage(reguide_requests)
-    # The restart: the baseline requests, each once; not one ReGuide request of either stage.
-    assert Counter(outcome.second) == Counter(baseline_requests), outcome.describe()
+    answered_baseline = [row for row in outcome.first if row[0] == BASELINE]
+    assert 2 * SAVE_EVERY < len(answered_baseline) < 3 * SAVE_EVERY
+    saved_baseline = answered_baseline[: 2 * SAVE_EVERY]
+    assert Counter(outcome.cached_at_kill) == without_stage(reguide_requests) + without_stage(saved_baseline)
+    # The restart: the baseline requests not saved, each once; not one ReGuide request of either stage.
+    assert Counter(outcome.second) == Counter(baseline_requests) - Counter(saved_baseline), outcome.describe()
     assert not without_stage(outcome.second) & Counter(outcome.cached_at_kill)
     assert "Agentic round 1:" in outcome.logs[-1]  # the batched route ran (served from the cache)
     assert f"answers kept in {outcome.output / 'answer_cache'}" in outcome.logs[-1]  # said where, without being asked

@@ -93,6 +93,9 @@ def preflight(variants: Sequence, check_images: bool = True) -> None:
 
 CACHE_RUN_ID_ENV = "LMMS_CACHE_RUN_ID"
 ANSWER_CACHE_DIR = "answer_cache"
+# Requests per model call while an answer cache is on: small enough that a kill loses little, large
+# enough that a served model's pool of concurrent requests rarely drains at a chunk's end.
+DEFAULT_SAVE_EVERY = 1024
 
 
 def default_answer_cache(output_path: str | None, model: str | None) -> str | None:
@@ -140,6 +143,7 @@ def own_parser() -> argparse.ArgumentParser:
     own.add_argument("--sequential", action="store_true", help="keep lmms-eval's per-document loop for ReGuide's two stages instead of the batched runner (same answers, slower)")
     own.add_argument("--bad_images", choices=BAD_IMAGE_POLICIES, default=None, help="an unreadable image stops the run naming the document (fail, default) or is recorded and left out of every metric (exclude)")
     own.add_argument("--no_answer_cache", action="store_true", help=f"do not keep the model's answers in <output_path>/{ANSWER_CACHE_DIR} (kept by default, so a restarted identical command resumes without asking the model again; --use_cache DIR puts them elsewhere)")
+    own.add_argument("--save_every", type=int, default=DEFAULT_SAVE_EVERY, metavar="N", help=f"with an answer cache, ask the model for at most N requests per call and save their answers before the next (default {DEFAULT_SAVE_EVERY}; a kill loses at most the chunk in flight; 0: lmms-eval's one call per request type / stage)")
     own.add_argument("--allow_unknown_model_args", action="store_true", help="let a model of lmms-eval's run on when it ignores --model_args it does not know (default: such a run stops; our own models always stop on an unknown argument)")
     return own
 
@@ -305,6 +309,7 @@ def run(argv: Sequence[str]) -> None:
 
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
+        runtime.install_chunked_cache_saving(own.save_every)
     if not listing and not own.sequential:
         runtime.install_batched_agentic_runner()
     if not listing:

@@ -21,6 +21,11 @@ these lmms-eval names (``PATCHED_INTERNALS``):
   models return once their retries are spent (``[LMMS_EVAL_REQUEST_FAILED after N retries] ...``,
   ``[LMMS_EVAL_BUDGET_EXCEEDED]``): a run resumed after an outage would replay the outage instead of
   asking again. Wrapped, the cache treats them as misses.
+- ``lmms_eval.caching.response_cache.ResponseCache.execute`` (wrapped by
+  :func:`install_chunked_cache_saving`). 0.7.3 looks every request up, calls the model once on all
+  the misses and stores the answers when that call returns; the baseline is one call for all
+  documents and the batched runner one per stage, so a run killed at 90% had kept nothing. Wrapped,
+  the requests go through the original ``execute`` a chunk at a time (look-up, model call, store).
 - ``lmms_eval.evaluator.simple_evaluate`` and
   ``lmms_eval.loggers.evaluation_tracker.EvaluationTracker.save_results_samples`` (wrapped by
   :func:`install_result_file_trimming`). Before lmms-eval saves and prints them, the "N/A" stderr
@@ -45,7 +50,8 @@ On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_v
   installed while lmms-eval loads its model registry, where an error would break every lmms-eval
   command, and a missing index shows itself as lmms-eval's own "Tasks were not found";
 - the batched agentic runner is an optimisation: a warning, and lmms-eval's per-document loop runs;
-- the cache placeholder policy is needed for correct resumed runs: :class:`UnsupportedLmmsEval`;
+- the cache placeholder policy is needed for correct resumed runs: :class:`UnsupportedLmmsEval`; so is
+  saving answers in chunks (what a killed run keeps);
 - trimming the result files is cosmetic: a warning, and lmms-eval writes them as it does;
 - the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`.
 
@@ -72,6 +78,7 @@ PATCHED_INTERNALS = (
     ("lmms_eval.tasks", "TaskManager.__init__"),
     ("lmms_eval.evaluator", "_run_generate_until_agentic"),
     ("lmms_eval.caching.response_cache", "ResponseCache._is_valid_response"),
+    ("lmms_eval.caching.response_cache", "ResponseCache.execute"),
     ("lmms_eval.evaluator", "simple_evaluate"),
     ("lmms_eval.loggers.evaluation_tracker", "EvaluationTracker.save_results_samples"),
     ("lmms_eval.__main__", "cli_evaluate_single"),
@@ -80,7 +87,6 @@ RELIED_ON_INTERNALS = (
     ("lmms_eval.__main__", "parse_eval_args"),
     ("lmms_eval.__main__", "cli_evaluate"),
     ("lmms_eval.evaluator", "unwrap_generation_output"),
-    ("lmms_eval.caching.response_cache", "ResponseCache.execute"),
 )
 _ORIGINAL_AGENTIC_LOOP = "_lmms_eval_run_generate_until_agentic"  # where lmms-eval's loop is kept
 
@@ -235,6 +241,34 @@ def install_cache_placeholder_policy() -> None:
 
     _is_valid_response._reguide = True  # type: ignore[attr-defined]
     ResponseCache._is_valid_response = staticmethod(_is_valid_response)
+
+
+# --- ResponseCache.execute: answers saved every N requests --------------------------------------
+
+
+def install_chunked_cache_saving(every: int) -> None:
+    """Make the response cache ask the model for at most ``every`` requests per call, so that answers
+    are saved chunk by chunk (``every <= 0``: lmms-eval's one call); :class:`UnsupportedLmmsEval` if
+    unsupported. Results keep the requests' order."""
+    check_lmms_eval_version()
+    from lmms_eval.caching.response_cache import ResponseCache
+
+    original = getattr(ResponseCache.execute, "_reguide_original", ResponseCache.execute)
+    if every <= 0:
+        ResponseCache.execute = original
+        return
+
+    @functools.wraps(original)
+    def execute(self, lm, reqtype, requests):
+        if len(requests) <= every:
+            return original(self, lm, reqtype, requests)
+        results: list = []
+        for start in range(0, len(requests), every):
+            results.extend(original(self, lm, reqtype, requests[start : start + every]))
+        return results
+
+    execute._reguide_original = original  # type: ignore[attr-defined]
+    ResponseCache.execute = execute
 
 
 # --- evaluator.simple_evaluate, EvaluationTracker.save_results_samples: trimmed result files ------
