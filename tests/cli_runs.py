@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,29 @@ def offline_env(run_dir: Path, drop: tuple[str, ...] = ("REGUIDE_",), **extra: s
         **extra,
     )
     return env
+
+
+@dataclass
+class ServedRun:
+    """A finished ``reguide-eval`` run and the (stopped) server it talked to."""
+
+    name: str
+    argv: list[str]
+    returncode: int
+    log: str
+    output: Path
+    seconds: float
+    server: object  # reguide_tasks.testing.server.OoDDTestServer
+
+    def describe(self) -> str:
+        return f"[{self.name}] exit {self.returncode} after {self.seconds:.0f}s\n$ {' '.join(self.argv)}\n--- log (tail)\n{self.log[-4000:]}"
+
+    def metrics(self, task: str) -> dict[str, float]:
+        return read_metrics(self.output, task, self.describe())
+
+    def records(self, task: str) -> list[dict]:
+        rows = read_samples(self.output, task, self.describe())
+        return [row["oodd"] for row in sorted(rows, key=lambda row: row["doc_id"])]
+
+    def entries(self, stage: str) -> list:
+        return [entry for entry in self.server.log if entry.stage == stage]

@@ -15,7 +15,6 @@ run at a time (about half the sum of their times). Everything runs with the hub 
 from __future__ import annotations
 
 import math
-import re
 import subprocess
 import time
 from collections.abc import Iterator

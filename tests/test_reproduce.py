@@ -15,7 +15,6 @@ from reguide_tasks.report.reproduce import (
     ReleaseRun,
     discover_release_runs,
     main,
-    reproduce,
 )
 
 # The smallest released run (4,170 documents; CIFAR10 25% has 40,568): CI time.

@@ -36,12 +36,11 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runs import read_metrics, read_samples
+from cli_runs import ServedRun
 
 from reguide_tasks.answers.parsing import parse_answer
 from reguide_tasks.answers.suggestions import filter_suggestions, parse_suggestions
@@ -222,32 +221,6 @@ def _max_overlap(entries: list[RequestLog]) -> int:
         level += step
         best = max(best, level)
     return best
-
-
-@dataclass
-class ServedRun:
-    """A finished ``reguide-eval`` run and the (stopped) server it talked to."""
-
-    name: str
-    argv: list[str]
-    returncode: int
-    log: str
-    output: Path
-    seconds: float
-    server: OoDDTestServer
-
-    def describe(self) -> str:
-        return f"[{self.name}] exit {self.returncode} after {self.seconds:.0f}s\n$ {' '.join(self.argv)}\n--- log (tail)\n{self.log[-4000:]}"
-
-    def metrics(self, task: str) -> dict[str, float]:
-        return read_metrics(self.output, task, self.describe())
-
-    def records(self, task: str) -> list[dict]:
-        rows = read_samples(self.output, task, self.describe())
-        return [row["oodd"] for row in sorted(rows, key=lambda row: row["doc_id"])]
-
-    def entries(self, stage: str) -> list[RequestLog]:
-        return [entry for entry in self.server.log if entry.stage == stage]
 
 
 def _openai_args(extra: str = "") -> str:

@@ -23,13 +23,12 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from cli_runs import console_script, offline_env, read_metrics, read_samples
+from cli_runs import ServedRun, console_script, offline_env, read_samples
 from PIL import Image
 
 from reguide_tasks.answers.parsing import parse_answer
@@ -181,23 +180,7 @@ def test_quality_is_checked() -> None:
 
 
 # ---------------------------------------------------------------- end to end through reguide-eval
-@dataclass
-class QualityRun:
-    quality: float
-    returncode: int
-    log: str
-    output: Path
-    seconds: float
-    server: OoDDTestServer
-
-    def describe(self) -> str:
-        return f"[quality {self.quality}] exit {self.returncode} after {self.seconds:.0f}s\n--- log (tail)\n{self.log[-4000:]}"
-
-    def metrics(self, task: str) -> dict[str, float]:
-        return read_metrics(self.output, task, self.describe())
-
-
-def _run(quality: float, root: Path, workdir: Path) -> QualityRun:
+def _run(quality: float, root: Path, workdir: Path) -> ServedRun:
     run_dir = workdir / f"q{quality:g}"
     run_dir.mkdir(parents=True)
     output = run_dir / "output"
@@ -213,7 +196,7 @@ def _run(quality: float, root: Path, workdir: Path) -> QualityRun:
         returncode, log = -9, f"timed out after {RUN_TIMEOUT_S}s"
     finally:
         server.stop()
-    return QualityRun(quality, returncode, log, output, time.monotonic() - started, server)
+    return ServedRun(f"quality {quality:g}", argv, returncode, log, output, time.monotonic() - started, server)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +209,7 @@ def quality_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[floa
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finished(runs: dict[float, Future], quality: float) -> QualityRun:
+def _finished(runs: dict[float, Future], quality: float) -> ServedRun:
     run = runs[quality].result()
     assert run.returncode == 0, run.describe()
     # every classification request carried a readable code through lmms-eval's re-encoding
