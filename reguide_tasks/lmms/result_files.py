@@ -18,6 +18,7 @@ only rows and entries of our tasks (those with an ``oodd`` key) are touched.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import MutableMapping, Sequence
 
 from reguide_tasks.vocab import RECORD_KEY, split_metric_key
@@ -28,6 +29,7 @@ UNAVAILABLE = "N/A"
 SHARED_PROMPT_MIN_CHARS = 200
 
 
+@functools.lru_cache(maxsize=4096)  # a few dozen distinct keys, asked once per key per document
 def is_our_metric(name: str) -> bool:
     """Whether ``name`` (no filter suffix) is a metric key of our tasks."""
     try:
