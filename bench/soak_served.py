@@ -18,7 +18,7 @@ stage (the chunk in flight at the kill, ``--save_every``), documents lost or dup
 samples file, and whether the metrics equal the reference's. Loopback only; every run has a time
 limit and the script stops by itself.
 
-    python bench/soak_served.py [--scale 1.0] [--num-concurrent 64] [--kill-fraction 0.5] [--time-limit 10800]
+    python bench/soak_served.py [--scale 1.0] [--num-concurrent 64] [--kill-fraction 0.5] [--save-every N] [--time-limit 10800]
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--num-concurrent", type=int, default=64)
     parser.add_argument("--kill-fraction", type=float, default=0.5, help="SIGKILL once this share of documents has a stage-2 answer")
     parser.add_argument("--time-limit", type=float, default=3 * 3600, help="seconds for everything; the script stops itself")
+    parser.add_argument("--save-every", type=int, default=None, help="reguide-eval --save_every (default: reguide-eval's, 1024)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     deadline = time.monotonic() + args.time_limit
@@ -132,10 +133,11 @@ def main() -> None:
 
     def argv(server, output: Path, *extra: str) -> list[str]:
         model_args = f"model={DEFAULT_MODEL},base_url={server.url},num_concurrent={args.num_concurrent},max_retries=5,retry_backoff_s=0.05"
+        save = ["--save_every", str(args.save_every)] if args.save_every else []
         return [eval_bin, "--model", "openai", "--model_args", model_args, "--tasks", TASK, "--data_root", str(root),
-                "--output_path", str(output), "--log_samples", *extra]
+                "--output_path", str(output), "--log_samples", *save, *extra]
 
-    report: dict = {"documents": len(docs), "scale": args.scale, "num_concurrent": args.num_concurrent, "faults": FAULTS}
+    report: dict = {"documents": len(docs), "scale": args.scale, "num_concurrent": args.num_concurrent, "save_every": args.save_every or 1024, "faults": FAULTS}
     with OoDDTestServer() as server:  # the reference: no faults, no kill, no cache
         report["reference"] = run_eval(argv(server, work / "reference", "--no_answer_cache"), work / "reference.log", env, deadline)
         report["reference"]["requests"] = sum(server.requests.values())
@@ -147,7 +149,7 @@ def main() -> None:
         report["killed_run"] = run_eval(argv(server, output), work / "soak_first.log", env, deadline, kill_when=lambda: server.answered["stage2"] >= kill_at)
         requests_at_kill = sum(server.requests.values())
         report["restart"] = run_eval(argv(server, output), work / "soak_restart.log", env, deadline)
-        answered = Counter((entry.stage, entry.digest) for entry in server.log if not entry.fault)
+        answered = Counter((entry.stage, entry.image) for entry in server.log if not entry.fault)
         report["requests"] = {"sent": sum(server.requests.values()), "before_kill": requests_at_kill, "per_stage": dict(server.requests),
                               "faults": dict(server.faults), "answered_twice": sum(n - 1 for n in answered.values() if n > 1),
                               "documents": len(docs)}
