@@ -218,19 +218,22 @@ def tasks_under(include_path: str | None) -> set[str]:
     return names
 
 
-def check_task_names(argv: Sequence[str]) -> None:
+def early_args(argv: Sequence[str]) -> argparse.Namespace:
+    """``--tasks``, ``--model`` and ``--include_path`` read before lmms-eval is imported."""
+    peek = argparse.ArgumentParser(add_help=False)
+    for flag in ("--tasks", "--model", "--include_path"):
+        peek.add_argument(flag, default=None)
+    return peek.parse_known_args(list(argv))[0]
+
+
+def check_task_names(task_arg: str | None, include_path: str | None = None) -> None:
     """Before lmms-eval is imported (seconds): a ``reguide_*`` name in ``--tasks`` that is none of our
     tasks or tags is an error with the closest of our names. Other names are lmms-eval's to judge."""
     import difflib
 
-    peek = argparse.ArgumentParser(add_help=False)
-    peek.add_argument("--tasks", default=None)
-    peek.add_argument("--include_path", default=None)
-    early = peek.parse_known_args(list(argv))[0]
-    task_arg = early.tasks
     if not task_arg or task_arg.startswith("list"):
         return
-    ours = sorted({v.name for v in task_variants()} | set(TAGS) | tasks_under(early.include_path))
+    ours = sorted({v.name for v in task_variants()} | set(TAGS) | tasks_under(include_path))
     for name in (t.strip() for t in task_arg.split(",")):
         if name.startswith("reguide") and name not in ours:
             close = difflib.get_close_matches(name, ours, n=3, cutoff=0.6)
@@ -276,16 +279,13 @@ def run(argv: Sequence[str]) -> None:
         os.environ[BAD_IMAGES_ENV] = own.bad_images
 
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
-    peek = argparse.ArgumentParser(add_help=False)
-    peek.add_argument("--tasks", default=None)
-    peek.add_argument("--model", default=None)
-    early = peek.parse_known_args(rest)[0]
+    early = early_args(rest)
     if early.tasks == "list":  # ours only, described, without importing lmms-eval
         from reguide_tasks.lmms.task_list import task_listing
 
         print(task_listing(), flush=True)
         return
-    check_task_names(rest)
+    check_task_names(early.tasks, early.include_path)
     listing = early.tasks is None or early.tasks.startswith("list")
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
         preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))

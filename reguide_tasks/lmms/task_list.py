@@ -8,6 +8,8 @@ the data root).
 
 from __future__ import annotations
 
+import functools
+
 from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark
 from reguide_tasks.lmms.task_yamls import TaskVariant, task_variants
 from reguide_tasks.vocab import custom_documents_path
@@ -19,26 +21,24 @@ TAG_DESCRIPTIONS = {
 }
 
 
+@functools.cache
 def _released_count(benchmark: str, subset: str) -> int:
     from reguide_tasks.data.documents import subset_documents
 
     return len(subset_documents(benchmark, subset))
 
 
-def document_description(variant: TaskVariant, counts: dict[tuple[str, str], int]) -> str:
+def document_description(variant: TaskVariant) -> str:
     if variant.subset == "full":
         return f"full OpenOOD v1.5 lists (<data root>/benchmark_imglist/{variant.benchmark}/)"
     if variant.subset == "file":
         return f"your documents (<data root>/{custom_documents_path(variant.benchmark)})"
-    key = (variant.benchmark, variant.subset)
-    if key not in counts:
-        counts[key] = _released_count(*key)
     share = variant.subset.removeprefix("subset")
-    return f"authors' {share}% subset, {counts[key]:,} documents"
+    return f"authors' {share}% subset, {_released_count(variant.benchmark, variant.subset):,} documents"
 
 
-def describe(variant: TaskVariant, counts: dict[tuple[str, str], int]) -> str:
-    return f"{METHODS[variant.stage]}; {document_description(variant, counts)}"
+def describe(variant: TaskVariant) -> str:
+    return f"{METHODS[variant.stage]}; {document_description(variant)}"
 
 
 def benchmark_line(name: str) -> str:
@@ -48,11 +48,11 @@ def benchmark_line(name: str) -> str:
 
 def task_listing() -> str:
     """Every task and tag of ours with its one-line description."""
-    counts: dict[tuple[str, str], int] = {}
-    rows = [(v.name, describe(v, counts)) for v in task_variants() if not v.default]
+    variants = task_variants()
+    named = {(v.stage, v.benchmark, v.subset): v.name for v in variants if not v.default}
     # A default task is an alias of one of the others: say which.
-    aliases = {v.name: next(o.name for o in task_variants() if not o.default and (o.stage, o.benchmark, o.subset) == (v.stage, v.benchmark, v.subset)) for v in task_variants() if v.default}
-    rows = [(name, f"= {target}") for name, target in aliases.items()] + rows
+    rows = [(v.name, f"= {named[(v.stage, v.benchmark, v.subset)]}") for v in variants if v.default]
+    rows += [(v.name, describe(v)) for v in variants if not v.default]
     rows += list(TAG_DESCRIPTIONS.items())
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {text}" for name, text in rows]

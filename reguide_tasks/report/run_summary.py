@@ -31,8 +31,8 @@ def results_written_since(output_path: str | Path, since: float) -> list[Path]:
     root = Path(output_path)
     if not root.is_dir():
         return []
-    found = [p for p in root.rglob(f"*{RESULTS_SUFFIX}") if p.stat().st_mtime >= since - 1.0]
-    return sorted(found, key=lambda p: p.stat().st_mtime)
+    written = {p: p.stat().st_mtime for p in root.rglob(f"*{RESULTS_SUFFIX}")}
+    return sorted((p for p, mtime in written.items() if mtime >= since - 1.0), key=written.__getitem__)
 
 
 def _cell(value: float | None) -> str:
