@@ -60,6 +60,7 @@ def test_guard_per_patch_on_an_unsupported_version(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LMMS_EVAL_PLUGINS", "reguide_tasks")
     assert runtime.install_plugin_task_index() is False  # left alone (lmms-eval's own "Tasks were not found")
     assert runtime.install_batched_agentic_runner() is False  # an optimisation: lmms-eval's loop runs
+    assert runtime.install_running_usage_totals() is False  # an optimisation: lmms-eval's own sum runs
     with pytest.raises(runtime.UnsupportedLmmsEval):
         runtime.install_cache_placeholder_policy()
     with pytest.raises(runtime.UnsupportedLmmsEval), runtime.recording_evaluate_single():
@@ -115,3 +116,33 @@ def test_reguide_eval_stops_on_an_unsupported_version(monkeypatch: pytest.Monkey
         cli.main(["--model", "reguide_scripted", "--tasks", "reguide_baseline_cifar10_custom"])
     assert exited.value.code == 1
     assert capsys.readouterr().err.startswith("reguide-eval: error: lmms-eval 9.9.9 is installed")
+
+
+def test_running_usage_totals_match_lmms_evals_sum_and_survive_a_reset() -> None:
+    """The O(new answers) token totals give what lmms-eval's own O(history) sum gives, through its
+    own log_usage / reset_usage_metrics, and reach the openai model module that imported the name."""
+    import lmms_eval.models.chat.openai as chat_openai
+    from lmms_eval.models.model_utils import usage_metrics
+
+    from reguide_tasks.lmms.usage_totals import IncrementalTotals
+
+    original = usage_metrics.get_running_totals
+    imported = chat_openai.get_running_totals
+    try:
+        assert runtime.install_running_usage_totals() is True
+        assert isinstance(usage_metrics.get_running_totals, IncrementalTotals)
+        assert chat_openai.get_running_totals is usage_metrics.get_running_totals
+        patched = usage_metrics.get_running_totals
+        usage_metrics.reset_usage_metrics()
+        for run in range(2):  # a second run in the same process starts from a cleared history
+            for i in range(50):
+                usage_metrics.log_usage("m", input_tokens=i + run, output_tokens=2 * i, reasoning_tokens=i % 3)
+                if i % 7 == 0:
+                    assert patched() == original()
+            assert patched() == original()
+            usage_metrics.reset_usage_metrics()
+        assert patched()["n_api_calls"] == 0
+    finally:
+        usage_metrics.get_running_totals = original
+        chat_openai.get_running_totals = imported
+        usage_metrics.reset_usage_metrics()

@@ -314,6 +314,7 @@ def run(argv: Sequence[str]) -> None:
         runtime.install_batched_agentic_runner()
     if not listing:
         runtime.install_result_file_trimming()
+        runtime.install_running_usage_totals()
 
     around = None if own.allow_unknown_model_args else functools.partial(refusing_unknown_model_args, args.model_args)
     started = time.time()

@@ -32,6 +32,12 @@ these lmms-eval names (``PATCHED_INTERNALS``):
   entries of our metrics leave the results and our sample rows lose the repeated prompt and per-key
   metric items (:mod:`reguide_tasks.lmms.result_files` says why). ``cli_evaluate_single`` looks
   ``simple_evaluate`` up on the module at call time.
+- ``lmms_eval.models.model_utils.usage_metrics.get_running_totals`` (replaced by
+  :func:`install_running_usage_totals`, with the copies ``lmms_eval.models.chat.openai``,
+  ``async_openai`` and ``gemini`` imported by name). 0.7.3's API models call it after every answer to
+  show the run's token count; it sums the whole usage history each time, so a run costs O(answers²)
+  (about an hour of one core on the full ImageNet200 lists as ReGuide).
+  :class:`reguide_tasks.lmms.usage_totals.IncrementalTotals` returns the same figures in O(new answers).
 - ``lmms_eval.__main__.cli_evaluate_single`` (replaced for the duration of a ``with``
   :func:`recording_evaluate_single` block). ``cli_evaluate`` swallows the exception of a failed
   evaluation and returns nothing either way; ``reguide-eval`` records what each call returned or
@@ -41,7 +47,10 @@ and rely on these, unpatched (``RELIED_ON_INTERNALS``): ``lmms_eval.__main__.par
 ``lmms_eval.__main__.cli_evaluate`` (``reguide-eval`` parses and edits lmms-eval's arguments before it
 runs them), ``lmms_eval.evaluator.unwrap_generation_output`` and
 ``lmms_eval.caching.response_cache.ResponseCache.execute`` (the batched runner unwraps answers and goes
-through the response cache as the per-document loop does).
+through the response cache as the per-document loop does),
+``lmms_eval.models.model_utils.usage_metrics._USAGE_HISTORY`` and
+``lmms_eval.models.model_utils.usage_metrics._USAGE_LOCK`` (the history the incremental token totals
+read, under lmms-eval's own lock).
 
 On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_version` raises
 :class:`UnsupportedLmmsEval` naming the installed version, the supported ones and what to do):
@@ -53,6 +62,7 @@ On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_v
 - the cache placeholder policy is needed for correct resumed runs: :class:`UnsupportedLmmsEval`; so is
   saving answers in chunks (what a killed run keeps);
 - trimming the result files is cosmetic: a warning, and lmms-eval writes them as it does;
+- the incremental token totals are an optimisation: a warning, and lmms-eval's own sum runs;
 - the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`.
 
 To support a new lmms-eval version, review each name above against it (``tests/test_runtime.py``
@@ -81,12 +91,15 @@ PATCHED_INTERNALS = (
     ("lmms_eval.caching.response_cache", "ResponseCache.execute"),
     ("lmms_eval.evaluator", "simple_evaluate"),
     ("lmms_eval.loggers.evaluation_tracker", "EvaluationTracker.save_results_samples"),
+    ("lmms_eval.models.model_utils.usage_metrics", "get_running_totals"),
     ("lmms_eval.__main__", "cli_evaluate_single"),
 )
 RELIED_ON_INTERNALS = (
     ("lmms_eval.__main__", "parse_eval_args"),
     ("lmms_eval.__main__", "cli_evaluate"),
     ("lmms_eval.evaluator", "unwrap_generation_output"),
+    ("lmms_eval.models.model_utils.usage_metrics", "_USAGE_HISTORY"),
+    ("lmms_eval.models.model_utils.usage_metrics", "_USAGE_LOCK"),
 )
 _ORIGINAL_AGENTIC_LOOP = "_lmms_eval_run_generate_until_agentic"  # where lmms-eval's loop is kept
 
@@ -310,6 +323,37 @@ def install_result_file_trimming() -> bool:
 
         save_results_samples._reguide = True  # type: ignore[attr-defined]
         EvaluationTracker.save_results_samples = save_results_samples
+    return True
+
+
+# --- usage_metrics.get_running_totals: the progress bar's token count in O(new answers) -------------
+
+# Modules of 0.7.3 that import get_running_totals by name (patched when already imported; imported
+# later, they pick up the replaced module attribute).
+USAGE_TOTALS_IMPORTERS = ("lmms_eval.models.chat.openai", "lmms_eval.models.chat.async_openai", "lmms_eval.models.chat.gemini")
+
+
+def install_running_usage_totals() -> bool:
+    """Replace lmms-eval's O(history) ``get_running_totals`` by :class:`~reguide_tasks.lmms.usage_totals.IncrementalTotals`;
+    False (and a warning) on an unsupported lmms-eval."""
+    import sys
+
+    from loguru import logger
+
+    version = lmms_eval_version()
+    if version not in SUPPORTED_LMMS_EVAL:
+        logger.warning(f"lmms-eval {version}: its API models' token totals left as they are (O(answers²) in 0.7.3; patch written for {SUPPORTED_LMMS_EVAL})")
+        return False
+    from lmms_eval.models.model_utils import usage_metrics
+
+    from reguide_tasks.lmms.usage_totals import IncrementalTotals
+
+    if not isinstance(usage_metrics.get_running_totals, IncrementalTotals):
+        usage_metrics.get_running_totals = IncrementalTotals(usage_metrics._USAGE_HISTORY, usage_metrics._USAGE_LOCK)
+    for name in USAGE_TOTALS_IMPORTERS:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "get_running_totals"):
+            module.get_running_totals = usage_metrics.get_running_totals
     return True
 
 
