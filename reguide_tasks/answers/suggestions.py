@@ -26,6 +26,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 
 from reguide_tasks.vocab import REJECTION_CLASS
@@ -87,6 +88,7 @@ def _fold_plural(word: str) -> str:
     return word[:-1]
 
 
+@lru_cache(maxsize=1 << 16)  # a model suggests the same names again and again, ID classes every document
 def suggestion_key(name: str) -> str:
     """The comparison key of a class name.
 
@@ -518,6 +520,17 @@ def _id_keys(name: str) -> set[str]:
     return keys
 
 
+@lru_cache(maxsize=16)
+def _id_class_keys(id_classes: tuple[str, ...]) -> frozenset[str]:
+    """Every ID class's key and its key without spaces (once per class list, not per document)."""
+    keys = set()
+    for name in id_classes:
+        key = suggestion_key(name)
+        if key:
+            keys |= {key, _compact(key)}
+    return frozenset(keys)
+
+
 # The longest real class names are a handful of words ('west highland white terrier'); a longer
 # "suggestion" is an answer that was not a list at all, and would become a sentence-long class.
 MAX_NAME_WORDS = 8
@@ -564,11 +577,7 @@ def filter_suggestions(
     [('airliner', 'id class'), ('jet', 'duplicate'), ('None of these classes', 'rejection class'),
      ('air liner', 'id class'), ('owl', 'over cap')]
     """
-    id_keys = set()
-    for name in id_classes:
-        key = suggestion_key(name)
-        if key:
-            id_keys |= {key, _compact(key)}
+    id_keys = _id_class_keys(tuple(id_classes))
     rejection = suggestion_key(REJECTION_CLASS)
     cap = max(0, int(cap))
     kept: list[str] = []

@@ -62,11 +62,15 @@ def drop_unavailable_stderr(results: MutableMapping) -> int:
 def compact_samples(samples: Sequence[MutableMapping]) -> None:
     """Trim lmms-eval's logged samples of our tasks in place, before lmms-eval writes them."""
     first_doc_of_prompt: dict[str, object] = {}
+    dropped: dict[object, bool] = {}  # key -> whether it is a per-key metric item (a few dozen keys)
     for sample in samples:
         if RECORD_KEY not in sample:
             continue
-        for key in [k for k in sample if k != RECORD_KEY and is_our_metric(str(k))]:
-            del sample[key]
+        for key in [k for k in sample if dropped.get(k, True)]:
+            if key not in dropped:
+                dropped[key] = key != RECORD_KEY and is_our_metric(str(key))
+            if dropped[key]:
+                del sample[key]
         arguments = sample.get("arguments")
         if not arguments or not isinstance(arguments[0], str) or len(arguments[0]) < SHARED_PROMPT_MIN_CHARS:
             continue
