@@ -7,7 +7,7 @@
 #   bash utils/lock.sh --check    # exit 1 if a lock no longer matches setup.cfg (nothing written)
 #
 # The lock tool is uv (pinned below), installed on first use into .tools/ (git-ignored).
-# After re-locking: bash utils/setup.sh --test && .venv/bin/python -m pytest -q tests, then commit both.
+# After re-locking: bash utils/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadfile tests, then commit both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.9
