@@ -7,7 +7,6 @@ import datetime
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytz
@@ -17,25 +16,33 @@ from reguide_tasks.lmms.cli import local_timezone_name
 EVAL = str(Path(sys.executable).with_name("reguide-eval"))
 
 
+def _run_logging_imports(*args: str, env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    """reguide-eval with Python's import log on (PYTHONPROFILEIMPORTTIME): the run, the lmms-eval
+    modules it imported beyond the bare package (whose version reguide-eval reads), and its stderr
+    without the import log. "Before lmms-eval loads" is checked on imports, not on seconds, which a
+    loaded machine (two test workers on two cores) stretches."""
+    env = {**os.environ, **(env_extra or {}), "PYTHONPROFILEIMPORTTIME": "1"}
+    done = subprocess.run([EVAL, *args], capture_output=True, text=True, timeout=120, check=False, env=env)
+    lines = done.stderr.splitlines()
+    modules = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    return done, [m for m in modules if m.startswith("lmms_eval.")], [line for line in lines if not line.startswith("import time:")]
+
+
 def test_help_lists_our_options_first_and_is_fast():
-    start = time.perf_counter()
-    done = subprocess.run([EVAL, "--help"], capture_output=True, text=True, timeout=60, check=False)
-    seconds = time.perf_counter() - start
-    assert done.returncode == 0, done.stderr[-2000:]
+    done, lmms_eval_modules, stderr = _run_logging_imports("--help")
+    assert done.returncode == 0, stderr[-20:]
     text = " ".join(done.stdout.split())  # argparse wraps lines
     for flag in ("--data_root", "--sequential", "--bad_images"):
         assert flag in text
     assert text.index("--data_root") < text.index("Every other option is lmms-eval's")
     assert "forwarded unchanged (lmms-eval --help lists them)" in text
     assert "reguide-report" in text and "--timezone" in text
-    assert seconds < 5, f"reguide-eval --help took {seconds:.1f} s"  # lmms-eval's own help: ~11 s
+    assert lmms_eval_modules == []  # lmms-eval's own help imports all of it: ~11 s
 
 
 def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
-    start = time.perf_counter()
-    done = subprocess.run([EVAL, "--tasks", "list"], capture_output=True, text=True, timeout=60, check=False)
-    seconds = time.perf_counter() - start
-    assert done.returncode == 0, done.stderr[-2000:]
+    done, lmms_eval_modules, stderr = _run_logging_imports("--tasks", "list")
+    assert done.returncode == 0, stderr[-20:]
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("reguide_")}
     assert len(rows) == 20  # 18 tasks, 2 tags; no prompt template shows up as a task
     assert "baseline (one prompt); authors' 5% subset, 4,170 documents" in rows["reguide_baseline_imagenet200_5pct"]
@@ -43,7 +50,7 @@ def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
     assert "reguide_documents/cifar10.jsonl" in rows["reguide_cifar10_custom"]
     assert rows["reguide_imagenet200"].split()[1:] == ["=", "reguide_imagenet200_5pct"]
     assert "near ssb_hard, ninco; far inaturalist, textures, openimage_o" in done.stdout
-    assert seconds < 5, f"reguide-eval --tasks list took {seconds:.1f} s"
+    assert lmms_eval_modules == []  # lmms-eval's own listing indexes ~3,300 task YAMLs first
 
 
 def test_local_timezone_name_reads_tz_and_falls_back_to_a_real_zone(monkeypatch):
@@ -136,19 +143,14 @@ def test_utilities_are_console_scripts_that_take_data_root_and_keep_the_old_spel
 
 
 def test_a_wrong_task_name_gets_our_closest_names_in_a_second():
-    start = time.perf_counter()
-    done = _eval("--model", "reguide_scripted", "--tasks", "reguide_imagenet_200,reguide_baseline_cifar10")
-    seconds = time.perf_counter() - start
+    done, lmms_eval_modules, stderr = _run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_imagenet_200,reguide_baseline_cifar10")
     assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("reguide-eval: error: unknown task 'reguide_imagenet_200' (did you mean 'reguide_imagenet200'")
-    assert seconds < 5, f"{seconds:.1f} s: the check should run before lmms-eval is imported"
+    assert stderr[-1].startswith("reguide-eval: error: unknown task 'reguide_imagenet_200' (did you mean 'reguide_imagenet200'")
+    assert lmms_eval_modules == [], "the check should run before lmms-eval is imported"
 
 
 def test_a_data_root_error_comes_before_lmms_eval_loads(tmp_path):
-    start = time.perf_counter()
-    done = _eval("--model", "reguide_scripted", "--tasks", "reguide_baseline_imagenet200", "--data_root", str(tmp_path / "nowhere"))
-    seconds = time.perf_counter() - start
+    done, lmms_eval_modules, stderr = _run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_baseline_imagenet200", "--data_root", str(tmp_path / "nowhere"))
     assert done.returncode == 1
-    assert f"data root {tmp_path / 'nowhere'} does not exist" in done.stderr.strip().splitlines()[-1]
-    assert seconds < 4, f"{seconds:.1f} s"
+    assert f"data root {tmp_path / 'nowhere'} does not exist" in stderr[-1]
+    assert lmms_eval_modules == []

@@ -308,7 +308,7 @@ def test_repetition_loop_is_bounded_and_fast() -> None:
     elapsed = time.perf_counter() - start
     assert result.status == "partial" and len(result.items) == 160  # 4 * 40 names at most
     assert result.reason.startswith("160 names") and "stopped at 160 names" in result.reason
-    assert elapsed < 0.05
+    assert elapsed < 0.5  # a quadratic scan of this text takes seconds; generous for a loaded machine
     assert filter_suggestions(result.items, IMAGENET200).kept == ["lynx", "bobcat", "caracal"]
 
 
