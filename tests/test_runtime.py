@@ -63,6 +63,8 @@ def test_guard_per_patch_on_an_unsupported_version(monkeypatch: pytest.MonkeyPat
     assert runtime.install_running_usage_totals() is False  # an optimisation: lmms-eval's own sum runs
     with pytest.raises(runtime.UnsupportedLmmsEval):
         runtime.install_cache_placeholder_policy()
+    with pytest.raises(runtime.UnsupportedLmmsEval):
+        runtime.install_stable_cache_version()
     with pytest.raises(runtime.UnsupportedLmmsEval), runtime.recording_evaluate_single():
         pass
     after = (TaskManager.__init__, evaluator._run_generate_until_agentic, ResponseCache.__dict__["_is_valid_response"], lmms_main.cli_evaluate_single)
@@ -146,3 +148,25 @@ def test_running_usage_totals_match_lmms_evals_sum_and_survive_a_reset() -> None
         usage_metrics.get_running_totals = original
         chat_openai.get_running_totals = imported
         usage_metrics.reset_usage_metrics()
+
+
+def test_cache_version_is_lmms_evals_release_not_the_commit_of_the_checkout_around_the_venv() -> None:
+    """0.7.3 versions its answer cache by ``git describe`` in the folder holding the lmms_eval package:
+    with the venv inside a git checkout (this repository's .venv) that is the checkout's commit, and a
+    commit between a killed run and its restart would discard every cached answer."""
+    import importlib.metadata
+    import subprocess
+
+    from lmms_eval import utils
+
+    original = utils.get_lmms_eval_cache_version
+    try:
+        runtime.install_stable_cache_version()
+        runtime.install_stable_cache_version()  # idempotent
+        assert utils.get_lmms_eval_cache_version() == importlib.metadata.version("lmms-eval")
+        inside = subprocess.run(["git", "-C", str(utils._lmms_eval_repo_root()), "rev-parse", "--is-inside-work-tree"],
+                                capture_output=True, text=True, check=False).stdout.strip() == "true"
+        if inside and not (utils._lmms_eval_repo_root() / ".git").exists():  # the trap, where this layout has it
+            assert original() != utils.get_lmms_eval_cache_version()
+    finally:
+        utils.get_lmms_eval_cache_version = original

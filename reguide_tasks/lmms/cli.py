@@ -312,6 +312,7 @@ def run(argv: Sequence[str]) -> None:
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
         runtime.install_chunked_cache_saving(own.save_every)
+        runtime.install_stable_cache_version()
     if not listing and not own.sequential:
         runtime.install_batched_agentic_runner()
     if not listing:

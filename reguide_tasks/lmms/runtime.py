@@ -26,6 +26,13 @@ these lmms-eval names (``PATCHED_INTERNALS``):
   the misses and stores the answers when that call returns; the baseline is one call for all
   documents and the batched runner one per stage, so a run killed at 90% had kept nothing. Wrapped,
   the requests go through the original ``execute`` a chunk at a time (look-up, model call, store).
+- ``lmms_eval.utils.get_lmms_eval_cache_version`` (wrapped by :func:`install_stable_cache_version`).
+  0.7.3 stamps every answer-cache key with "its version": ``git describe`` run in the folder that holds
+  the installed ``lmms_eval`` package. In a venv inside a git checkout (``.venv`` in a project, as
+  ``utils/setup.sh`` makes it) that is the PROJECT's commit, so a commit or a pull between a killed
+  run and its restart throws every cached answer away (the full-list soak re-asked all 94,908
+  stage-1 answers after one commit). Wrapped, it is lmms-eval's installed version unless that folder
+  is itself an lmms-eval checkout (it holds ``.git``), where the commit is what lmms-eval means.
 - ``lmms_eval.evaluator.simple_evaluate`` and
   ``lmms_eval.loggers.evaluation_tracker.EvaluationTracker.save_results_samples`` (wrapped by
   :func:`install_result_file_trimming`). Before lmms-eval saves and prints them, the "N/A" stderr
@@ -50,7 +57,8 @@ runs them), ``lmms_eval.evaluator.unwrap_generation_output`` and
 through the response cache as the per-document loop does),
 ``lmms_eval.models.model_utils.usage_metrics._USAGE_HISTORY`` and
 ``lmms_eval.models.model_utils.usage_metrics._USAGE_LOCK`` (the history the incremental token totals
-read, under lmms-eval's own lock).
+read, under lmms-eval's own lock), ``lmms_eval.utils._lmms_eval_repo_root`` (the folder whose git
+commit 0.7.3 takes for its version).
 
 On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_version` raises
 :class:`UnsupportedLmmsEval` naming the installed version, the supported ones and what to do):
@@ -59,8 +67,8 @@ On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_v
   installed while lmms-eval loads its model registry, where an error would break every lmms-eval
   command, and a missing index shows itself as lmms-eval's own "Tasks were not found";
 - the batched agentic runner is an optimisation: a warning, and lmms-eval's per-document loop runs;
-- the cache placeholder policy is needed for correct resumed runs: :class:`UnsupportedLmmsEval`; so is
-  saving answers in chunks (what a killed run keeps);
+- the cache placeholder policy is needed for correct resumed runs: :class:`UnsupportedLmmsEval`; so are
+  saving answers in chunks (what a killed run keeps) and the stable cache version;
 - trimming the result files is cosmetic: a warning, and lmms-eval writes them as it does;
 - the incremental token totals are an optimisation: a warning, and lmms-eval's own sum runs;
 - the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`.
@@ -89,6 +97,7 @@ PATCHED_INTERNALS = (
     ("lmms_eval.evaluator", "_run_generate_until_agentic"),
     ("lmms_eval.caching.response_cache", "ResponseCache._is_valid_response"),
     ("lmms_eval.caching.response_cache", "ResponseCache.execute"),
+    ("lmms_eval.utils", "get_lmms_eval_cache_version"),
     ("lmms_eval.evaluator", "simple_evaluate"),
     ("lmms_eval.loggers.evaluation_tracker", "EvaluationTracker.save_results_samples"),
     ("lmms_eval.models.model_utils.usage_metrics", "get_running_totals"),
@@ -100,6 +109,7 @@ RELIED_ON_INTERNALS = (
     ("lmms_eval.evaluator", "unwrap_generation_output"),
     ("lmms_eval.models.model_utils.usage_metrics", "_USAGE_HISTORY"),
     ("lmms_eval.models.model_utils.usage_metrics", "_USAGE_LOCK"),
+    ("lmms_eval.utils", "_lmms_eval_repo_root"),
 )
 _ORIGINAL_AGENTIC_LOOP = "_lmms_eval_run_generate_until_agentic"  # where lmms-eval's loop is kept
 
@@ -282,6 +292,32 @@ def install_chunked_cache_saving(every: int) -> None:
 
     execute._reguide_original = original  # type: ignore[attr-defined]
     ResponseCache.execute = execute
+
+
+# --- utils.get_lmms_eval_cache_version: cached answers survive a commit of the project around the venv --
+
+
+def install_stable_cache_version() -> None:
+    """Make the answer cache's version lmms-eval's installed version, not the commit of whatever git
+    checkout the venv sits in; :class:`UnsupportedLmmsEval` if unsupported."""
+    check_lmms_eval_version()
+    import importlib.metadata
+
+    from lmms_eval import utils
+
+    if getattr(utils.get_lmms_eval_cache_version, "_reguide", False):
+        return
+    original = utils.get_lmms_eval_cache_version
+    package_parent = utils._lmms_eval_repo_root()
+
+    @functools.wraps(original)
+    def get_lmms_eval_cache_version() -> str:
+        if (package_parent / ".git").exists():  # lmms-eval's own checkout (editable install): its commit
+            return original()
+        return importlib.metadata.version("lmms-eval")
+
+    get_lmms_eval_cache_version._reguide = True  # type: ignore[attr-defined]
+    utils.get_lmms_eval_cache_version = get_lmms_eval_cache_version
 
 
 # --- evaluator.simple_evaluate, EvaluationTracker.save_results_samples: trimmed result files ------
