@@ -320,17 +320,25 @@ def install_stable_cache_version() -> None:
     utils.get_lmms_eval_cache_version = get_lmms_eval_cache_version
 
 
+def _supported_or_warn(left_as_is: str) -> bool:
+    """For the optional patches: True on a supported lmms-eval, else False and a warning saying what
+    stays as lmms-eval does it."""
+    version = lmms_eval_version()
+    if version in SUPPORTED_LMMS_EVAL:
+        return True
+    from loguru import logger
+
+    logger.warning(f"lmms-eval {version}: {left_as_is} (the patch was written for {SUPPORTED_LMMS_EVAL})")
+    return False
+
+
 # --- evaluator.simple_evaluate, EvaluationTracker.save_results_samples: trimmed result files ------
 
 
 def install_result_file_trimming() -> bool:
     """Drop our metrics' "N/A" stderr entries and trim our sample rows before lmms-eval writes them;
     False (and a warning) on an unsupported lmms-eval."""
-    from loguru import logger
-
-    version = lmms_eval_version()
-    if version not in SUPPORTED_LMMS_EVAL:
-        logger.warning(f"lmms-eval {version}: result files written as lmms-eval writes them (trimming written for {SUPPORTED_LMMS_EVAL})")
+    if not _supported_or_warn("result files written as lmms-eval writes them"):
         return False
     from lmms_eval import evaluator
     from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
@@ -374,11 +382,7 @@ def install_running_usage_totals() -> bool:
     False (and a warning) on an unsupported lmms-eval."""
     import sys
 
-    from loguru import logger
-
-    version = lmms_eval_version()
-    if version not in SUPPORTED_LMMS_EVAL:
-        logger.warning(f"lmms-eval {version}: its API models' token totals left as they are (O(answers²) in 0.7.3; patch written for {SUPPORTED_LMMS_EVAL})")
+    if not _supported_or_warn("its API models' token totals left as they are (O(answers²) in 0.7.3)"):
         return False
     from lmms_eval.models.model_utils import usage_metrics
 
