@@ -416,6 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # socketserver's 5 drops connects beyond it while accept() lags (64+ in flight)
     owner: OoDDTestServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # a client gone after a timeout
