@@ -43,7 +43,7 @@ these lmms-eval names (``PATCHED_INTERNALS``):
   :func:`install_running_usage_totals`, with the copies ``lmms_eval.models.chat.openai``,
   ``async_openai`` and ``gemini`` imported by name). 0.7.3's API models call it after every answer to
   show the run's token count; it sums the whole usage history each time, so a run costs O(answers²)
-  (about an hour of one core on the full ImageNet200 lists as ReGuide).
+  (about 40 min of one core on the full ImageNet200 lists as ReGuide).
   :class:`reguide_tasks.lmms.usage_totals.IncrementalTotals` returns the same figures in O(new answers).
 - ``lmms_eval.__main__.cli_evaluate_single`` (replaced for the duration of a ``with``
   :func:`recording_evaluate_single` block). ``cli_evaluate`` swallows the exception of a failed

@@ -3,7 +3,7 @@
 lmms-eval 0.7.3's API models (``openai``, ``async_openai``, ``gemini``) refresh their progress bar's
 ``tokens=`` after every answer with ``usage_metrics.get_running_totals()``, which sums the run's whole
 usage history: one call costs O(answers so far), a run O(answers²). On the full ImageNet200 lists
-as ReGuide (189,816 answers) that is about an hour of one core, holding the GIL the request threads
+as ReGuide (189,816 answers) that is about 40 min of one core (bench/bench_usage_totals.py), holding the GIL the request threads
 need: ``bench/soak_served.py`` saw the answer rate fall from 125/s to 35/s within the first 40,000.
 
 :class:`IncrementalTotals` gives the same figures by adding only the records appended since its last
