@@ -159,10 +159,10 @@ def main() -> None:
     ids = samples_doc_ids(output)
     report["samples"] = {"rows": sum(ids.values()), "lost": len(docs) - len(ids), "duplicated": sum(n - 1 for n in ids.values() if n > 1)}
     report["metrics_identical_to_reference"] = same_metrics(metrics_of(output), metrics_of(work / "reference"))
-    print(json.dumps(report, indent=2), flush=True)
-    (work / "soak_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     # Asked again after the restart: at most the chunk in flight at the kill (--save_every requests).
     report["asked_again_within_one_chunk"] = report["requests"]["answered_twice"] <= report["save_every"]
+    print(json.dumps(report, indent=2), flush=True)
+    (work / "soak_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     ok = (report["restart"]["returncode"] == 0 and report["samples"]["lost"] == 0 and report["samples"]["duplicated"] == 0
           and report["metrics_identical_to_reference"] and report["asked_again_within_one_chunk"])
     print(f"soak {'passed' if ok else 'FAILED'}; report: {work / 'soak_report.json'}", flush=True)
