@@ -151,6 +151,18 @@ def test_plugin_folders_join_any_include_path_once() -> None:
     assert with_plugin_folders("/mine", []) == "/mine"
 
 
+def test_our_task_folder_is_indexed_once_when_the_user_names_it_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reguide-eval --include_path tasks_yaml`` from a checkout: TaskManager would parse every YAML twice."""
+    from reguide_tasks.lmms.cli import _include_path
+    from reguide_tasks.paths import TASKS_DIR
+
+    monkeypatch.chdir(TASKS_DIR.parent)
+    assert _include_path(None) == [str(TASKS_DIR)]
+    assert _include_path("/mine") == ["/mine", str(TASKS_DIR)]
+    assert _include_path(TASKS_DIR.name) == TASKS_DIR.name
+    assert _include_path(["/mine", f"{TASKS_DIR}/"]) == ["/mine", f"{TASKS_DIR}/"]
+
+
 def test_plugin_task_folder_is_the_shipped_task_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     from reguide_tasks.paths import TASKS_DIR
     from reguide_tasks.lmms.runtime import install_plugin_task_index, named_plugins, plugin_task_folders

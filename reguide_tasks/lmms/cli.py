@@ -266,10 +266,8 @@ def local_timezone_name() -> str:
 
 
 def _include_path(user_value):
-    paths = [str(TASKS_DIR)]
-    if user_value:
-        paths = (user_value if isinstance(user_value, list) else [user_value]) + paths
-    return paths
+    """The user's ``--include_path`` folders, then our task folder unless one of them is it."""
+    return runtime.with_plugin_folders(user_value or None, [str(TASKS_DIR)])
 
 
 def run(argv: Sequence[str]) -> None:

@@ -173,9 +173,14 @@ def plugin_task_folders(plugins: list[str]) -> list[str]:
 
 
 def with_plugin_folders(include_path: str | list[str] | None, folders: list[str]) -> list[str] | str | None:
-    """``include_path`` (None, one path or a list, as TaskManager takes it) plus the missing ``folders``."""
+    """``include_path`` (None, one path or a list, as TaskManager takes it) plus the missing ``folders``.
+
+    A folder counts as present when a given path names the same folder (``tasks_yaml`` and
+    ``/repo/tasks_yaml/``): TaskManager does not deduplicate, and would parse every YAML in it twice.
+    """
     paths = [] if include_path is None else [include_path] if isinstance(include_path, str) else list(include_path)
-    missing = [folder for folder in folders if folder not in paths]
+    present = {os.path.realpath(path) for path in paths}
+    missing = [folder for folder in folders if os.path.realpath(folder) not in present]
     if not missing:
         return include_path
     return paths + missing
