@@ -308,21 +308,17 @@ def install_chunked_cache_saving(every: int) -> None:
 def install_stable_cache_version() -> None:
     """Make the answer cache's version lmms-eval's installed version, not the commit of whatever git
     checkout the venv sits in; :class:`UnsupportedLmmsEval` if unsupported."""
-    check_lmms_eval_version()
-    import importlib.metadata
-
+    version = check_lmms_eval_version()
     from lmms_eval import utils
 
     if getattr(utils.get_lmms_eval_cache_version, "_reguide", False):
         return
     original = utils.get_lmms_eval_cache_version
-    package_parent = utils._lmms_eval_repo_root()
+    own_checkout = (utils._lmms_eval_repo_root() / ".git").exists()  # an editable lmms-eval: its commit is meant
 
     @functools.wraps(original)
     def get_lmms_eval_cache_version() -> str:
-        if (package_parent / ".git").exists():  # lmms-eval's own checkout (editable install): its commit
-            return original()
-        return importlib.metadata.version("lmms-eval")
+        return original() if own_checkout else version
 
     get_lmms_eval_cache_version._reguide = True  # type: ignore[attr-defined]
     utils.get_lmms_eval_cache_version = get_lmms_eval_cache_version
