@@ -441,6 +441,7 @@ class OoDDTestServer:
         self.quality = check_quality(quality)
         self._rules = [_Rule(parse_fault(f) if isinstance(f, str) else f) for f in faults]
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when the last in-flight request ends
         self._stopping = threading.Event()
         self._log: list[RequestLog] = []
         self._in_flight = 0
@@ -471,6 +472,10 @@ class OoDDTestServer:
             self._httpd.shutdown()
             self._thread.join(timeout)
             self._thread = None
+        # A client can hold its answer before the handler thread has stamped ``ended``: wait for those
+        # stamps, so the log read after stop() is complete.
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout)
         self._httpd.server_close()
 
     def __enter__(self) -> OoDDTestServer:
@@ -534,6 +539,7 @@ class OoDDTestServer:
             with self._lock:
                 self._in_flight -= 1
                 entry.ended = time.monotonic()
+                self._idle.notify_all()
 
     def _respond(self, handler: _Handler, body: Mapping[str, Any], stage: str, reply: str, score: float | None, entry: RequestLog, fault: Fault | None) -> None:
         kind = fault.kind if fault else ""
