@@ -88,6 +88,41 @@ def is_not_in_release(answer_text: object) -> bool:
 
 
 def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "", key_reading: str = "repair") -> dict:
+    if is_not_in_release(answer_text):
+        # No answer to score: the same fields as the scoring path below gives it (tested), without
+        # its work; most documents of a long replay with missing=skip take this path.
+        RUN.count_scored(None)
+        return {
+            "dataset": doc["dataset"],
+            "role": doc["role"],
+            "image": doc["image"],
+            "label_name": doc["label_name"],
+            **_NOT_IN_RELEASE_FIELDS,
+            "reason": failure_reason(parsed, answer_text),
+            "score_rule": score_rule,
+            "failure_policy": failure_policy,
+            "key_reading": key_reading,
+            "repaired_keys": {},
+            "repaired_prediction": None,
+            "unknown_keys": [],
+            "score_repaired": False,
+        }
+    return scored_record(doc, parsed, id_classes, score_rule, failure_policy, answer_text, key_reading)
+
+
+_NOT_IN_RELEASE_FIELDS = {
+    "prediction": None,
+    "prediction_confidence": None,
+    "correct": None,
+    "ood_score": None,
+    "failed": False,
+    "not_in_release": True,
+    "status": "not in release",
+}
+
+
+def scored_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "", key_reading: str = "repair") -> dict:
+    """The record of one document's parsed answer (any answer, placeholders included)."""
     score = ood_score(parsed, id_classes, score_rule)
     if score is not None and not math.isfinite(score):
         score = None
@@ -148,17 +183,25 @@ def keys_of_dataset(benchmark_name: str, dataset: str) -> tuple[str, ...]:
 
 def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
     """``process_results``' answer for one scored record: each key it takes part in -> its item."""
-    item = ScoreItem(
-        record["dataset"],
-        record["ood_score"],
-        record["correct"],
-        record["failure_policy"],
-        bool(record.get("not_in_release")),
-        bool(record.get("score_repaired")),
-    )
+    if record.get("not_in_release"):  # every such document of a dataset hands the same item
+        item = _not_in_release_item(record["dataset"], record["failure_policy"])
+    else:
+        item = ScoreItem(
+            record["dataset"],
+            record["ood_score"],
+            record["correct"],
+            record["failure_policy"],
+            False,
+            bool(record.get("score_repaired")),
+        )
     out: dict = dict.fromkeys(keys_of_dataset(benchmark.name, record["dataset"]), item)  # one shared item
     if "suggestions_kept" in record and not record.get("not_in_release"):  # an answered ReGuide record
         suggestion = SuggestionItem(record["dataset"], bool(record.get("predicted_aux")), len(record["suggestions_kept"]), len(record["suggestions_dropped"]))
         out.update({metric_key(family, record["dataset"]): suggestion for family in REGUIDE_FAMILIES})
     out[RECORD_KEY] = dict(record)
     return out
+
+
+@cache
+def _not_in_release_item(dataset: str, failure_policy: str) -> ScoreItem:
+    return ScoreItem(dataset, None, None, failure_policy, True, False)
