@@ -10,7 +10,13 @@ from reguide_tasks.answers.scoring import FAILURE_POLICIES, SCORE_RULES
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.lmms.aggregations import aggregate_metric
 from reguide_tasks.lmms.hooks import _parse
-from reguide_tasks.lmms.records import ScoreItem, build_record, metric_keys, per_doc_metrics, scored_record
+from reguide_tasks.lmms.records import (
+    ScoreItem,
+    build_record,
+    metric_keys,
+    per_doc_metrics,
+    scored_record,
+)
 from reguide_tasks.vocab import NO_ANSWER, REJECTION_CLASS
 
 BENCH = get_benchmark("cifar10")
