@@ -20,11 +20,14 @@ files; not the interpreter start-up, which is the same for both and, on a loaded
 noise); with ``--subprocess`` each run is ``python -m lmms_eval`` (start-up included); with
 ``--route reguide-eval`` every run goes through ``reguide-eval``'s own entry in this process
 (:func:`reguide_tasks.lmms.cli.run`: its result-file trimming, batched runner and checks; answer cache
-off for all, as ``reguide_replay`` has none). Same flags for all (``--log_samples`` unless
+off for all, as ``reguide_replay`` has none). In-process runs share one heap, so each starts from a
+full collection; with ``--isolate`` each timed run has a worker process of its own (a warm-up run of
+the same task there first), so that no run inherits the heap another task left: the number of full
+collections a run pays (printed, ~0.5 s each) then depends on that run's own work only. Same flags for all (``--log_samples`` unless
 ``--no-log-samples``). Target: ratio <= 1.2 (the issue "under real load": <= 1.15 through
 ``reguide-eval``, best of 5).
 
-    python bench/bench_overhead.py [--repeats 3] [--no-log-samples] [--subprocess | --route reguide-eval] [--process-docs-parallel N] [--profile FILE.prof]
+    python bench/bench_overhead.py [--repeats 3] [--no-log-samples] [--subprocess | --route reguide-eval [--isolate]] [--process-docs-parallel N] [--profile FILE.prof]
 """
 
 from __future__ import annotations
@@ -181,44 +184,90 @@ def print_profile(path: str, top: int = 25) -> None:
     stats.sort_stats("tottime").print_stats(top)
 
 
+def task_specs(workdir: Path) -> dict[str, tuple]:
+    trivial_dir = workdir / "trivial_task"
+    return {
+        "trivial": (TRIVIAL_TASK, "dummy", "", trivial_dir),
+        "trivial+prompt": (PROMPT_TASK, "dummy", "", trivial_dir),
+        "ours": (OUR_TASK, "reguide_replay", "missing=skip", REPO_ROOT / "tasks_yaml"),
+    }
+
+
+def timed(run, spec: tuple, workdir: Path, log_samples: bool) -> tuple[float, int]:
+    """(wall seconds, full collections) of one run in this process.
+
+    Starts from a full collection: in-process runs share one heap, and where the previous run left the
+    collector's counters would otherwise decide whether this run pays one more full collection (about
+    0.5 s here, ~5% of a run).
+    """
+    gc.collect()
+    before = gc.get_stats()[2]["collections"]
+    elapsed = run(*spec, workdir, log_samples)
+    return elapsed, gc.get_stats()[2]["collections"] - before
+
+
+def run_isolated(name: str, workdir: Path, args: argparse.Namespace) -> tuple[float, int]:
+    """One timed run of ``name`` in a fresh worker process, after a warm-up run of the same task there:
+    no run inherits the heap another task left. The time still covers the CLI call only."""
+    argv = [sys.executable, __file__, "--worker", name, "--workdir", str(workdir), "--route", args.route]
+    if args.process_docs_parallel is not None:
+        argv += ["--process-docs-parallel", str(args.process_docs_parallel)]
+    if args.no_log_samples:
+        argv.append("--no-log-samples")
+    done = subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    lines = [line for line in done.stdout.splitlines() if line.startswith(WORKER_RESULT)]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{name} worker failed (exit {done.returncode}):\n{done.stdout[-3000:]}")
+    result = json.loads(lines[-1][len(WORKER_RESULT) :])
+    return result["wall"], result["full_collections"]
+
+
+WORKER_RESULT = "overhead-worker-result: "
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (after one warm-up run of each)")
     parser.add_argument("--no-log-samples", action="store_true")
     parser.add_argument("--subprocess", action="store_true", help="one python -m lmms_eval process per run (start-up included)")
     parser.add_argument("--route", choices=("lmms-eval", "reguide-eval"), default="lmms-eval", help="in-process entry: lmms-eval's CLI (default) or reguide-eval's")
+    parser.add_argument("--isolate", action="store_true", help="each timed run in its own worker process, after a warm-up run of the same task there")
     parser.add_argument("--process-docs-parallel", type=int, default=None, help="lmms-eval's --process_docs_parallel for every run (its default: 4 threads)")
     parser.add_argument("--profile", default=None, help="also run ours once under cProfile (a subprocess), write the stats here and print the top")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one --isolate run
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     log_samples = not args.no_log_samples
     if args.process_docs_parallel is not None:
         EXTRA_ARGS[:] = ["--process_docs_parallel", str(args.process_docs_parallel)]
-    workdir = Path(tempfile.mkdtemp(prefix="reguide_overhead_"))
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="reguide_overhead_"))
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_CACHE=str(workdir / "hf_datasets"))
-    trivial_dir = workdir / "trivial_task"
-    n_docs = write_trivial_task(trivial_dir)
-    specs = {
-        "trivial": (TRIVIAL_TASK, "dummy", "", trivial_dir),
-        "trivial+prompt": (PROMPT_TASK, "dummy", "", trivial_dir),
-        "ours": (OUR_TASK, "reguide_replay", "missing=skip", REPO_ROOT / "tasks_yaml"),
-    }
+    specs = task_specs(workdir)
     run = run_subprocess if args.subprocess else run_reguide_eval if args.route == "reguide-eval" else run_in_process
+    if args.worker:
+        run(*specs[args.worker], workdir, log_samples)  # warm-up: imports, dataset caches
+        elapsed, collections = timed(run, specs[args.worker], workdir, log_samples)
+        print(WORKER_RESULT + json.dumps({"wall": elapsed, "full_collections": collections}), flush=True)
+        return
+    n_docs = write_trivial_task(workdir / "trivial_task")
 
-    mode = "subprocess per run" if args.subprocess else f"in-process ({args.route} CLI entry)"
+    mode = "subprocess per run" if args.subprocess else f"in-process ({args.route} CLI entry)" + (", a worker process per run" if args.isolate else "")
     print(f"documents: {n_docs} in each task; log_samples={log_samples}; {mode}; {os.cpu_count()} CPUs; extra lmms-eval args: {' '.join(EXTRA_ARGS) or 'none'}")
-    for spec in specs.values():  # warm-up
-        run(*spec, workdir, log_samples)
+    if not args.isolate:
+        for spec in specs.values():  # warm-up
+            run(*spec, workdir, log_samples)
     times: dict[str, list[float]] = {name: [] for name in specs}
     full_collections: dict[str, list[int]] = {name: [] for name in specs}
     for _ in range(args.repeats):
         for name, spec in specs.items():
-            # In-process runs share one heap: start each from a full collection, so that where the
-            # previous run left the collector's counters does not decide whether this run pays one
-            # more full collection (about 0.5 s here, ~5% of a run).
-            gc.collect()
-            before = gc.get_stats()[2]["collections"]
-            times[name].append(run(*spec, workdir, log_samples))
-            full_collections[name].append(gc.get_stats()[2]["collections"] - before)
+            if args.isolate:
+                elapsed, collections = run_isolated(name, workdir, args)
+            elif args.subprocess:
+                elapsed, collections = run(*spec, workdir, log_samples), -1
+            else:
+                elapsed, collections = timed(run, spec, workdir, log_samples)
+            times[name].append(elapsed)
+            full_collections[name].append(collections)
     for name in specs:
         print(f"{name:14s} wall {' '.join(f'{t:7.2f}' for t in times[name])} s   best {min(times[name]):7.2f} s   median {sorted(times[name])[len(times[name]) // 2]:7.2f} s"
               + ("" if args.subprocess else f"   full gc collections {' '.join(map(str, full_collections[name]))}"))

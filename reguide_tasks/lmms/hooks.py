@@ -33,7 +33,7 @@ from reguide_tasks.answers.suggestions import (
 )
 from reguide_tasks.data import documents as docs_mod
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.lmms.records import build_record, per_doc_metrics
+from reguide_tasks.lmms.records import build_record, not_in_release_record, per_doc_metrics
 from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.prompts.render import (
     example_confidences,
@@ -43,6 +43,7 @@ from reguide_tasks.prompts.render import (
     render_stage2,
 )
 from reguide_tasks.vocab import (
+    NO_ANSWER,
     RECORD_KEY,
     REJECTION_CLASS,
     custom_documents_path,
@@ -78,7 +79,8 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
         rows = [dict(doc, data_root=root) for root, docs in per_set for doc in docs]
     else:
         rows = [doc for _, docs in per_set for doc in docs]
-    docs_mod.check_unique(rows)
+    if len(per_set) > 1:  # a single set was checked above
+        docs_mod.check_unique(rows)
     return datasets.Dataset.from_list(rows)
 
 
@@ -156,6 +158,8 @@ def make_process_results(stage: str, score_rule: str = "max_id", failure_policy:
         response = results[0] if results else ""
         if isinstance(response, list):  # some lmms-eval paths nest one level
             response = response[0] if response else ""
+        if response == NO_ANSWER and doc["doc_key"] not in RUN.excluded:  # nothing to parse or score
+            return per_doc_metrics(not_in_release_record(doc, score_rule, failure_policy, key_reading), get_benchmark(doc["benchmark"]))
         if stage == "baseline":
             record = _score_baseline(doc, str(response or ""), score_rule, failure_policy, key_reading)
         else:

@@ -89,36 +89,39 @@ def is_not_in_release(answer_text: object) -> bool:
 
 def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "", key_reading: str = "repair") -> dict:
     if is_not_in_release(answer_text):
-        # No answer to score: the same fields as the scoring path below gives it (tested), without
-        # its work; most documents of a long replay with missing=skip take this path.
-        RUN.count_scored(None)
-        return {
-            "dataset": doc["dataset"],
-            "role": doc["role"],
-            "image": doc["image"],
-            "label_name": doc["label_name"],
-            **_NOT_IN_RELEASE_FIELDS,
-            "reason": failure_reason(parsed, answer_text),
-            "score_rule": score_rule,
-            "failure_policy": failure_policy,
-            "key_reading": key_reading,
-            "repaired_keys": {},
-            "repaired_prediction": None,
-            "unknown_keys": [],
-            "score_repaired": False,
-        }
+        return not_in_release_record(doc, score_rule, failure_policy, key_reading)
     return scored_record(doc, parsed, id_classes, score_rule, failure_policy, answer_text, key_reading)
 
 
-_NOT_IN_RELEASE_FIELDS = {
-    "prediction": None,
-    "prediction_confidence": None,
-    "correct": None,
-    "ood_score": None,
-    "failed": False,
-    "not_in_release": True,
-    "status": "not in release",
-}
+def not_in_release_record(doc: Mapping, score_rule: str, failure_policy: str, key_reading: str = "repair") -> dict:
+    """The record of a document the release has no answer for: what :func:`scored_record` writes for
+    the replay's placeholder (tested), without parsing or scoring it. Most documents of a long replay
+    with missing=skip take this path."""
+    RUN.count_scored(None)
+    return {
+        "dataset": doc["dataset"],
+        "role": doc["role"],
+        "image": doc["image"],
+        "label_name": doc["label_name"],
+        "prediction": None,
+        "prediction_confidence": None,
+        "correct": None,
+        "ood_score": None,
+        "failed": False,
+        "not_in_release": True,
+        "status": "not in release",
+        "reason": _NO_ANSWER_REASON,
+        "score_rule": score_rule,
+        "failure_policy": failure_policy,
+        "key_reading": key_reading,
+        "repaired_keys": {},
+        "repaired_prediction": None,
+        "unknown_keys": [],
+        "score_repaired": False,
+    }
+
+
+_NO_ANSWER_REASON = placeholder_reason(NO_ANSWER)
 
 
 def scored_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "", key_reading: str = "repair") -> dict:
@@ -198,7 +201,7 @@ def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
     if "suggestions_kept" in record and not record.get("not_in_release"):  # an answered ReGuide record
         suggestion = SuggestionItem(record["dataset"], bool(record.get("predicted_aux")), len(record["suggestions_kept"]), len(record["suggestions_dropped"]))
         out.update({metric_key(family, record["dataset"]): suggestion for family in REGUIDE_FAMILIES})
-    out[RECORD_KEY] = dict(record)
+    out[RECORD_KEY] = record
     return out
 
 
