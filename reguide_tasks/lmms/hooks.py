@@ -33,7 +33,11 @@ from reguide_tasks.answers.suggestions import (
 )
 from reguide_tasks.data import documents as docs_mod
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.lmms.records import build_record, not_in_release_record, per_doc_metrics
+from reguide_tasks.lmms.records import (
+    build_record,
+    not_in_release_record,
+    per_doc_metrics,
+)
 from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.prompts.render import (
     example_confidences,
