@@ -14,8 +14,8 @@ from reguide_tasks.lmms.records import (
     ScoreItem,
     build_record,
     metric_keys,
+    not_in_release_record,
     per_doc_metrics,
-    scored_record,
 )
 from reguide_tasks.vocab import NO_ANSWER, REJECTION_CLASS
 
@@ -107,12 +107,12 @@ def test_one_table_per_target_and_no_stale_table_for_other_items():
 @pytest.mark.parametrize("failure_policy", FAILURE_POLICIES)
 @pytest.mark.parametrize("key_reading", ["repair", "strict"])
 def test_a_document_without_a_released_answer_skips_scoring_but_gets_the_scoring_paths_record(score_rule, failure_policy, key_reading):
-    # build_record's shortcut for NO_ANSWER must write what scoring the placeholder would write.
+    # process_results' shortcut for NO_ANSWER must write what scoring the placeholder would write.
     for dataset in BENCH.datasets:
         doc = {"dataset": dataset, "role": BENCH.role(dataset), "image": f"{dataset}/1.png", "label_name": "cat", "doc_key": "k"}
         parsed = _parse(NO_ANSWER, (*BENCH.classes, REJECTION_CLASS), (), key_reading)
-        fast = build_record(doc, parsed, BENCH.classes, score_rule, failure_policy, NO_ANSWER, key_reading)
-        full = scored_record(doc, parsed, BENCH.classes, score_rule, failure_policy, NO_ANSWER, key_reading)
+        fast = not_in_release_record(doc, score_rule, failure_policy, key_reading)
+        full = build_record(doc, parsed, BENCH.classes, score_rule, failure_policy, NO_ANSWER, key_reading)
         assert fast == full and list(fast) == list(full)  # same fields in the same order
         items = per_doc_metrics(fast, BENCH)
         assert items.keys() == per_doc_metrics(dict(full), BENCH).keys()

@@ -35,6 +35,7 @@ from reguide_tasks.data import documents as docs_mod
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.lmms.records import (
     build_record,
+    is_not_in_release,
     not_in_release_record,
     per_doc_metrics,
 )
@@ -47,7 +48,6 @@ from reguide_tasks.prompts.render import (
     render_stage2,
 )
 from reguide_tasks.vocab import (
-    NO_ANSWER,
     RECORD_KEY,
     REJECTION_CLASS,
     custom_documents_path,
@@ -162,7 +162,7 @@ def make_process_results(stage: str, score_rule: str = "max_id", failure_policy:
         response = results[0] if results else ""
         if isinstance(response, list):  # some lmms-eval paths nest one level
             response = response[0] if response else ""
-        if response == NO_ANSWER and doc["doc_key"] not in RUN.excluded:  # nothing to parse or score
+        if is_not_in_release(response) and doc["doc_key"] not in RUN.excluded:  # nothing to parse or score
             return per_doc_metrics(not_in_release_record(doc, score_rule, failure_policy, key_reading), get_benchmark(doc["benchmark"]))
         if stage == "baseline":
             record = _score_baseline(doc, str(response or ""), score_rule, failure_policy, key_reading)

@@ -87,14 +87,8 @@ def is_not_in_release(answer_text: object) -> bool:
     return str(answer_text or "").strip() == NO_ANSWER
 
 
-def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "", key_reading: str = "repair") -> dict:
-    if is_not_in_release(answer_text):
-        return not_in_release_record(doc, score_rule, failure_policy, key_reading)
-    return scored_record(doc, parsed, id_classes, score_rule, failure_policy, answer_text, key_reading)
-
-
 def not_in_release_record(doc: Mapping, score_rule: str, failure_policy: str, key_reading: str = "repair") -> dict:
-    """The record of a document the release has no answer for: what :func:`scored_record` writes for
+    """The record of a document the release has no answer for: what :func:`build_record` writes for
     the replay's placeholder (tested), without parsing or scoring it. Most documents of a long replay
     with missing=skip take this path."""
     RUN.count_scored(None)
@@ -124,8 +118,7 @@ def not_in_release_record(doc: Mapping, score_rule: str, failure_policy: str, ke
 _NO_ANSWER_REASON = placeholder_reason(NO_ANSWER)
 
 
-def scored_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "", key_reading: str = "repair") -> dict:
-    """The record of one document's parsed answer (any answer, placeholders included)."""
+def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: str, failure_policy: str, answer_text: str = "", key_reading: str = "repair") -> dict:
     score = ood_score(parsed, id_classes, score_rule)
     if score is not None and not math.isfinite(score):
         score = None
