@@ -116,6 +116,8 @@ def direct(path: str, docs: list[dict], score: str, temperature: float = 1.0, la
         cos = out.image_embeds @ text_features.T
         if score == "mcm":
             value = torch.softmax(cos / temperature, -1).max()
+        elif score == "msp":
+            value = torch.softmax(scale * cos / temperature, -1).max()
         elif score == "maxlogit":
             value = (scale * cos).max()
         elif score == "energy":
@@ -142,6 +144,7 @@ CONFIGS = [
     dict(score="mcm", temperature=0.01),
     dict(score="glmcm"),
     dict(score="glmcm", local_features="tokens", lambda_local=0.5, temperature=0.1),
+    dict(score="msp"),
     dict(score="maxlogit"),
     dict(score="energy", temperature=2.0),
 ]
@@ -255,7 +258,7 @@ def test_rejects_what_it_cannot_answer(clip_dir: str, docs: list[dict]) -> None:
     with pytest.raises(NotImplementedError):
         model.generate_until_multi_round([])
     with pytest.raises(ValueError, match="unknown score"):
-        ClipOoD(pretrained=clip_dir, score="msp", device="cpu")
+        ClipOoD(pretrained=clip_dir, score="odin", device="cpu")
     with pytest.raises(TypeError, match="unknown model args"):
         ClipOoD(pretrained=clip_dir, device="cpu", temprature=2)
     assert run(model, []) == []
@@ -293,6 +296,7 @@ def test_class_values_max_is_the_score_exactly(features, score: str) -> None:
     expected = {
         "mcm": lambda: cs.mcm_score(image, text, 0.3),
         "glmcm": lambda: cs.glmcm_score(image, patches, text, 0.3, 0.7),
+        "msp": lambda: cs.msp_score(image, text, 50.0, 0.3),
         "maxlogit": lambda: cs.maxlogit_score(image, text, 50.0),
         "energy": lambda: cs.energy_score(image, text, 50.0, 0.3),
     }[score]()
@@ -317,4 +321,31 @@ def test_score_formulas(features) -> None:
     with pytest.raises(ValueError):
         cs.compute_scores("glmcm", image, text)
     with pytest.raises(ValueError):
-        cs.compute_scores("msp", image, text)
+        cs.compute_scores("odin", image, text)
+
+
+def test_msp_by_hand_and_where_it_ranks_unlike_mcm() -> None:
+    """MSP = max softmax(logit_scale * cos) (T = 1); MCM = max softmax(cos / T), T = 1 as in the MCM paper."""
+    # class k's feature is the k-th axis of 5; a unit image's first 4 coordinates are its cosines
+    text = torch.eye(4, 5)
+    # image A: two classes nearly tied, both fairly close; image B: one class ahead, the rest equal
+    wanted = torch.tensor([[0.6, 0.5, 0.0, 0.0], [0.4, 0.1, 0.1, 0.1]], dtype=torch.float64)
+    image = torch.cat([wanted, (1 - wanted.pow(2).sum(1, keepdim=True)).sqrt()], 1).float()
+    cos = cs.cosine(image, text).double()
+    assert cos == pytest.approx(wanted, abs=1e-6)
+    msp = cs.msp_score(image, text, logit_scale=10.0).double()
+    by_hand = [math.exp(10 * c[0]) / sum(math.exp(10 * x) for x in c) for c in cos.tolist()]
+    assert msp.tolist() == pytest.approx(by_hand, abs=1e-6)
+    # on fixed logits: softmax([3, 1, 0, 0]) max = e^3 / (e^3 + e + 2)
+    logits_image = torch.tensor([[3.0, 1.0, 0.0, 0.0]])
+    assert float(cs.msp_score(logits_image, torch.eye(4), logit_scale=float(logits_image.norm()))) == pytest.approx(math.e**3 / (math.e**3 + math.e + 2), abs=1e-6)
+    mcm = cs.mcm_score(image, text, temperature=1.0)
+    e = math.exp
+    assert mcm.tolist() == pytest.approx([e(.6) / (e(.6) + e(.5) + 2), e(.4) / (e(.4) + 3 * e(.1))], abs=1e-6)  # 0.333, 0.310
+    assert msp.tolist() == pytest.approx([e(6) / (e(6) + e(5) + 2), e(4) / (e(4) + 3 * e(1))], abs=1e-6)  # 0.728, 0.870
+    assert mcm[0] > mcm[1]  # MCM(T=1) ~ how far the best cosine sits above the mean: A first
+    assert msp[1] > msp[0]  # MSP ~ the margin of the best class over the runner-up: B first
+    # MSP is MCM at temperature T / logit_scale
+    assert torch.allclose(cs.msp_score(image, text, logit_scale=10.0), cs.mcm_score(image, text, temperature=0.1))
+    out = cs.compute_scores("msp", image, text, logit_scale=10.0)
+    assert torch.equal(out.scores, cs.msp_score(image, text, logit_scale=10.0))

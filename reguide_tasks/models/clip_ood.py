@@ -1,4 +1,5 @@
-"""``clip_ood``: CLIP zero-shot OoD detection (MCM / GL-MCM / MaxLogit / Energy) as an lmms-eval model.
+"""``clip_ood``: CLIP OoD detection (MCM / GL-MCM / MSP / MaxLogit / Energy), zero-shot or with a
+learned prompt context (CoOp), as an lmms-eval model.
 
 It answers the baseline OoDD tasks in their own response format, so a CLIP reference number comes
 out of the very same task, parser and metrics as the LVLM it is compared with::
@@ -14,6 +15,7 @@ see :func:`reguide_tasks.models.clip_scores.class_values`):
 
 - ``mcm``: ``v = softmax(cos / T)`` (MCM's probabilities).
 - ``glmcm``: ``v = softmax(cos / T) + lambda_local * localMCM`` (one shift for every class).
+- ``msp``: ``v = softmax(logits / T)``, ``logits = logit_scale * cos`` (MSP at the default T = 1).
 - ``maxlogit``: ``v = logit_scale * cos`` (CLIP's logits).
 - ``energy``: ``v = logits - max(logits) + T * logsumexp(logits / T)``.
 - ``none of these classes`` is always ``0.0``; it is not an ID class, so it never enters S_max
@@ -27,7 +29,7 @@ Model args (``--model_args k=v,...``):
 
 - ``pretrained``: a hub id or a local folder loadable by ``CLIPModel`` / ``AutoTokenizer`` /
   ``AutoImageProcessor`` (anything saved with ``save_pretrained``, fine-tuned checkpoints included).
-- ``score``: ``mcm`` (default) | ``glmcm`` | ``maxlogit`` | ``energy``.
+- ``score``: ``mcm`` (default) | ``glmcm`` | ``msp`` | ``maxlogit`` | ``energy``.
 - ``temperature`` (T, default 1.0, as in MCM), ``lambda_local`` (GL-MCM, default 1.0).
 - ``local_features`` (GL-MCM): ``value`` (default; as the GL-MCM authors' code: the last vision
   block re-run with its attention replaced by the value path, ``h + out(v(ln1 h))`` then its MLP,
@@ -35,12 +37,13 @@ Model args (``--model_args k=v,...``):
   through ``post_layernorm`` and ``visual_projection``).
 - ``template`` (default ``a photo of a {}.``) or ``prompt_ensemble=true`` (averages the normalized
   text features of :data:`ENSEMBLE_TEMPLATES`, then renormalizes).
-- ``prompt_context``: path to a ``torch.save``-d tensor ``[n_ctx, text_hidden_size]`` of CoOp-style
-  learned context vectors (also accepted: a dict holding it under ``"ctx"``, optionally inside
-  ``"state_dict"``, as CoOp's prompt-learner checkpoints do). The class text is then
-  ``[SOS] ctx_1..ctx_n <class-name tokens> [EOS]`` fed as embeddings (plus position embeddings)
-  through the text encoder with a causal mask; the feature is the EOS position's output after
-  ``final_layer_norm`` and ``text_projection``. Excludes ``template`` / ``prompt_ensemble``.
+- ``prompt_context``: a learned CoOp-style context: the ``context.safetensors`` that
+  ``reguide-clip-train`` writes (unified ``[n_ctx, H]`` or class-specific ``[K, n_ctx, H]``, with
+  its training config), or a ``torch.save``-d tensor / CoOp prompt-learner checkpoint (see
+  :mod:`reguide_tasks.models.clip_context`). The class text is then
+  ``[SOS] ctx_1..ctx_n <class-name tokens> [EOS]`` fed as embeddings through the causal text
+  encoder (:mod:`reguide_tasks.models.clip_features`). A class-specific context answers only the
+  class list it was trained for. Excludes ``template`` / ``prompt_ensemble``.
 - ``batch_size`` (images per forward, default 64; NOTE the lmms-eval CLI passes its own
   ``--batch_size``, default 1, so set that flag, e.g. ``--batch_size 64``), ``device`` (default
   ``cuda`` if available else ``cpu``), ``dtype`` (``float32`` default, ``float16``, ``bfloat16``),
@@ -56,7 +59,6 @@ live in :mod:`reguide_tasks.models.clip_scores`.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +73,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.models.clip_context import check_classes, load_context
+from reguide_tasks.models.clip_features import LOCAL_FEATURES, context_prompts, encode_with_context, image_features
 from reguide_tasks.models.clip_scores import SCORES, compute_scores, normalize
 from reguide_tasks.models.model_args import reject_unknown
 from reguide_tasks.vocab import REJECTION_CLASS
@@ -86,7 +90,6 @@ ENSEMBLE_TEMPLATES = (
     "a bright photo of a {}.",
     "a low resolution photo of a {}.",
 )
-LOCAL_FEATURES = ("value", "tokens")
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -146,23 +149,8 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 
 def load_prompt_context(path: str | os.PathLike, hidden_size: int) -> torch.Tensor:
-    """The ``[n_ctx, hidden_size]`` context tensor saved at ``path`` (see the module docstring)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping):
-        obj = obj.get("state_dict", obj)
-        if not isinstance(obj, Mapping) or "ctx" not in obj:
-            raise ValueError(f"{path}: a dict must hold the context tensor under 'ctx' (or 'state_dict' -> 'ctx')")
-        obj = obj["ctx"]
-    if not isinstance(obj, torch.Tensor) or obj.ndim != 2 or obj.shape[1] != hidden_size or obj.shape[0] < 1:
-        shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
-        raise ValueError(f"{path}: expected a tensor [n_ctx, {hidden_size}] (text hidden size), got {shape}")
-    return obj.detach().float()
-
-
-def _causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Additive causal mask ``[1, 1, L, L]``: 0 on and below the diagonal, dtype-min above."""
-    mask = torch.full((length, length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
-    return mask[None, None]
+    """The context tensor saved at ``path`` (see :mod:`reguide_tasks.models.clip_context`)."""
+    return load_context(path, hidden_size).ctx
 
 
 def _first_image(visuals: Any) -> Image.Image:
@@ -241,9 +229,9 @@ class ClipOoD(lmms):
         text_config = self.model.config.text_config
         self.max_text_length = int(text_config.max_position_embeddings)
         self.prompt_context_path = str(prompt_context) if prompt_context else None
-        self.prompt_context = load_prompt_context(prompt_context, text_config.hidden_size) if prompt_context else None
-        if self.prompt_context is not None and self.prompt_context.shape[0] + 3 > self.max_text_length:
-            raise ValueError(f"{self.prompt_context.shape[0]} context vectors leave no room for a class name in {self.max_text_length} positions")
+        self.prompt_context = load_context(prompt_context, text_config.hidden_size) if prompt_context else None
+        if self.prompt_context is not None and self.prompt_context.n_ctx + 3 > self.max_text_length:
+            raise ValueError(f"{self.prompt_context.n_ctx} context vectors leave no room for a class name in {self.max_text_length} positions")
 
         self._text_cache: dict[tuple, torch.Tensor] = {}
         self.text_encodings = 0  # class lists encoded so far (cache misses)
@@ -313,76 +301,17 @@ class ClipOoD(lmms):
 
     def _encode_with_context(self, classes: tuple[str, ...]) -> torch.Tensor:
         """CoOp features: ``[SOS] ctx <name> [EOS]`` embeddings through the causal text encoder."""
-        text_model = self.model.text_model
-        tok = self.tokenizer
-        sos, eos = tok.bos_token_id, tok.eos_token_id
-        if sos is None or eos is None:
-            raise ValueError("prompt_context needs a tokenizer with BOS and EOS tokens")
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-        ctx = self.prompt_context.to(device=self._device, dtype=self._dtype)
-        n_ctx = ctx.shape[0]
-        room = self.max_text_length - n_ctx - 2
-        names = [ids[:room] for ids in tok(list(classes), add_special_tokens=False)["input_ids"]]
-        length = n_ctx + 2 + max(len(ids) for ids in names)
-        ids = torch.full((len(classes), length), pad, dtype=torch.long)
-        ids[:, 0] = sos
-        eos_at = torch.empty(len(classes), dtype=torch.long)
-        for row, name in enumerate(names):
-            ids[row, 1 + n_ctx:1 + n_ctx + len(name)] = torch.tensor(name, dtype=torch.long)
-            eos_at[row] = 1 + n_ctx + len(name)
-            ids[row, eos_at[row]] = eos
-        ids = ids.to(self._device)
-        embeds = text_model.embeddings.token_embedding(ids)
-        embeds[:, 1:1 + n_ctx] = ctx  # the learned context replaces the placeholder tokens
-        hidden = text_model.embeddings(inputs_embeds=embeds)  # adds position embeddings
-        mask = _causal_mask(length, hidden.dtype, hidden.device)
-        encoded = self._run_text_encoder(hidden, mask)
-        encoded = text_model.final_layer_norm(encoded)
-        pooled = encoded[torch.arange(len(classes), device=self._device), eos_at.to(self._device)]
-        return self.model.text_projection(pooled).float()
-
-    def _run_text_encoder(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        encoder = self.model.text_model.encoder
-        if "causal_attention_mask" in inspect.signature(encoder.forward).parameters:  # transformers 4.x
-            out = encoder(inputs_embeds=hidden, attention_mask=None, causal_attention_mask=mask)
-        else:
-            out = encoder(inputs_embeds=hidden, attention_mask=mask)
-        return out[0] if isinstance(out, tuple) else out.last_hidden_state
+        check_classes(self.prompt_context, classes, self.prompt_context_path)
+        prompts = context_prompts(self.tokenizer, classes, self.prompt_context.n_ctx, self.max_text_length)
+        return encode_with_context(self.model, prompts, self.prompt_context.ctx.to(self._dtype)).float()
 
     # ------------------------------------------------------------------ image features
 
     @torch.inference_mode()
     def image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Projected global features ``[B, D]`` and, for GL-MCM, local features ``[B, P, D]``."""
-        vision = self.model.vision_model
         pixel_values = pixel_values.to(device=self._device, dtype=self._dtype, non_blocking=True)
-        captured: list[torch.Tensor] = []
-        handle = None
-        if self.score == "glmcm" and self.local_features == "value":
-            def grab_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-                captured.append(args[0] if args else kwargs["hidden_states"])
-
-            handle = vision.encoder.layers[-1].register_forward_pre_hook(grab_input, with_kwargs=True)
-        try:
-            out = vision(pixel_values=pixel_values)
-        finally:
-            if handle is not None:
-                handle.remove()
-        global_features = self.model.visual_projection(out.pooler_output)
-        if self.score != "glmcm":
-            return global_features, None
-        if self.local_features == "tokens":
-            tokens = out.last_hidden_state[:, 1:]
-        else:
-            tokens = self._value_path(captured[0])[:, 1:]
-        return global_features, self.model.visual_projection(vision.post_layernorm(tokens))
-
-    def _value_path(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The last vision block with self-attention replaced by its value path (GL-MCM / MaskCLIP)."""
-        layer = self.model.vision_model.encoder.layers[-1]
-        attn = layer.self_attn
-        x = hidden + attn.out_proj(attn.v_proj(layer.layer_norm1(hidden)))
-        return x + layer.mlp(layer.layer_norm2(x))
+        return image_features(self.model, pixel_values, self.local_features if self.score == "glmcm" else None)
 
     # ------------------------------------------------------------------ answering
 

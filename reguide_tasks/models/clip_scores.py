@@ -13,6 +13,10 @@ Conventions
   - ``mcm`` (Ming et al. 2022): ``max_k softmax(cos / T)_k``; T = 1 in the MCM paper.
   - ``glmcm`` (Miyai et al. 2023): ``MCM(global) + lambda_local * max_{p,k} softmax(cos_p / T)_k``,
     the local part over all patches ``p`` (each patch's softmax is over the classes).
+  - ``msp`` (Hendrycks & Gimpel 2017): ``max_k softmax(logits / T)_k``, the maximum softmax
+    probability of CLIP's own classifier; MSP proper is T = 1 (the default). On cosines this is
+    MCM at temperature ``T / logit_scale`` (1/100 for OpenAI CLIP at T = 1), so MSP and MCM(T = 1)
+    can rank the same images differently.
   - ``maxlogit``: ``max_k logits_k``.
   - ``energy``: ``T * logsumexp(logits / T)`` (negative free energy).
 
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-SCORES = ("mcm", "glmcm", "maxlogit", "energy")
+SCORES = ("mcm", "glmcm", "msp", "maxlogit", "energy")
 
 __all__ = [
     "SCORES",
@@ -40,6 +44,7 @@ __all__ = [
     "local_mcm_score",
     "maxlogit_score",
     "mcm_score",
+    "msp_score",
     "normalize",
 ]
 
@@ -68,6 +73,11 @@ def local_mcm_score(patches: torch.Tensor, text: torch.Tensor, temperature: floa
 def glmcm_score(image: torch.Tensor, patches: torch.Tensor, text: torch.Tensor, temperature: float = 1.0, lambda_local: float = 1.0) -> torch.Tensor:
     """GL-MCM: ``MCM(global) + lambda_local * local MCM``; ``[B]``."""
     return mcm_score(image, text, temperature) + lambda_local * local_mcm_score(patches, text, temperature)
+
+
+def msp_score(image: torch.Tensor, text: torch.Tensor, logit_scale: float = 100.0, temperature: float = 1.0) -> torch.Tensor:
+    """MSP: max over classes of ``softmax(logit_scale * cos / T)``; ``[B]``."""
+    return torch.softmax(logit_scale * cosine(image, text) / temperature, dim=-1).amax(dim=-1)
 
 
 def maxlogit_score(image: torch.Tensor, text: torch.Tensor, logit_scale: float = 100.0) -> torch.Tensor:
@@ -105,6 +115,7 @@ def class_values(
     - ``mcm``: the softmax probabilities ``softmax(cos / T)``.
     - ``glmcm``: global probabilities + ``lambda_local * local MCM`` (the same shift for every class;
       the shifted maximum is computed by the very same float operation as the score).
+    - ``msp``: the softmax probabilities of the logits, ``softmax(logits / T)``.
     - ``maxlogit``: the logits.
     - ``energy``: ``logits - max(logits) + energy``; the top class gets ``0 + energy`` == energy and
       the others ``(non-positive) + energy`` <= energy, since rounding is monotonic.
@@ -122,6 +133,8 @@ def class_values(
         local = local_mcm_score(patches, text, temperature)
         return torch.softmax(cos / temperature, dim=-1) + lambda_local * local[:, None]
     logits = logit_scale * cos
+    if score == "msp":
+        return torch.softmax(logits / temperature, dim=-1)
     if score == "maxlogit":
         return logits
     energy = temperature * torch.logsumexp(logits / temperature, dim=-1)
