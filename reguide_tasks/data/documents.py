@@ -56,6 +56,39 @@ def _ordered(benchmark: Benchmark, docs: Iterable[dict]) -> list[dict]:
     return sorted(docs, key=lambda doc: order[doc["dataset"]])
 
 
+# Bumped when the task-level order changes: lmms-eval's answer cache keys an answer by the document's
+# position (doc_id) and the task's config, not by its image, so the order is part of the task config.
+DOCUMENT_ORDER = "interleaved-by-dataset-v1"
+
+
+def interleave_by_dataset(docs: Sequence[Mapping]) -> list:
+    """The documents in task order: datasets interleaved so that every prefix holds each dataset in
+    proportion to its size (within one document), each dataset's own order kept.
+
+    The ``j``-th document (from 0) of a dataset of ``n`` documents is placed at ``(j + 0.5) / n`` of the
+    run; ties go to the dataset seen first. A prefix of ``k`` documents therefore holds
+    ``round(k * n / N)`` (+-1) documents of every dataset: ``--limit k`` gives ID and every OoD set
+    their share instead of the first ``k`` ID images. Deterministic (no random draw, so no seed to
+    record): the same documents give the same order on every machine and route. Same set of
+    documents, so a full run's figures do not change (each dataset's scores stay in the same order,
+    which the bootstrap CIs depend on).
+
+    >>> order = interleave_by_dataset([{"dataset": "id"}] * 4 + [{"dataset": "a"}] * 2 + [{"dataset": "b"}] * 2)
+    >>> [d["dataset"] for d in order]
+    ['id', 'a', 'b', 'id', 'id', 'a', 'b', 'id']
+    """
+    position: dict[str, int] = {}
+    size = Counter(doc["dataset"] for doc in docs)
+    rank = {name: i for i, name in enumerate(size)}
+    keyed = []
+    for doc in docs:
+        name = doc["dataset"]
+        j = position[name] = position.get(name, -1) + 1
+        keyed.append(((j + 0.5) / size[name], rank[name], doc))
+    keyed.sort(key=lambda item: item[:2])  # stable: a dataset's documents keep their order
+    return [doc for _, _, doc in keyed]
+
+
 def subset_documents(benchmark_name: str, subset: str) -> list[dict]:
     """Documents of one of the authors' released subsets (``subset25``, ``subset5``)."""
     benchmark = get_benchmark(benchmark_name)

@@ -32,7 +32,7 @@ from reguide_tasks.answers.suggestions import (
     parse_suggestions,
 )
 from reguide_tasks.data import documents as docs_mod
-from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.benchmarks import ensure_benchmark, get_benchmark, stratified_percent
 from reguide_tasks.lmms.records import (
     build_record,
     is_not_in_release,
@@ -67,11 +67,14 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
     root (or ``path``); ``file`` reads a JSONL of documents at ``path`` (relative to the data root when
     not absolute). ``data_root`` (optional, "" = ``REGUIDE_DATA_ROOT`` / ``./data``) is the task's own
     image root, kept in every document when set (a ``data_root`` column only then). Missing images
-    stop here with a message naming how many of which dataset are missing.
+    stop here with a message naming how many of which dataset are missing. The documents come out
+    interleaved by dataset (:func:`~reguide_tasks.data.documents.interleave_by_dataset`), so that a
+    ``--limit`` run measures something.
     """
     per_set = []
     for spec in spec_rows:
         root = spec.get("data_root") or ""
+        get_benchmark_of(spec)
         docs = document_set(spec["benchmark"], spec["subset"], spec.get("path") or "", root)
         docs_mod.check_unique(docs)
         if RUN.images_required:
@@ -85,15 +88,28 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
         rows = [doc for _, docs in per_set for doc in docs]
     if len(per_set) > 1:  # a single set was checked above
         docs_mod.check_unique(rows)
-    return datasets.Dataset.from_list(rows)
+    # Datasets interleaved in proportion: any --limit prefix holds ID and every OoD set (the same
+    # documents in full, so a full run's figures do not move).
+    return datasets.Dataset.from_list(docs_mod.interleave_by_dataset(rows))
+
+
+def get_benchmark_of(spec: Mapping):
+    """The benchmark a docset row names; a user's benchmark file the row names (``benchmark_file``) is
+    registered first, so a plain ``lmms-eval --include_path`` run knows it too."""
+    return ensure_benchmark(spec["benchmark"], spec.get("benchmark_file") or "")
 
 
 def document_set(benchmark: str, subset: str, path: str = "", data_root: str = "") -> list[dict]:
-    """The documents of one set; ``path`` defaults to OpenOOD's image lists (``full``) or the custom
-    documents file (``file``) under the data root."""
+    """The documents of one set; ``path`` defaults to the benchmark's image lists (``full``, and the
+    seeded ``stratified<pct>`` subsets of them: OpenOOD's under the data root, or the folder a user's
+    benchmark file names) or the custom documents file (``file``) under the data root."""
     root = docs_mod.data_root(data_root or None)
+    lists = path or str(get_benchmark(benchmark).default_imglist_dir(root))
     if subset == "full":
-        return docs_mod.full_documents(benchmark, path or str(root / "benchmark_imglist" / benchmark))
+        return docs_mod.full_documents(benchmark, lists)
+    percent = stratified_percent(subset)
+    if percent is not None:
+        return docs_mod.stratified_documents(benchmark, percent, lists)
     if subset == "file":
         return docs_mod.read_documents(path or custom_documents_path(benchmark), root)
     return docs_mod.subset_documents(benchmark, subset)

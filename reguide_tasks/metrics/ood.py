@@ -286,6 +286,36 @@ def fpr_at_95_tpr(is_id: ArrayLike, scores: ArrayLike, *, tpr: float = 0.95) -> 
     return _fpr_at_first_tpr(labels, values, tpr)
 
 
+def fpr_tie_range(is_id: ArrayLike, scores: ArrayLike, *, rule: str = "openood", tpr: float = 0.95) -> tuple[float, float]:
+    """How far a block of tied scores at the FPR@95 threshold could move the FPR, in percent.
+
+    The FPR rules above stop at the first ROC point whose TPR reaches ``tpr``; every image whose
+    score equals that point's threshold counts on the same side. Returns ``(low, high)``: the FPR of
+    the ROC point just before (the tie block not yet taken) and the reported FPR (``high``). A
+    tie-breaking order that took only part of the block would land anywhere in between, so a wide
+    range (LVLMs answering 100.0 for many images of both sides) means the figure rests on the ties.
+    ``rule``: ``"openood"`` (:func:`fpr_at_95_openood`) or ``"classic"`` (:func:`fpr_at_95_tpr`).
+    ``(nan, nan)`` where the metric is undefined.
+
+    >>> from reguide_tasks.metrics.ood import fpr_tie_range
+    >>> fpr_tie_range([True] * 4 + [False] * 4, [100, 100, 100, 100, 100, 100, 100, 5], rule="classic")
+    (0.0, 75.0)
+    >>> fpr_tie_range([True, True, False, False], [90, 80, 20, 10], rule="classic")
+    (0.0, 0.0)
+    """
+    if rule not in ("openood", "classic"):
+        raise ValueError(f"rule must be 'openood' or 'classic', got {rule!r}")
+    _check_level(tpr)
+    prepared = _prepare(is_id, scores)
+    if prepared is None:
+        return (float("nan"), float("nan"))
+    labels, values = prepared
+    positive, ranked = (~labels, -values) if rule == "openood" else (labels, values)
+    fpr, tpr_points, _ = roc_curve(positive, ranked, drop_intermediate=False)
+    stop = int(np.argmax(tpr_points >= tpr))
+    return (float(fpr[max(stop - 1, 0)]) * 100.0, float(fpr[stop]) * 100.0)
+
+
 def aupr_in(is_id: ArrayLike, scores: ArrayLike) -> float:
     """AUPR-In in percent: average precision with ID as the positive class and S as the score.
 

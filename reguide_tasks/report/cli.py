@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reguide_tasks.report.files import ReportError
-from reguide_tasks.report.leaderboard import DEFAULT_PRIMARY
+from reguide_tasks.report.leaderboard import FALLBACK_ORDER, MEAN_OVER_SHARED
 from reguide_tasks.report.make import make_report
 
 PROG = "reguide-report"
@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=_csv_list, metavar="T1,T2", help="keep these tasks (name or glob)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap replicates for the AUROC CIs; 0 = none (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--rank-by", default=DEFAULT_PRIMARY, metavar="KEY", help=f"the metric the leaderboard ranks by (default {DEFAULT_PRIMARY}; e.g. auroc_far, fpr95_near, auroc_ninco)")
+    parser.add_argument("--rank-by", default=None, metavar="KEY", help=(
+        f"the metric the leaderboard ranks by, e.g. auroc_far, fpr95_near, auroc_ninco (default: per document set, the first of "
+        f"{', '.join(FALLBACK_ORDER)} that every run of the set has; {MEAN_OVER_SHARED}: the mean AUROC over the OoD sets they all have)"))
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="do not draw ROC curves / histograms / reliability / forest plots")
     parser.add_argument("--no-html", dest="html", action="store_false", help="do not write report.html")
     return parser

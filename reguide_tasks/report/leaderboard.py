@@ -3,8 +3,12 @@ the calibration of verbalized confidence per run: the tables a reader compares m
 
 Conventions
 -----------
-- Runs are ranked by a stated primary metric (``auroc_near`` unless told otherwise), best first, and
-  only against runs that evaluated the same document set: each set gets a letter and its size.
+- Runs are ranked by a stated primary metric, best first, and only against runs that evaluated the
+  same document set: each set gets a letter and its size. A metric given with ``--rank-by`` is used
+  as it is (a run without it is listed unranked). Without one, each set is ranked by the first of
+  :data:`FALLBACK_ORDER` that every run of the set has: AUROC near, then AUROC far, then the mean AUROC
+  over the OoD sets every run of the set has (the authors' 5% ImageNet200 release has no SSB-hard
+  answers, so no near). Each row says what it was ranked by and what was passed over.
 - Significance: DeLong's paired test on the documents both runs kept (a dataset, or the mean over a
   near / far group: :func:`reguide_tasks.metrics.paired.delong_mean_test`), on the AUROC of the
   primary metric's target; each run is tested against the next-ranked one, and the p-values of a
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.metrics.calibration import calibration_summary
 from reguide_tasks.metrics.paired import PairedAUROCTest, holm
 from reguide_tasks.report.pairing import (
@@ -36,7 +41,59 @@ from reguide_tasks.report.samples import RunScores
 from reguide_tasks.vocab import GROUPS, higher_is_better, split_metric_key
 
 DEFAULT_PRIMARY = "auroc_near"
+# The mean AUROC over the OoD sets every run of a document set has (a ranking key, not a task metric).
+MEAN_OVER_SHARED = "auroc_mean"
+# Without --rank-by, a document set is ranked by the first of these that every run of it has.
+FALLBACK_ORDER = (DEFAULT_PRIMARY, "auroc_far", MEAN_OVER_SHARED)
 ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What the runs of one document set are ranked by.
+
+    ``key``: a metric key, :data:`MEAN_OVER_SHARED` (then ``datasets`` are the OoD sets averaged), or
+    "" when nothing can rank (``why_none`` says why). ``passed_over``: the keys of
+    :data:`FALLBACK_ORDER` tried first, which some run of the set lacks.
+    """
+
+    key: str
+    datasets: tuple[str, ...] = ()
+    passed_over: tuple[str, ...] = ()
+    why_none: str = ""
+
+    @property
+    def target(self) -> str | tuple[str, ...]:
+        """What the paired test compares: a dataset or group, or the datasets of the mean."""
+        return self.datasets if self.key == MEAN_OVER_SHARED else split_metric_key(self.key)[1]
+
+    def value(self, entry: Scored) -> float:
+        if not self.key:
+            return math.nan
+        if self.key == MEAN_OVER_SHARED:
+            return float(np.mean([_value(entry, f"auroc_{d}") for d in self.datasets]))
+        return _value(entry, self.key)
+
+
+def choose_ranking(group: Sequence[Scored], requested: str | None) -> Ranking:
+    """The ranking of one document set's runs: ``requested`` as given, or (None) the first of
+    :data:`FALLBACK_ORDER` that every run of ``group`` has."""
+    if requested is not None and requested != MEAN_OVER_SHARED:
+        return Ranking(requested)
+    passed: list[str] = []
+    ood_datasets = get_benchmark(group[0].run.benchmark).ood_datasets if group else ()
+    for key in FALLBACK_ORDER if requested is None else (requested,):
+        if key == MEAN_OVER_SHARED:
+            shared = tuple(d for d in ood_datasets if all(not math.isnan(_value(e, f"auroc_{d}")) for e in group))
+            if shared:
+                return Ranking(key, shared, tuple(passed))
+        elif all(not math.isnan(_value(e, key)) for e in group):
+            return Ranking(key, (), tuple(passed))
+        passed.append(key)
+    return Ranking("", (), tuple(passed), why_none=(
+        "no OoD set has an AUROC in every run of this document set (an AUROC needs scored answers on "
+        "both the ID set and the OoD set; reguide-eval's summary says which are missing and why)"
+    ))
 
 
 @dataclass
@@ -77,25 +134,26 @@ def document_sets(entries: Sequence[Scored]) -> dict[str, str]:
     return {key: chr(ord("A") + i) if i < 26 else f"S{i}" for i, key in enumerate(ordered)}
 
 
-def leaderboard(entries: Sequence[Scored], primary: str = DEFAULT_PRIMARY) -> pd.DataFrame:
-    """One row per run, ranked by ``primary`` within its document set, with the paired test against
-    the next-ranked run (see the module docstring). Runs without samples are listed unranked."""
-    target = split_metric_key(primary)[1]
-    better_high = higher_is_better(primary)
+def leaderboard(entries: Sequence[Scored], primary: str | None = None) -> pd.DataFrame:
+    """One row per run, ranked within its document set by ``primary`` (None: the fallback order of
+    the module docstring), with the paired test against the next-ranked run. Runs without samples are
+    listed unranked."""
     letters = document_sets(entries)
     rows, tests = [], []
     for letter_key in [*letters, ""]:
         group = [e for e in entries if document_set_id(e.scores) == letter_key]
-        ranked = [e for e in group if not math.isnan(_value(e, primary))]
-        ranked.sort(key=lambda e: (-_value(e, primary) if better_high else _value(e, primary), e.run.label, e.run.task))
+        ranking = choose_ranking(group, primary) if letter_key else Ranking("", why_none="no samples file")
+        better_high = higher_is_better(ranking.key or DEFAULT_PRIMARY)
+        ranked = [e for e in group if not math.isnan(ranking.value(e))]
+        ranked.sort(key=lambda e: (-ranking.value(e) if better_high else ranking.value(e), e.run.label, e.run.task))
         unranked = [e for e in group if e not in ranked]
         for position, entry in enumerate(ranked + unranked):
             is_ranked = position < len(ranked) and bool(letter_key)
             test, n_unpaired = None, 0
-            if is_ranked and position + 1 < len(ranked) and target:
-                test, n_unpaired = paired_auroc_test(entry.scores, ranked[position + 1].scores, target)
+            if is_ranked and position + 1 < len(ranked) and ranking.target:
+                test, n_unpaired = paired_auroc_test(entry.scores, ranked[position + 1].scores, ranking.target)
             tests.append(test)
-            rows.append(_leaderboard_row(entry, letters.get(letter_key, ""), position + 1 if is_ranked else None, primary, test, n_unpaired))
+            rows.append(_leaderboard_row(entry, letters.get(letter_key, ""), position + 1 if is_ranked else None, ranking, test, n_unpaired))
     adjusted = holm([t.p_value if t is not None else math.nan for t in tests]) if tests else np.empty(0)
     for row, test, p in zip(rows, tests, adjusted):
         row["vs_next"] = fmt_delta(test, float(p), ALPHA) if test is not None else ""
@@ -103,12 +161,19 @@ def leaderboard(entries: Sequence[Scored], primary: str = DEFAULT_PRIMARY) -> pd
     return pd.DataFrame(rows)
 
 
-def _leaderboard_row(entry: Scored, letter: str, rank: int | None, primary: str, test: PairedAUROCTest | None, n_unpaired: int) -> dict:
+def _leaderboard_row(entry: Scored, letter: str, rank: int | None, ranking: Ranking, test: PairedAUROCTest | None, n_unpaired: int) -> dict:
     scores = entry.scores
     docs = f"{letter} ({len(scores.documents):,})" if letter and scores is not None else "n/a"
-    row = {"rank": rank, "model": entry.run.label, "task": entry.run.task, "documents": docs, "primary": _value(entry, primary)}
+    row = {
+        "rank": rank, "model": entry.run.label, "task": entry.run.task, "documents": docs, "primary": ranking.value(entry),
+        # what this row's set was ranked by (the CSV's record of a fallback)
+        "ranked_by": ranking.key, "ranked_over": ",".join(ranking.datasets), "passed_over": ",".join(ranking.passed_over),
+        "not_ranked_because": ranking.why_none,
+    }
     for key in ("auroc_near", "auroc_far", "fpr95_near", "fpr95_far", "fpr95tpr_near", "fpr95tpr_far", "id_acc", "fail_rate_all"):
         row[key] = _value(entry, key)
+    for key in ("fpr95_near", "fpr95_far", "fpr95tpr_near", "fpr95tpr_far"):
+        row[f"{key}_tie_low"] = _value(entry, f"{key}_tie_low")
     for group in GROUPS:
         row[f"auroc_{group}_lo"], row[f"auroc_{group}_hi"] = _value(entry, f"auroc_{group}_lo"), _value(entry, f"auroc_{group}_hi")
     row["repaired_share"] = _repaired_share(entry)

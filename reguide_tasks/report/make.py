@@ -23,7 +23,6 @@ from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.metrics.bootstrap import bootstrap_auroc
 from reguide_tasks.report.files import ReportError
 from reguide_tasks.report.leaderboard import (
-    DEFAULT_PRIMARY,
     Scored,
     calibration_table,
     leaderboard,
@@ -66,13 +65,14 @@ def make_report(
     n_boot: int = 1000,
     seed: int = 0,
     plots: bool = True,
-    primary: str = DEFAULT_PRIMARY,
+    primary: str | None = None,
     html: bool = True,
     note: Callable[[str], None] | None = None,
 ) -> Report:
     """Read the runs under ``paths``, write ``report.md``, ``<benchmark>.csv``, ``report.tex``, the
     comparison CSVs, (``plots``) PNGs under ``out_dir/plots/`` and (``html``) ``report.html``; return
-    what was made. ``primary`` is the metric the leaderboard ranks by. ``note`` is called with each
+    what was made. ``primary`` is the metric the leaderboard ranks by (None: the fallback order of
+    :mod:`reguide_tasks.report.leaderboard`). ``note`` is called with each
     note as it arises (the CLI prints them). ReportError for anything that prevents a report.
     """
     if n_boot < 0:
@@ -131,15 +131,17 @@ def make_report(
     return Report(markdown, tables, [*written, *files], notes, comparisons, loaded)
 
 
-def check_primary(primary: str) -> None:
-    """ReportError unless ``primary`` is a metric key the leaderboard can rank by."""
+def check_primary(primary: str | None) -> None:
+    """ReportError unless ``primary`` is None or a metric key the leaderboard can rank by."""
+    if primary is None:
+        return
     try:
         split_metric_key(primary)
     except ValueError:
         raise ReportError(f"--rank-by {primary!r} is not a metric key (e.g. auroc_near, auroc_far, fpr95_near, id_acc)") from None
 
 
-def compare_runs(loaded: Sequence[tuple], rows: Sequence[dict], primary: str) -> dict[str, dict[str, pd.DataFrame]]:
+def compare_runs(loaded: Sequence[tuple], rows: Sequence[dict], primary: str | None) -> dict[str, dict[str, pd.DataFrame]]:
     """Per benchmark: the leaderboard, ReGuide vs baseline and calibration tables."""
     entries = [Scored(run, scores, row) for (run, scores), row in zip(loaded, rows)]
     out: dict[str, dict[str, pd.DataFrame]] = {}

@@ -37,8 +37,11 @@ def document_set_id(scores: RunScores | None) -> str:
     return digest[:8]
 
 
-def target_datasets(scores: RunScores, target: str) -> list[str]:
-    """The OoD datasets a metric target stands for: itself, or the group's datasets the run has."""
+def target_datasets(scores: RunScores, target: str | tuple[str, ...]) -> list[str]:
+    """The OoD datasets a metric target stands for: itself, or the group's datasets the run has; a
+    tuple of datasets stands for the mean over those the run has."""
+    if isinstance(target, tuple):
+        return [d for d in target if d in scores.scores]
     if target in ("near", "far"):
         group = scores.benchmark.near if target == "near" else scores.benchmark.far
         return [d for d in group if d in scores.scores]
@@ -75,9 +78,10 @@ def paired_target(a: RunScores, b: RunScores, datasets: Sequence[str]) -> Paired
     return PairedTarget(id_a, id_b, ood, unpaired)
 
 
-def paired_auroc_test(a: RunScores, b: RunScores, target: str) -> tuple[PairedAUROCTest | None, int]:
+def paired_auroc_test(a: RunScores, b: RunScores, target: str | tuple[str, ...]) -> tuple[PairedAUROCTest | None, int]:
     """DeLong's paired test of AUROC(a) - AUROC(b) on the shared documents of a dataset, or of the
-    near / far mean over the group's datasets both runs have; (None, 0) when there is nothing to pair.
+    near / far mean (or the mean over a tuple of datasets) over the datasets both runs have; (None, 0)
+    when there is nothing to pair.
     """
     datasets = [d for d in target_datasets(a, target) if d in b.scores]
     if not datasets:

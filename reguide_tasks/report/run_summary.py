@@ -12,9 +12,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.report.files import RESULTS_SUFFIX, ReportError, read_results_json
 from reguide_tasks.report.runs import Run, runs_from_results
+from reguide_tasks.report.samples import load_scores
 from reguide_tasks.report.tables import overall_fail_rate
+from reguide_tasks.report.unmeasured import unmeasured_lines
 
 COLUMNS = (
     ("ID acc", "id_acc"),
@@ -58,6 +61,19 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def why_unmeasured(run: Run) -> list[str]:
+    """The reasons for the run's n/a AUROCs (its samples read only when there is one to explain)."""
+    if not any(_missing_auroc(run, target) for target in (*get_benchmark(run.benchmark).ood_datasets, "near", "far")):
+        return []
+    scores = load_scores(run)[0] if run.samples_path else None
+    return unmeasured_lines(run, scores)
+
+
+def _missing_auroc(run: Run, target: str) -> bool:
+    value = run.metrics.get(f"auroc_{target}")
+    return value is None or math.isnan(value)
+
+
 def run_summary(output_path: str | Path, since: float) -> str | None:
     """The end-of-run text, or None when this run wrote no results of our tasks there."""
     runs: list[Run] = []
@@ -70,6 +86,12 @@ def run_summary(output_path: str | Path, since: float) -> str | None:
     if not runs:
         return None
     lines = ["", "reguide-eval summary (percent; near / far: OpenOOD means; n/a: no scores):", format_table(summary_rows(runs)), ""]
+    for run in runs:
+        explained = why_unmeasured(run)
+        if explained:
+            lines.append(f"n/a in {run.task}:")
+            lines.extend(f"  {line}" for line in explained)
+            lines.append("")
     for path in dict.fromkeys(run.results_path for run in runs):
         lines.append(f"results: {path}")
     lines.extend(f"samples: {run.samples_path}" for run in runs if run.samples_path)

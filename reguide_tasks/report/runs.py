@@ -48,6 +48,8 @@ class Run:
     samples_path: Path | None
     metrics: dict[str, float]
     n_docs: int | None = None
+    # The task's whole document set; more than n_docs when the run had a --limit.
+    n_docs_of_task: int | None = None
     task_config: dict[str, Any] = field(default_factory=dict)
     label: str = ""
 
@@ -117,7 +119,8 @@ def runs_from_results(path: Path, data: Mapping[str, Any]) -> tuple[list[Run], l
         if benchmark is None:
             others.append(task)
             continue
-        effective = (n_samples.get(task) or {}).get("effective")
+        counts = n_samples.get(task) or {}
+        effective, original = counts.get("effective"), counts.get("original")
         runs.append(
             Run(
                 task=task,
@@ -129,6 +132,7 @@ def runs_from_results(path: Path, data: Mapping[str, Any]) -> tuple[list[Run], l
                 samples_path=samples,
                 metrics=metrics,
                 n_docs=int(effective) if isinstance(effective, (int, float)) else None,
+                n_docs_of_task=int(original) if isinstance(original, (int, float)) else None,
                 task_config=(data.get("configs") or {}).get(task) or {},
             )
         )

@@ -20,6 +20,7 @@ from reguide_tasks.report.columns import (
 from reguide_tasks.report.files import ReportError
 from reguide_tasks.report.runs import Run
 from reguide_tasks.report.samples import RunScores
+from reguide_tasks.report.ties import tie_columns
 from reguide_tasks.vocab import GROUPS
 
 
@@ -53,6 +54,7 @@ def run_row(run: Run, scores: RunScores | None, cis: Mapping[str, tuple[float, f
     for dataset in bench.datasets:
         counted = scores.n_not_in_release.get(dataset, 0) if scores else nan
         row[f"not_in_release_{dataset}"] = m.get(f"not_in_release_{dataset}", counted)
+    row.update(tie_columns(scores))
     row["n_docs"] = run.n_docs if run.n_docs is not None else (sum(scores.n_total.values()) if scores else nan)
     row["score_rule"] = scores.score_rule if scores else config_value(run.task_config, "score_rule")
     row["failure_policy"] = scores.failure_policy if scores else config_value(run.task_config, "failure_policy")
