@@ -28,6 +28,8 @@ if str(TESTS_DIR) not in sys.path:  # test helpers (tiny_models, cli_runs) impor
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end runs of lmms-eval in subprocesses (slow)")
+    config.addinivalue_line("markers", "hostile: adversarial inputs and shared outputs (docs/security.md); run alone with -m hostile")
+    config.addinivalue_line("markers", "slow: a test over ~10 s of its own")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.report.escape import csv_safe, md_text
 from reguide_tasks.report.files import ReportError, read_records
 from reguide_tasks.report.render import markdown_table
 from reguide_tasks.report.runs import Run, load_runs, select_runs
@@ -140,7 +141,7 @@ def run_markdown(run: Run, rows: Sequence[Mapping], reading: str, rule: str) -> 
          str(r["top_failure_reasons"]), str(r["top_unknown_keys"]), str(r["top_repaired_keys"])]
         for r in rows
     ]
-    return f"## {run.label} on {run.task}\n\nKey reading: {reading}. Samples: {run.samples_path}\n\n" + markdown_table(header, body, 1)
+    return f"## {md_text(run.label)} on {md_text(run.task)}\n\n" + md_text(f"Key reading: {reading}. Samples: {run.samples_path}") + "\n\n" + markdown_table(header, body, 1)
 
 
 @dataclass
@@ -185,14 +186,14 @@ def make_audit(
         f"with notes); keys once per answer. The {top} most frequent are shown; audit_keys.csv lists them all."
     )
     if notes:
-        sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
+        sections.append("## Notes\n\n" + "\n".join(f"- {md_text(n)}" for n in notes))
     markdown = "\n\n".join(sections) + "\n"
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "audit.md").write_text(markdown, encoding="utf-8")
-        pd.DataFrame(rows).to_csv(out / "audit.csv", index=False)
-        pd.DataFrame(keys, columns=["model", "task", "dataset", "kind", "key", "class", "answers"]).to_csv(out / "audit_keys.csv", index=False)
+        csv_safe(pd.DataFrame(rows)).to_csv(out / "audit.csv", index=False)
+        csv_safe(pd.DataFrame(keys, columns=["model", "task", "dataset", "kind", "key", "class", "answers"])).to_csv(out / "audit_keys.csv", index=False)
         files = [out / "audit.md", out / "audit.csv", out / "audit_keys.csv"]
     return Audit(markdown, rows, files, notes)

@@ -14,6 +14,7 @@ record: ``dataset``, ``role``, ``ood_score``, ``failed``, ``score_rule``, ``fail
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -68,12 +69,20 @@ def date_id(path: Path) -> str | None:
 
 
 def samples_path_for(results_path: Path, task: str) -> Path | None:
-    """``<date_id>_samples_<task>.jsonl`` next to the results file, if it exists."""
-    if not results_path.name.endswith(RESULTS_SUFFIX):
+    """``<date_id>_samples_<task>.jsonl`` next to the results file, if it exists. A task name that
+    is no plain file name (a path separator, NUL, over 200 characters) names no samples file: only
+    files beside the results file are read."""
+    if not results_path.name.endswith(RESULTS_SUFFIX) or not is_plain_name(task):
         return None
     prefix = results_path.name[: -len(RESULTS_SUFFIX)]
     candidate = results_path.with_name(f"{prefix}_samples_{task}.jsonl")
     return candidate if candidate.is_file() else None
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` can be one part of a file name: no path separator, NUL or '..', not too long."""
+    separators = {"/", "\0", os.sep, os.altsep} - {None}
+    return bool(name) and len(name) <= 200 and not any(c in name for c in separators) and name not in (".", "..")
 
 
 def task_metrics(entry: Mapping[str, Any]) -> dict[str, float]:

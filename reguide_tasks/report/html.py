@@ -61,16 +61,31 @@ window.addEventListener('load', function () {
 _NUMBER = re.compile(r"^[+-]?(\d|n/a$|<0\.)")
 
 
+# A CommonMark backslash escape (what report.escape.md_text writes): the character itself.
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
 def _inline(text: str) -> str:
-    """Escape, then ``code`` and [text](link) as the Markdown report uses them."""
-    out = html.escape(text)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', out)
+    """One line of the Markdown report as HTML text: its backslash escapes resolved, then every
+    character escaped. No element or attribute is ever made from it (the report writes no Markdown
+    links or code spans), so a name from data shows as the text it is."""
+    return html.escape(_ESCAPED.sub(r"\1", text), quote=True)
 
 
 def _cells(line: str) -> list[str]:
+    """A table row's cells, split at the '|' that are not backslash-escaped (escapes kept)."""
     body = line.strip()[1:-1]
-    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", body)]
+    cells, start, i = [], 0, 0
+    while i < len(body):
+        if body[i] == "\\":
+            i += 2
+            continue
+        if body[i] == "|":
+            cells.append(body[start:i].strip())
+            start = i + 1
+        i += 1
+    cells.append(body[start:].strip())
+    return cells
 
 
 def _table(block: str) -> str:

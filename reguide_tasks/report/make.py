@@ -12,7 +12,6 @@ Conventions
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.metrics.bootstrap import bootstrap_auroc
+from reguide_tasks.report.escape import csv_safe, file_part
 from reguide_tasks.report.files import ReportError
 from reguide_tasks.report.leaderboard import (
     Scored,
@@ -51,7 +51,7 @@ class Report:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "run"
+    return file_part(text)
 
 
 def make_report(
@@ -161,6 +161,6 @@ def write_comparison_csvs(out: Path, comparisons: dict[str, dict[str, pd.DataFra
         for part, table in parts.items():
             if len(table):
                 path = out / f"{name}_{part}.csv"
-                table.to_csv(path, index=False)
+                csv_safe(table).to_csv(path, index=False)
                 paths.append(path)
     return paths

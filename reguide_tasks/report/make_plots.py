@@ -6,7 +6,6 @@ ReGuide - baseline deltas. Files under ``plots/<benchmark>/``."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,12 +19,13 @@ from reguide_tasks.report.comparison_plots import (
     plot_roc_overlay,
     plot_score_histograms,
 )
+from reguide_tasks.report.escape import file_part
 from reguide_tasks.report.leaderboard import calibration_inputs
 from reguide_tasks.report.plots import plotted_datasets
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "run"
+    return file_part(text)
 
 
 def _names(loaded: Sequence[tuple]) -> dict[int, str]:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
 from reguide_tasks.report.columns import DETAIL_METRICS, METRIC_LABELS
+from reguide_tasks.report.escape import csv_safe, latex_escape, md_text
 from reguide_tasks.report.tables import detail_datasets, show_task, summary_columns
 
 
@@ -33,10 +34,9 @@ def fmt_with_ci(row: Mapping[str, Any], key: str) -> str:
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]], align_left: int = 1) -> str:
-    """A GitHub-flavoured Markdown table; the first ``align_left`` columns left-aligned."""
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
+    """A GitHub-flavoured Markdown table; the first ``align_left`` columns left-aligned. Every cell
+    is escaped (:func:`~reguide_tasks.report.escape.md_text`): a name from data stays in its cell."""
+    cell = md_text
     lines = ["| " + " | ".join(map(cell, header)) + " |"]
     lines.append("|" + "|".join(":---" if i < align_left else "---:" for i in range(len(header))) + "|")
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in body]
@@ -81,7 +81,7 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
         f"whose score used a repaired key (key reading 'repair'). Not in release: documents without a released "
         f"answer, left out of every metric (a dataset without any answer is n/a, and so is its group). {ci_text}"
     )
-    return "\n\n".join([f"## {name}", intro, summary, "### Per OoD dataset", detail, "### Answers per dataset", answers, legend])
+    return "\n\n".join([f"## {name}", md_text(intro), summary, "### Per OoD dataset", detail, "### Answers per dataset", answers, legend])
 
 
 def answers_markdown(table: pd.DataFrame, bench: Benchmark, left: int) -> str:
@@ -115,15 +115,8 @@ def report_markdown(
         if comparisons and comparisons.get(name):
             parts.append(comparisons[name])
     if notes:
-        parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
+        parts.append("## Notes\n\n" + "\n".join(f"- {md_text(n)}" for n in notes))
     return "\n\n".join(parts) + "\n"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def benchmark_latex(name: str, table: pd.DataFrame) -> str:
@@ -178,6 +171,6 @@ def write_report(
     csv_paths = []
     for name, table in tables.items():
         csv_path = out / f"{name}.csv"
-        table.to_csv(csv_path, index=False)
+        csv_safe(table).to_csv(csv_path, index=False)
         csv_paths.append(csv_path)
     return markdown, [md_path, *csv_paths, tex_path]
