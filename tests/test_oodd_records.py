@@ -116,4 +116,4 @@ def test_a_document_without_a_released_answer_skips_scoring_but_gets_the_scoring
         assert fast == full and list(fast) == list(full)  # same fields in the same order
         items = per_doc_metrics(fast, BENCH)
         assert items.keys() == per_doc_metrics(dict(full), BENCH).keys()
-        assert {item for key, item in items.items() if key != "oodd"} == {ScoreItem(dataset, None, None, failure_policy, True, False)}
+        assert {item for key, item in items.items() if key != "oodd"} == {ScoreItem(dataset, None, None, failure_policy, True, False, BENCH.name)}

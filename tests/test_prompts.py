@@ -297,7 +297,7 @@ def test_bad_names_and_missing_templates() -> None:
         load_template("../baseline")
     with pytest.raises(FileNotFoundError):
         load_template("no_such_template")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="unknown benchmark 'mnist'"):  # examples belong to a benchmark
         load_examples("mnist")
 
 

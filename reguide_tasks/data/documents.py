@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
+from reguide_tasks.data.benchmarks import ID_ROLES, Benchmark, get_benchmark
 from reguide_tasks.data.release import normalize_image_path, read_release_file
 
 DATA_ROOT_ENV = "REGUIDE_DATA_ROOT"
@@ -35,10 +35,11 @@ def data_root(override: str | os.PathLike | None = None) -> Path:
 
 def make_document(benchmark: Benchmark, dataset: str, image_id: str, label_name: str = "") -> dict:
     path = normalize_image_path(image_id)
-    if not path.startswith(("images_classic/", "images_largescale/")):
-        path = f"{benchmark.image_roots[dataset]}/{path}"
+    root = benchmark.image_roots.get(dataset, "")
+    if root and not path.startswith(("images_classic/", "images_largescale/")):
+        path = f"{root}/{path}"
     role = benchmark.role(dataset)
-    label = benchmark.classes.index(label_name) if role == "id" else -1
+    label = benchmark.classes.index(label_name) if role in ID_ROLES else -1
     return {
         "doc_key": path,
         "image": path,
@@ -113,19 +114,21 @@ def parse_imglist_line(line: str) -> tuple[str, str] | None:
 
 
 def full_documents(benchmark_name: str, imglist_dir: str | os.PathLike) -> list[dict]:
-    """Documents of the full OpenOOD v1.5 test lists, from ``benchmark_imglist/<benchmark>/``.
+    """Documents of the benchmark's full test lists, e.g. OpenOOD v1.5's ``benchmark_imglist/<benchmark>/``.
 
-    ``imglist_dir`` is the folder holding ``test_<dataset>.txt`` for every dataset of the benchmark
-    (OpenOOD's download script puts it at ``data/benchmark_imglist/<benchmark>``). ID labels in the
-    lists are class indices in the same order as :attr:`Benchmark.classes`.
+    ``imglist_dir`` is the folder holding the image list of every dataset of the benchmark
+    (:meth:`Benchmark.imglist_name`, ``test_<dataset>.txt`` by default; OpenOOD's download script
+    puts them at ``data/benchmark_imglist/<benchmark>``). ID labels in the lists (the ID test set and
+    covariate-shifted sets) are class indices in the same order as :attr:`Benchmark.classes`.
     """
     benchmark = get_benchmark(benchmark_name)
     imglist_dir = Path(imglist_dir)
     missing = [benchmark.imglist_name(d) for d in benchmark.datasets if not (imglist_dir / benchmark.imglist_name(d)).is_file()]
     if missing:
+        where = f"the folder {benchmark.source} names" if benchmark.imglist_dir else "OpenOOD's download script (it writes data/benchmark_imglist/)"
         raise DataError(
-            f"OpenOOD image lists missing in {imglist_dir}: {', '.join(missing)}. "
-            "Run OpenOOD's download script (it writes data/benchmark_imglist/), or pass the folder that holds them."
+            f"image lists of {benchmark.name} missing in {imglist_dir}: {', '.join(missing)}. "
+            f"Put them there ({where}), or pass the folder that holds them."
         )
     classes = benchmark.classes
     docs = []
@@ -137,13 +140,38 @@ def full_documents(benchmark_name: str, imglist_dir: str | os.PathLike) -> list[
                 continue
             path, label = parsed
             label_name = ""
-            if dataset == benchmark.id_dataset:
+            if dataset in benchmark.id_datasets:
                 try:
                     label_name = classes[int(label)]
                 except (ValueError, IndexError):
                     raise DataError(f"{imglist_dir / benchmark.imglist_name(dataset)}:{number}: ID label {label!r} is not a class index 0..{len(classes) - 1}") from None
             docs.append(make_document(benchmark, dataset, path, label_name))
     return _ordered(benchmark, docs)
+
+
+def stratified_documents(benchmark_name: str, percent: int, imglist_dir: str | os.PathLike) -> list[dict]:
+    """A seeded stratified ``percent``% of :func:`full_documents`: per dataset, and per class within the
+    ID sets, the documents whose ``sha256("<seed>:<doc_key>")`` is smallest, ``round(n * percent / 100)``
+    of each stratum of ``n`` (at least one). Independent of the lists' line order and of the machine:
+    the same lists give everyone the same subset."""
+    import hashlib
+    import math
+    from collections import defaultdict
+
+    benchmark = get_benchmark(benchmark_name)
+    docs = full_documents(benchmark_name, imglist_dir)
+    strata: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for doc in docs:
+        strata[(doc["dataset"], doc["label"])].append(doc)
+
+    def rank(doc: Mapping) -> str:
+        return hashlib.sha256(f"{benchmark.seed}:{doc['doc_key']}".encode("utf-8")).hexdigest()
+
+    chosen: set[str] = set()
+    for members in strata.values():
+        take = max(1, math.floor(len(members) * percent / 100 + 0.5))
+        chosen.update(doc["doc_key"] for doc in sorted(members, key=rank)[:take])
+    return [doc for doc in docs if doc["doc_key"] in chosen]  # in the lists' order
 
 
 def check_unique(docs: Sequence[Mapping]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from reguide_tasks.answers.scoring import apply_failure_policy
-from reguide_tasks.data.benchmarks import BENCHMARKS, Benchmark
+from reguide_tasks.data.benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from reguide_tasks.lmms.records import ScoreItem, SuggestionItem
 from reguide_tasks.metrics.ood import ood_table
 from reguide_tasks.vocab import RECORD_KEY, metric_key, split_metric_key
@@ -143,7 +143,14 @@ def _answered(items: Sequence) -> list[ScoreItem]:
     return [item for item in map(ScoreItem.of, items) if not item.not_in_release]
 
 
-def _benchmark_of(datasets: set[str]) -> Benchmark:
+def _benchmark_of(items: Sequence[ScoreItem], datasets: set[str]) -> Benchmark:
+    """The benchmark the items name (several share dataset names: cifar10 is CIFAR100's near OoD);
+    items of older logs name none: the first benchmark holding their datasets."""
+    named = {item.benchmark for item in items if item.benchmark}
+    if len(named) == 1:
+        return get_benchmark(named.pop())
+    if named:
+        raise ValueError(f"the items of one metric key come from several benchmarks: {sorted(named)}")
     for bench in BENCHMARKS.values():
         if bench.id_dataset in datasets or datasets & set(bench.ood_datasets):
             return bench
@@ -159,7 +166,7 @@ def _ood_metric(family: str, items: Sequence) -> float:
 
 def _target(bench: Benchmark, datasets: set[str]) -> str:
     """The dataset or group a key's items stand for; "" when no OoD document is among them."""
-    ood = sorted(datasets - {bench.id_dataset})
+    ood = sorted(datasets - set(bench.id_datasets))
     if len(ood) <= 1:
         return ood[0] if ood else ""
     groups = {bench.role(d) for d in ood}
@@ -175,12 +182,12 @@ def _ood_table_of(items: Sequence) -> tuple[dict[str, float], str]:
         return cached
     typed = [ScoreItem.of(item) for item in items]
     all_datasets = {item.dataset for item in typed}
-    bench = _benchmark_of(all_datasets)
+    bench = _benchmark_of(typed, all_datasets)
     # Every document says its dataset is part of the task; only answered ones are scored.
     answered = [item for item in typed if not item.not_in_release]
     scores, kept = apply_failure_policy([item.score for item in answered], typed[0].failure_policy)
     datasets = np.asarray([item.dataset for item in answered], dtype=object)[kept]
-    id_scores = scores[datasets == bench.id_dataset]
+    id_scores = scores[np.isin(datasets, bench.id_datasets)]  # full-spectrum: shifted ID sets too
     # A dataset whose every answer failed stays in (as an empty array -> NaN, and NaN for its group):
     # dropping it would silently turn "near" into the mean of the remaining datasets.
     ood = {d: scores[datasets == d] for d in bench.ood_datasets if d in all_datasets}

@@ -28,7 +28,7 @@ from reguide_tasks.answers.scoring import (
     prediction_confidence,
     score_uses_repair,
 )
-from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
+from reguide_tasks.data.benchmarks import ID_ROLES, Benchmark, get_benchmark
 from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.vocab import (
     DATASET_FAMILIES,
@@ -55,6 +55,7 @@ class ScoreItem(NamedTuple):
     failure_policy: str
     not_in_release: bool = False
     score_repaired: bool = False
+    benchmark: str = ""  # which benchmark's roles the aggregation reads ("" in older logs)
 
     @classmethod
     def of(cls, item: Sequence) -> ScoreItem:
@@ -122,7 +123,7 @@ def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: st
     score = ood_score(parsed, id_classes, score_rule)
     if score is not None and not math.isfinite(score):
         score = None
-    is_id = doc["role"] == "id"
+    is_id = doc["role"] in ID_ROLES  # covariate-shifted ID images have a class too
     reason = failure_reason(parsed, answer_text)
     missing = is_not_in_release(answer_text)
     request_failed = score is None and reason.startswith(("request failed", "API budget"))
@@ -157,6 +158,7 @@ def metric_keys(benchmark: Benchmark, stage: str = "baseline") -> list[str]:
     targets = [*benchmark.ood_datasets, *GROUPS]
     keys = [metric_key(family, target) for target in targets for family in OOD_METRICS]
     keys.append(ID_ACCURACY)
+    keys.extend(metric_key(ID_ACCURACY, d) for d in benchmark.csid)  # full-spectrum: each shifted set's own
     keys.extend(metric_key(family, d) for family in DATASET_FAMILIES for d in benchmark.datasets)
     if stage == "reguide":
         keys.extend(metric_key(family, d) for family in REGUIDE_FAMILIES for d in benchmark.datasets)
@@ -166,13 +168,16 @@ def metric_keys(benchmark: Benchmark, stage: str = "baseline") -> list[str]:
 
 @cache
 def keys_of_dataset(benchmark_name: str, dataset: str) -> tuple[str, ...]:
-    """The metric keys a document of ``dataset`` takes part in (ReGuide families aside)."""
+    """The metric keys a document of ``dataset`` takes part in (ReGuide families aside). ID images
+    (the ID test set, and in a full-spectrum view each covariate-shifted set) are on the ID side of
+    every OoD metric; ``id_acc`` is the ID test set's accuracy, ``id_acc_<set>`` a shifted set's."""
     benchmark = get_benchmark(benchmark_name)
     role = benchmark.role(dataset)
     own = tuple(metric_key(family, dataset) for family in DATASET_FAMILIES)
-    if role == "id":
-        per_dataset = tuple(f"{family}_" for family in DATASET_FAMILIES)
-        return tuple(k for k in metric_keys(benchmark) if not k.startswith(per_dataset)) + own
+    if role in ID_ROLES:
+        accuracy = ID_ACCURACY if role == "id" else metric_key(ID_ACCURACY, dataset)
+        per_dataset = tuple(f"{family}_" for family in (*DATASET_FAMILIES, ID_ACCURACY))
+        return tuple(k for k in metric_keys(benchmark) if k == accuracy or (k != ID_ACCURACY and not k.startswith(per_dataset))) + own
     targets = (dataset, role)
     return tuple(metric_key(family, t) for t in targets for family in OOD_METRICS) + own + (RECORD_KEY,)
 
@@ -180,7 +185,7 @@ def keys_of_dataset(benchmark_name: str, dataset: str) -> tuple[str, ...]:
 def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
     """``process_results``' answer for one scored record: each key it takes part in -> its item."""
     if record.get("not_in_release"):  # every such document of a dataset hands the same item
-        item = _not_in_release_item(record["dataset"], record["failure_policy"])
+        item = _not_in_release_item(record["dataset"], record["failure_policy"], benchmark.name)
     else:
         item = ScoreItem(
             record["dataset"],
@@ -189,6 +194,7 @@ def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
             record["failure_policy"],
             False,
             bool(record.get("score_repaired")),
+            benchmark.name,
         )
     out: dict = dict.fromkeys(keys_of_dataset(benchmark.name, record["dataset"]), item)  # one shared item
     if "suggestions_kept" in record and not record.get("not_in_release"):  # an answered ReGuide record
@@ -199,5 +205,5 @@ def per_doc_metrics(record: Mapping, benchmark: Benchmark) -> dict:
 
 
 @cache
-def _not_in_release_item(dataset: str, failure_policy: str) -> ScoreItem:
-    return ScoreItem(dataset, None, None, failure_policy, True, False)
+def _not_in_release_item(dataset: str, failure_policy: str, benchmark: str = "") -> ScoreItem:
+    return ScoreItem(dataset, None, None, failure_policy, True, False, benchmark)

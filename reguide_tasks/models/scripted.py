@@ -26,7 +26,7 @@ import torch
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.benchmarks import ID_ROLES, get_benchmark
 from reguide_tasks.models.model_args import reject_unknown
 from reguide_tasks.vocab import REJECTION_CLASS, prompt_stage
 
@@ -41,9 +41,10 @@ def _hash(doc_key: str) -> int:
 
 def scripted_score(doc_key: str, role: str, stage: str = "baseline") -> float:
     """The max ID confidence the scripted model gives a document (a multiple of 0.1)."""
-    base = 50.0 if role == "id" else 10.0
+    in_distribution = role in ID_ROLES  # a covariate-shifted ID image is ID
+    base = 50.0 if in_distribution else 10.0
     score = base + (_hash(doc_key) % 500) / 10.0
-    if stage == "stage2" and role != "id":
+    if stage == "stage2" and not in_distribution:
         score = round(score / 2, 1)
     return score
 
@@ -65,10 +66,10 @@ def _options_of(prompt: str) -> list[str]:
 
 def _classification_answer(doc: Mapping, options: Sequence[str], score: float, aux: Sequence[str]) -> str:
     id_classes = get_benchmark(doc["benchmark"]).classes
-    top = doc["label_name"] if doc["role"] == "id" else id_classes[0]
+    top = doc["label_name"] if doc["role"] in ID_ROLES else id_classes[0]
     confidences = {name: 0.0 for name in options}
     confidences[top] = score
-    if aux and doc["role"] != "id":
+    if aux and doc["role"] not in ID_ROLES:
         confidences[aux[0]] = 90.0
     confidences[REJECTION_CLASS] = round(100.0 - score, 1)
     prediction = max(confidences, key=lambda name: confidences[name])

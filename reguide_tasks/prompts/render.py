@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.paths import TEMPLATES_DIR
 from reguide_tasks.vocab import REJECTION_CLASS
 
@@ -39,6 +40,7 @@ __all__ = [
     "RELEASE_IMAGE_PREFIX",
     "TEMPLATES_DIR",
     "example_confidences",
+    "generated_examples",
     "load_examples",
     "load_template",
     "render_baseline",
@@ -75,13 +77,38 @@ def load_template(name: str) -> dict:
 
 
 def load_examples(benchmark: str) -> list[dict]:
-    """The baseline example answers of ``benchmark`` ("cifar10", "imagenet200").
+    """The baseline example answers of ``benchmark``, as its file's ``examples`` says: ``released``
+    (``examples_<benchmark>.yaml`` here: the authors' prompt, values exactly as it prints them), a
+    file of the same layout, or none given: :func:`generated_examples`, seeded by the benchmark's name.
 
     Each is ``{"prediction": str, "confidences": {class: float}}``, confidences in class order
-    (rejection class last), values exactly as the released prompt prints them.
+    (rejection class last).
     """
-    data = _read_yaml(_data_file(f"examples_{benchmark}"))
+    bench = get_benchmark(benchmark)
+    if not bench.examples:
+        return generated_examples(bench.classes, bench.prompt_name)
+    path = _data_file(f"examples_{bench.prompt_name}") if bench.examples == "released" else Path(bench.examples)
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+        raise ValueError(f"{path}: expected a mapping with 'examples': a list of {{prediction, confidences}}")
     return copy.deepcopy(data["examples"])
+
+
+def generated_examples(classes: Sequence[str], seed: str) -> list[dict]:
+    """Two example answers for a benchmark without a released prompt, in the released examples'
+    shape: one predicts an ID class, one the rejection class, each with the top confidence (90-99.9)
+    and every other class a lower one (0.5-80), two decimals. Seeded by ``seed`` (the benchmark's
+    name), so every run and machine prints the same prompt."""
+    import random
+
+    rng = random.Random(f"reguide-examples/{seed}")
+    options = [*_id_class_names(classes, REJECTION_CLASS), REJECTION_CLASS]
+    examples = []
+    for top in (rng.randrange(len(options) - 1), len(options) - 1):  # an ID class, then the rejection class
+        confidences = {name: round(rng.uniform(0.5, 80.0), 2) for name in options}
+        confidences[options[top]] = round(rng.uniform(90.0, 99.9), 2)
+        examples.append({"prediction": options[top], "confidences": confidences})
+    return examples
 
 
 def example_confidences(benchmark: str) -> list[dict[str, float]]:

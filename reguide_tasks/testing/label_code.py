@@ -56,6 +56,7 @@ class LabelCode:
 
         benchmark = get_benchmark(doc["benchmark"])
         role = benchmark.role(doc["dataset"])
+        role = "id" if role == "csid" else role  # a covariate-shifted ID image is answered as ID
         label = int(doc["label"]) if role == "id" else 0
         return cls(role, benchmark.datasets.index(doc["dataset"]), label, instance % 2 ** FIELD_BITS["instance"])
 
