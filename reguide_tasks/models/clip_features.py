@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 LOCAL_FEATURES = ("value", "tokens")
+TEXT_CHUNK = 256  # prompts per text-encoder forward
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,17 @@ class ContextPrompts:
     ids: torch.Tensor
     eos_at: torch.Tensor
     n_ctx: int
+
+
+def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int) -> torch.Tensor:
+    """Unnormalized projected features ``[N, D]`` of plain texts through the model's own text path."""
+    device = model.text_projection.weight.device
+    out = []
+    for start in range(0, len(texts), TEXT_CHUNK):
+        tok = tokenizer(list(texts[start:start + TEXT_CHUNK]), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        text_out = model.text_model(input_ids=tok["input_ids"].to(device), attention_mask=tok["attention_mask"].to(device))
+        out.append(model.text_projection(text_out.pooler_output))
+    return torch.cat(out)
 
 
 def context_prompts(tokenizer, classes: Sequence[str], n_ctx: int, max_length: int) -> ContextPrompts:

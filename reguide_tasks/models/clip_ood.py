@@ -74,7 +74,13 @@ from tqdm import tqdm
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.models.clip_context import check_classes, load_context
-from reguide_tasks.models.clip_features import LOCAL_FEATURES, context_prompts, encode_with_context, image_features
+from reguide_tasks.models.clip_features import (
+    LOCAL_FEATURES,
+    context_prompts,
+    encode_texts,
+    encode_with_context,
+    image_features,
+)
 from reguide_tasks.models.clip_scores import SCORES, compute_scores, normalize
 from reguide_tasks.models.model_args import reject_unknown
 from reguide_tasks.vocab import REJECTION_CLASS
@@ -95,7 +101,6 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
-_TEXT_CHUNK = 256  # prompts per text-encoder forward
 _Item = tuple[int, Mapping[str, Any], Callable[[Mapping[str, Any]], Any]]  # (request index, doc, doc_to_visual)
 
 
@@ -292,12 +297,7 @@ class ClipOoD(lmms):
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Unnormalized projected text features ``[N, D]`` through the model's own text path."""
-        out = []
-        for start in range(0, len(texts), _TEXT_CHUNK):
-            tok = self.tokenizer(texts[start:start + _TEXT_CHUNK], padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt")
-            text_out = self.model.text_model(input_ids=tok["input_ids"].to(self._device), attention_mask=tok["attention_mask"].to(self._device))
-            out.append(self.model.text_projection(text_out.pooler_output).float())
-        return torch.cat(out)
+        return encode_texts(self.model, self.tokenizer, texts, self.max_text_length).float()
 
     def _encode_with_context(self, classes: tuple[str, ...]) -> torch.Tensor:
         """CoOp features: ``[SOS] ctx <name> [EOS]`` embeddings through the causal text encoder."""

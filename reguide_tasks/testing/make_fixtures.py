@@ -4,27 +4,44 @@
 
 Then run the ``*_custom`` tasks on it, e.g.
 ``reguide-eval --tasks reguide_baseline_imagenet200_custom --data_root ./data --model ...``.
+With ``--train-per-class N`` it also writes N training images per ID class and OpenOOD's training
+list for them, which ``reguide-clip-train`` reads.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from reguide_tasks.data.benchmarks import BENCHMARKS
-from reguide_tasks.testing.fixtures import custom_documents_file, make_fixture
+from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark, register_benchmark_file
+from reguide_tasks.testing.fixtures import custom_documents_file, make_fixture, make_train_fixture
+
+
+def benchmark_name(given: str) -> str:
+    """A benchmark name, or a benchmark file (``.yaml``), registered: its name."""
+    if given.endswith((".yaml", ".yml")):
+        return register_benchmark_file(given).name
+    return get_benchmark(given).name
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reguide-make-fixtures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_root", "--root", dest="root", default="./data", help="data root to write into (default ./data); --root is the old spelling")
-    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), action="append", help="benchmark(s); default: all")
+    parser.add_argument("--benchmark", action="append", metavar="NAME|FILE", help=f"benchmark(s): {', '.join(BENCHMARKS)} or a benchmark file of your own (its image lists name the images); default: those with a released subset")
     parser.add_argument("--per-dataset", type=int, default=4, help="images per dataset (default 4)")
     parser.add_argument("--subset", default=None, help="document set to take them from (default: the ReGuide default)")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    parser.add_argument("--train-per-class", type=int, default=0, help="also write this many training images per ID class and the training list (default 0: none)")
     args = parser.parse_args(argv)
-    for benchmark in args.benchmark or sorted(BENCHMARKS):
+    try:
+        chosen = [benchmark_name(given) for given in args.benchmark] if args.benchmark else [b.name for b in BENCHMARKS.values() if b.subsets]
+    except ValueError as exc:  # an unknown name, a malformed file (the message names the field)
+        parser.error(str(exc))
+    for benchmark in chosen:
         docs = make_fixture(args.root, benchmark, args.per_dataset, args.subset, args.size)
         print(f"{benchmark}: {len(docs)} images under {args.root}; documents in {custom_documents_file(args.root, benchmark)}")
+        if args.train_per_class > 0:
+            listed = make_train_fixture(args.root, benchmark, args.train_per_class, args.size)
+            print(f"{benchmark}: {args.train_per_class} training images per class; training list {listed}")
     return 0
 
 

@@ -1,0 +1,432 @@
+"""CoOp prompt learning for the CLIP reference: a context learned on k-shot ID training images.
+
+CLIP stays frozen; only the context vectors in front of each class name learn (unified
+``[n_ctx, H]`` or class-specific ``[K, n_ctx, H]``, see :mod:`reguide_tasks.models.clip_features`),
+by cross-entropy of CLIP's logits ``logit_scale * cos(image, class prompt)`` against the image's
+class. Optionally LoCoOp's OoD regularisation: on each image's local (patch) features, the patches
+whose top-``locoop_top_k`` classes miss the image's class are taken as background, and their
+class-probability entropy is maximised (loss ``CE - locoop_lambda * mean entropy``).
+
+Defaults follow CoOp's ImageNet recipe: 16 context vectors, random init (std 0.02), SGD lr 0.002,
+momentum 0.9, weight decay 5e-4, batch 32, 50 epochs, cosine schedule after one warm-up epoch at
+lr 1e-5, random resized crop + flip. With ``augment="none"`` each image has one fixed feature,
+computed once and cached, and an epoch is text-encoder passes only.
+
+Every ``save_every`` epochs (and at the end) the output folder gets ``context.safetensors`` (the
+context with this config, what ``clip_ood``'s ``prompt_context=`` reads) and ``train_state.pt``
+(context, optimizer, epoch, history): a rerun of the same command resumes after the last saved
+epoch, and continues exactly as the uninterrupted run would (each epoch's shuffle and augmentation
+draws are seeded by (seed, epoch)). Both files are replaced atomically, so a kill never leaves a
+torn checkpoint. A finished run rerun is a no-op. The k-shot image list is written beside them.
+
+Accuracy: before training, the zero-shot accuracy of ``a photo of a {}.`` on the k-shot images;
+after, the learned context's; both on the un-augmented images, recorded in the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.documents import DataError, load_image, require_images
+from reguide_tasks.data.train_lists import sample_k_shot, train_documents
+from reguide_tasks.models.clip_context import load_context, save_context
+from reguide_tasks.models.clip_features import LOCAL_FEATURES, context_prompts, encode_texts, encode_with_context, image_features
+from reguide_tasks.models.clip_scores import normalize
+
+AUGMENTS = ("flip_crop", "none")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+ZERO_SHOT_TEMPLATE = "a photo of a {}."
+CONTEXT_FILE, STATE_FILE, IMAGES_FILE = "context.safetensors", "train_state.pt", "kshot_images.txt"
+DEFAULT_N_CTX = 16
+
+
+class TrainError(ValueError):
+    """Bad training input or an output folder that cannot be resumed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the learned context (the resume check compares these fields)."""
+
+    pretrained: str
+    benchmark: str
+    shots: int = 16
+    seed: int = 1
+    n_ctx: int | None = None  # default 16, or the words of ctx_init / the init_context's length
+    class_specific: bool = False
+    ctx_init: str = ""  # e.g. "a photo of a": start from these words' token embeddings
+    init_context: str = ""  # start from a saved context file
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    augment: str = "flip_crop"
+    locoop_lambda: float = 0.0
+    locoop_top_k: int = 0  # 0: half the classes
+    local_features: str = "value"
+    train_list: str = ""  # default: <data root>/benchmark_imglist/<benchmark>/train_<id>.txt
+
+    def check(self) -> None:
+        problems = []
+        if self.shots < 1:
+            problems.append(f"--shots must be >= 1 (CoOp uses 1, 2, 4, 8, 16), not {self.shots}")
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("--epochs and --batch_size must be >= 1")
+        if self.n_ctx is not None and self.n_ctx < 1:
+            problems.append(f"--n_ctx must be >= 1, not {self.n_ctx}")
+        if self.lr <= 0:
+            problems.append("--lr must be > 0")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            problems.append(f"--warmup_epochs must be in 0..{self.epochs - 1} (fewer than --epochs)")
+        if self.augment not in AUGMENTS:
+            problems.append(f"--augment must be one of {', '.join(AUGMENTS)}")
+        if self.locoop_lambda < 0:
+            problems.append("--locoop_lambda must be >= 0 (0 = plain CoOp)")
+        if self.local_features not in LOCAL_FEATURES:
+            problems.append(f"--local_features must be one of {', '.join(LOCAL_FEATURES)}")
+        if self.ctx_init and self.init_context:
+            problems.append("give --ctx_init (words) or --init_context (a file), not both")
+        if problems:
+            raise TrainError("; ".join(problems))
+
+    @property
+    def method(self) -> str:
+        return ("LoCoOp" if self.locoop_lambda > 0 else "CoOp") + ("-CSC" if self.class_specific else "")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    context_path: Path
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, accuracy (augmented batches), lr
+    zero_shot_accuracy: float = math.nan
+    accuracy: float = math.nan  # the learned context's, on the un-augmented k-shot images
+    resumed_from: int = 0  # epochs already done when this run started
+    already_done: bool = False
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """Constant warm-up lr, then a cosine from ``lr`` over the remaining epochs (0-based ``epoch``)."""
+    if epoch < config.warmup_epochs:
+        return config.warmup_lr
+    span = max(1, config.epochs - config.warmup_epochs)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * (epoch - config.warmup_epochs) / span))
+
+
+def _epoch_seed(config: TrainConfig, epoch: int) -> int:
+    return (config.seed * 1_000_003 + epoch) % 2**63
+
+
+def _config_fields(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The saved state in ``output_dir`` when it was made with ``config``; TrainError when it was not."""
+    state_path = output_dir / STATE_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        stored = json.loads(state["config"])
+    except Exception as exc:  # a file we did not write, or damaged: say so, do not guess
+        raise TrainError(f"{state_path} is not a readable training state ({exc}); remove it or use another --output_dir") from None
+    ours = _config_fields(config)
+    differ = [f"{k}: {stored.get(k)!r} there, {v!r} here" for k, v in ours.items() if stored.get(k) != v]
+    if differ:
+        raise TrainError(f"{output_dir} holds a training run with other settings ({'; '.join(differ)}): use another --output_dir, or rerun with those settings to resume it")
+    return state
+
+
+def _initial_context(config: TrainConfig, model, tokenizer, n_classes: int, hidden: int, classes: Sequence[str]) -> torch.Tensor:
+    if config.init_context:
+        try:
+            context = load_context(config.init_context, hidden, classes)
+        except ValueError as exc:
+            raise TrainError(f"--init_context: {exc}") from None
+        ctx = context.ctx
+        if context.class_specific != config.class_specific or (config.n_ctx is not None and context.n_ctx != config.n_ctx):
+            raise TrainError(
+                f"--init_context {config.init_context} holds a {'class-specific' if context.class_specific else 'unified'} context of "
+                f"{context.n_ctx} vectors; pass matching --n_ctx / --class_specific (or leave --n_ctx out)"
+            )
+        return ctx.clone()
+    if config.ctx_init:
+        ids = tokenizer(config.ctx_init, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        if config.n_ctx is not None and config.n_ctx != len(ids):
+            raise TrainError(f"--ctx_init {config.ctx_init!r} is {len(ids)} tokens but --n_ctx is {config.n_ctx}: leave --n_ctx out")
+        with torch.no_grad():
+            ctx = model.text_model.embeddings.token_embedding(ids.to(model.device)).float().cpu()
+    else:
+        generator = torch.Generator().manual_seed(config.seed)
+        ctx = torch.randn(config.n_ctx or DEFAULT_N_CTX, hidden, generator=generator) * 0.02
+    return ctx.expand(n_classes, -1, -1).clone() if config.class_specific else ctx
+
+
+class _Images(torch.utils.data.Dataset):
+    """The k-shot images as model input tensors, with the CLIP processor or CoOp's augmentation."""
+
+    def __init__(self, docs: Sequence[Mapping], root: str | os.PathLike | None, processor, augment: str) -> None:
+        self.docs, self.root, self.processor = list(docs), root, processor
+        self.transform = None
+        if augment == "flip_crop":
+            from torchvision import transforms
+
+            crop = processor.crop_size
+            side = int(crop["height"]) if not isinstance(crop, (int, float)) else int(crop)  # a dict / SizeDict, or a bare int
+            self.transform = transforms.Compose([
+                transforms.RandomResizedCrop(side, scale=(0.08, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(processor.image_mean, processor.image_std),
+            ])
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        doc = self.docs[index]
+        image = load_image(doc, self.root)
+        if self.transform is not None:
+            return self.transform(image), int(doc["label"])
+        return self.processor(images=[image], return_tensors="pt")["pixel_values"][0], int(doc["label"])
+
+
+def _sha256(lines: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
+class _Trainer:
+    """One training run; :func:`train` is the entry point."""
+
+    def __init__(self, config: TrainConfig, output_dir: Path, data_root: str | os.PathLike | None, device: str, mixed_precision: str, num_workers: int, progress: bool) -> None:
+        self.config, self.output_dir, self.data_root = config, output_dir, data_root
+        self.num_workers, self.progress = num_workers, progress
+        bench = get_benchmark(config.benchmark)
+        self.classes = bench.classes
+        # data first: a missing list, too many shots or missing images fail before any model loads
+        docs = train_documents(config.benchmark, data_root, config.train_list or None)
+        self.docs = sample_k_shot(docs, self.classes, config.shots, config.seed)
+        require_images(self.docs, Path(data_root) if data_root else None)
+        self.state = _check_resumable(output_dir, config)
+        if self.state is not None and self.state["epoch"] >= config.epochs and (output_dir / CONTEXT_FILE).is_file():
+            return
+        self._setup_model(device, mixed_precision)
+
+    def _setup_model(self, device: str, mixed_precision: str) -> None:
+        from accelerate import Accelerator
+        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+        config = self.config
+        if mixed_precision not in MIXED_PRECISION:
+            raise TrainError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+        if self.accelerator.num_processes > 1:
+            raise TrainError("reguide-clip-train runs in one process (a prompt context is small): start it with python / reguide-clip-train, not accelerate launch with several processes")
+        self.model = CLIPModel.from_pretrained(config.pretrained).to(self.accelerator.device).eval().requires_grad_(False)
+        self.tokenizer = AutoTokenizer.from_pretrained(config.pretrained)
+        self.processor = AutoImageProcessor.from_pretrained(config.pretrained)
+        self.logit_scale = float(self.model.logit_scale.detach().float().exp())
+        self.max_length = int(self.model.config.text_config.max_position_embeddings)
+        hidden = int(self.model.config.text_config.hidden_size)
+        n_classes = len(self.classes)
+        if config.locoop_lambda > 0 and not 1 <= self.top_k < n_classes:
+            raise TrainError(f"--locoop_top_k must be in 1..{n_classes - 1} for {n_classes} classes, not {self.top_k}")
+        ctx = _initial_context(config, self.model, self.tokenizer, n_classes, hidden, self.classes)
+        if self.state is not None:
+            saved = self.state["ctx"]
+            if tuple(saved.shape) != tuple(ctx.shape):
+                raise TrainError(f"{self.output_dir / STATE_FILE}: its context is {tuple(saved.shape)}, this model and class list need {tuple(ctx.shape)}; use another --output_dir")
+            ctx = saved.float()
+        self.ctx = torch.nn.Parameter(ctx.clone().to(self.accelerator.device))  # fp32 master copy; autocast casts it
+        self.prompts = context_prompts(self.tokenizer, self.classes, ctx.shape[-2], self.max_length)
+        optimizer = torch.optim.SGD([self.ctx], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        self.optimizer = self.accelerator.prepare(optimizer)
+        if self.state is not None:
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            if self.accelerator.scaler is not None and self.state.get("scaler"):
+                self.accelerator.scaler.load_state_dict(self.state["scaler"])
+
+    @property
+    def top_k(self) -> int:
+        return self.config.locoop_top_k or max(1, len(self.classes) // 2)
+
+    # -------------------------------------------------------------- features
+
+    def _loader(self, augment: str, order: Sequence[int] | None = None, seed: int = 0) -> torch.utils.data.DataLoader:
+        dataset = _Images(self.docs, self.data_root, self.processor, augment)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.config.batch_size, sampler=list(order) if order is not None else None,
+            num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
+            pin_memory=self.accelerator.device.type == "cuda",
+        )
+
+    def _image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        local = self.config.local_features if self.config.locoop_lambda > 0 else None
+        with torch.no_grad(), self.accelerator.autocast():
+            image, patches = image_features(self.model, pixel_values.to(self.accelerator.device, non_blocking=True), local)
+        return normalize(image.float()), (normalize(patches.float()) if patches is not None else None)
+
+    def _clean_features(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Features of the un-augmented k-shot images, in list order (one pass, cached)."""
+        images, patches, labels = [], [], []
+        for pixel_values, label in tqdm(self._loader("none"), desc="k-shot image features", disable=not self.progress):
+            image, local = self._image_features(pixel_values)
+            images.append(image)
+            labels.append(label)
+            if local is not None:
+                patches.append(local)
+        return torch.cat(images), (torch.cat(patches) if patches else None), torch.cat(labels).to(self.accelerator.device)
+
+    def _class_features(self) -> torch.Tensor:
+        with self.accelerator.autocast():
+            return normalize(encode_with_context(self.model, self.prompts, self.ctx).float())
+
+    @torch.no_grad()
+    def _accuracy(self, images: torch.Tensor, labels: torch.Tensor, text: torch.Tensor) -> float:
+        return float((images @ text.T).argmax(-1).eq(labels).float().mean())
+
+    # -------------------------------------------------------------- training
+
+    def _loss(self, image: torch.Tensor, patches: torch.Tensor | None, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        text = self._class_features()
+        logits = self.logit_scale * image @ text.T
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        if patches is not None:  # LoCoOp: background patches (class not in their top k) pushed to high entropy
+            local_logits = self.logit_scale * patches @ text.T  # [B, P, K]
+            top = local_logits.topk(self.top_k, dim=-1).indices
+            background = ~top.eq(labels[:, None, None]).any(-1)  # [B, P]
+            if background.any():
+                probs = local_logits[background].softmax(-1)
+                entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
+                loss = loss - self.config.locoop_lambda * entropy
+        return loss, logits.argmax(-1).eq(labels).float().sum()
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+
+    def _epoch(self, epoch: int, cached: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None) -> dict[str, float]:
+        config = self.config
+        lr = epoch_lr(config, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        seed = _epoch_seed(config, epoch)
+        torch.manual_seed(seed)  # augmentation draws in this process (num_workers=0)
+        order = torch.randperm(len(self.docs), generator=torch.Generator().manual_seed(seed)).tolist()
+        total_loss, correct, seen = 0.0, 0.0, 0
+        if cached is not None:
+            all_images, all_patches, all_labels = cached
+            batches = ((all_images[idx], all_patches[idx] if all_patches is not None else None, all_labels[idx])
+                       for idx in (torch.tensor(order[s:s + config.batch_size], device=all_images.device) for s in range(0, len(order), config.batch_size)))
+        else:
+            batches = ((*self._image_features(pixels), label.to(self.accelerator.device)) for pixels, label in self._loader(config.augment, order, seed))
+        for image, patches, labels in batches:
+            loss, batch_correct = self._loss(image, patches, labels)
+            self._step(loss)
+            total_loss += float(loss.detach()) * len(labels)
+            correct += float(batch_correct)
+            seen += len(labels)
+        return {"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen, "lr": lr}
+
+    def _metadata(self, epochs_done: int, history: list[dict[str, float]], zero_shot: float, accuracy: float | None) -> dict[str, Any]:
+        ctx = self.ctx.detach()
+        return {
+            **_config_fields(self.config),
+            "method": self.config.method, "classes": list(self.classes), "n_classes": len(self.classes),
+            "n_ctx": int(ctx.shape[-2]), "hidden_size": int(ctx.shape[-1]), "epochs_done": epochs_done,
+            "kshot_images_sha256": _sha256([d["image"] for d in self.docs]), "zero_shot_accuracy": zero_shot,
+            "accuracy": accuracy, "final_loss": history[-1]["loss"] if history else None,
+        }
+
+    def _save(self, epochs_done: int, history: list[dict[str, float]], zero_shot: float, accuracy: float | None = None) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
+        state = {"ctx": self.ctx.detach().float().cpu(), "optimizer": self.optimizer.state_dict(), "scaler": scaler,
+                 "epoch": epochs_done, "history": json.dumps(history), "zero_shot_accuracy": zero_shot,
+                 "config": json.dumps(_config_fields(self.config))}
+        _atomic_torch_save(state, self.output_dir / STATE_FILE)  # the resume point first, then the product
+        return save_context(self.output_dir / CONTEXT_FILE, self.ctx, self._metadata(epochs_done, history, zero_shot, accuracy))
+
+    def run(self, save_every: int, on_checkpoint: Callable[[int], None] | None = None) -> TrainResult:
+        config, out = self.config, self.output_dir
+        (out / IMAGES_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (out / IMAGES_FILE).write_text("".join(f"{d['image']} {d['label']}\n" for d in self.docs), encoding="utf-8")
+        if not hasattr(self, "model"):  # finished earlier: nothing to do
+            saved = load_context(out / CONTEXT_FILE, int(self.state["ctx"].shape[-1]))
+            meta = saved.config or {}
+            return TrainResult(out, out / CONTEXT_FILE, json.loads(self.state["history"]), meta.get("zero_shot_accuracy", math.nan), meta.get("accuracy", math.nan), int(self.state["epoch"]), True)
+        clean = self._clean_features()
+        if self.state is None:
+            zero_shot_text = normalize(encode_texts(self.model, self.tokenizer, [ZERO_SHOT_TEMPLATE.format(c) for c in self.classes], self.max_length).float())
+            zero_shot = self._accuracy(clean[0], clean[2], zero_shot_text)
+            history, start = [], 0
+        else:
+            zero_shot, history, start = float(self.state["zero_shot_accuracy"]), json.loads(self.state["history"]), int(self.state["epoch"])
+        cached = clean if config.augment == "none" else None
+        bar = tqdm(range(start, config.epochs), desc=f"{config.method} {config.shots}-shot", initial=start, total=config.epochs, disable=not self.progress)
+        for epoch in bar:
+            history.append(self._epoch(epoch, cached))
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['accuracy']:.3f}")
+            done = epoch + 1
+            if done % save_every == 0 or done == config.epochs:
+                accuracy = None
+                if done == config.epochs:
+                    with torch.no_grad():
+                        accuracy = self._accuracy(clean[0], clean[2], self._class_features())
+                self._save(done, history, zero_shot, accuracy)
+                if on_checkpoint is not None:
+                    on_checkpoint(done)
+        bar.close()
+        return TrainResult(out, out / CONTEXT_FILE, history, zero_shot, accuracy, start)
+
+
+def train(
+    config: TrainConfig,
+    output_dir: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    device: str = "auto",
+    mixed_precision: str = "no",
+    num_workers: int = 0,
+    save_every: int = 1,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume, or find finished) the context of ``config`` into ``output_dir``.
+
+    Every check of the input (config values, the training list, the shot count against the smallest
+    class, the images, a saved state or ``init_context`` that does not fit) runs before training.
+    """
+    config.check()
+    if save_every < 1:
+        raise TrainError("--save_every must be >= 1")
+    try:
+        trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress)
+    except DataError as exc:
+        raise TrainError(str(exc)) from None
+    return trainer.run(save_every)
+
+
+__all__ = ["AUGMENTS", "CONTEXT_FILE", "STATE_FILE", "TrainConfig", "TrainError", "TrainResult", "epoch_lr", "train"]

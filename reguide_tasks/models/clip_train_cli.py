@@ -1,0 +1,85 @@
+"""``reguide-clip-train``: learn a CoOp prompt context for ``clip_ood`` on k-shot ID training images.
+
+    reguide-clip-train --pretrained openai/clip-vit-base-patch16 --benchmark imagenet200 \\
+        --shots 16 --data_root ./data --output_dir runs/coop_imagenet200_16shot
+
+reads OpenOOD's ``<data root>/benchmark_imglist/<benchmark>/train_<id dataset>.txt``, draws 16 images
+per class (seed ``--seed``), trains, and writes ``<output_dir>/context.safetensors``. Evaluate it
+with ``reguide-eval --model clip_ood --model_args pretrained=...,prompt_context=<output_dir>/context.safetensors,score=mcm``
+(any score rule: mcm, glmcm, msp, maxlogit, energy). Rerun the same command after an interruption
+to resume from the last saved epoch. See docs/clip_finetuning.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reguide_tasks.data.benchmarks import BENCHMARKS
+from reguide_tasks.models.clip_train import AUGMENTS, MIXED_PRECISION, TrainConfig, TrainError, train
+
+PROG = "reguide-clip-train"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig("", "")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrained", required=True, help="CLIP hub id or local folder (CLIPModel.from_pretrained)")
+    p.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    p.add_argument("--output_dir", required=True, help="where the context, the resume state and the k-shot list go")
+    p.add_argument("--data_root", default=None, help="OpenOOD data root (default: $REGUIDE_DATA_ROOT or ./data)")
+    p.add_argument("--train_list", default="", help="training list to read instead of <data_root>/benchmark_imglist/<benchmark>/train_<id>.txt")
+    p.add_argument("--shots", type=int, default=d.shots, help=f"training images per class (CoOp: 1, 2, 4, 8, 16; default {d.shots})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of the k-shot draw, the init and the shuffles (default {d.seed})")
+    p.add_argument("--n_ctx", type=int, default=None, help="context vectors (default 16, or the token count of --ctx_init)")
+    p.add_argument("--class_specific", action="store_true", help="one context per class (CoOp's CSC) instead of one shared context")
+    p.add_argument("--ctx_init", default=d.ctx_init, help="initialize the context from these words, e.g. 'a photo of a' (default: random, std 0.02)")
+    p.add_argument("--init_context", default=d.init_context, help="initialize from a saved context file (context.safetensors or a CoOp checkpoint)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight_decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup_epochs", type=int, default=d.warmup_epochs, help=f"epochs at --warmup_lr before the cosine (default {d.warmup_epochs})")
+    p.add_argument("--warmup_lr", type=float, default=d.warmup_lr)
+    p.add_argument("--augment", choices=AUGMENTS, default=d.augment, help="flip_crop (CoOp's random resized crop + flip, default) or none (image features computed once)")
+    p.add_argument("--locoop_lambda", type=float, default=d.locoop_lambda, help="LoCoOp's OoD regularisation weight (0 = off; LoCoOp uses 0.25)")
+    p.add_argument("--locoop_top_k", type=int, default=d.locoop_top_k, help="LoCoOp: a patch is background when the image's class is not in its top k (0 = half the classes; LoCoOp uses 200 of 1000)")
+    p.add_argument("--local_features", choices=("value", "tokens"), default=d.local_features, help="LoCoOp's local features (as clip_ood's GL-MCM)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
+    p.add_argument("--mixed_precision", choices=MIXED_PRECISION, default="no", help="accelerate's mixed precision (default no)")
+    p.add_argument("--num_workers", type=int, default=0, help="image loading workers (default 0)")
+    p.add_argument("--save_every", type=int, default=1, help="epochs between checkpoints (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{name: getattr(args, name) for name in fields})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        result = train(config, args.output_dir, data_root=args.data_root, device=args.device, mixed_precision=args.mixed_precision,
+                       num_workers=args.num_workers, save_every=args.save_every, progress=not args.quiet)
+    except TrainError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    if result.already_done:
+        print(f"{result.context_path}: already trained ({config.epochs} epochs); nothing to do")
+    elif result.resumed_from:
+        print(f"resumed after epoch {result.resumed_from} of {config.epochs}")
+    last = result.history[-1] if result.history else {}
+    print(f"{config.method} {config.shots}-shot on {config.benchmark}: loss {last.get('loss', float('nan')):.4f}; "
+          f"k-shot accuracy zero-shot {100 * result.zero_shot_accuracy:.1f}% -> learned {100 * result.accuracy:.1f}%")
+    print(f"context: {result.context_path}")
+    print(f"evaluate: reguide-eval --model clip_ood --model_args pretrained={config.pretrained},prompt_context={result.context_path},score=mcm "
+          f"--tasks reguide_baseline_{config.benchmark} --batch_size 64")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
