@@ -1,8 +1,9 @@
 """OpenOOD's ID training lists and the k-shot draw that prompt learning (``reguide-clip-train``) trains on.
 
 OpenOOD v1.5 lists a benchmark's ID training images in
-``<data root>/benchmark_imglist/<benchmark>/train_<id dataset>.txt`` (``train_cifar10.txt``,
-``train_imagenet200.txt``): one ``<path> <class index>`` per line, the path relative to the ID
+``<data root>/benchmark_imglist/<benchmark>/train_<id dataset>.txt`` (``cifar10/train_cifar10.txt``,
+``imagenet200/train_imagenet200.txt``, ``imagenet/train_imagenet.txt``; the folder is the
+benchmark's image-list folder, :meth:`~reguide_tasks.data.benchmarks.Benchmark.default_imglist_dir`): one ``<path> <class index>`` per line, the path relative to the ID
 dataset's image root (``images_classic/`` or ``images_largescale/``), the index in the order of
 :attr:`~reguide_tasks.data.benchmarks.Benchmark.classes`. Training images become documents like the
 test images (role ``id``), so the image checks and loaders of :mod:`reguide_tasks.data.documents`
@@ -23,12 +24,9 @@ from pathlib import Path
 from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
 from reguide_tasks.data.documents import DataError, data_root, make_document, parse_imglist_line
 
-IMGLIST_DIR = "benchmark_imglist"
-
-
 def train_list_path(benchmark: Benchmark, root: str | os.PathLike | None = None) -> Path:
     """Where OpenOOD keeps the benchmark's ID training list under the data root."""
-    return data_root(root) / IMGLIST_DIR / benchmark.name / f"train_{benchmark.id_dataset}.txt"
+    return benchmark.default_imglist_dir(data_root(root)) / f"train_{benchmark.id_dataset}.txt"
 
 
 def train_documents(benchmark_name: str, root: str | os.PathLike | None = None, list_path: str | os.PathLike | None = None) -> list[dict]:
@@ -37,8 +35,8 @@ def train_documents(benchmark_name: str, root: str | os.PathLike | None = None, 
     path = Path(list_path) if list_path else train_list_path(benchmark, root)
     if not path.is_file():
         raise DataError(
-            f"training list {path} not found. It is OpenOOD v1.5's benchmark_imglist/{benchmark.name}/"
-            f"train_{benchmark.id_dataset}.txt ('<path> <class index>' per line): run OpenOOD's download script "
+            f"training list {path} not found. It is OpenOOD v1.5's {path.parent.name}/{path.name} "
+            "('<path> <class index>' per line, in benchmark_imglist/): run OpenOOD's download script "
             "into the data root, pass --train_list, or write synthetic training images with "
             "reguide-make-fixtures --train-per-class N"
         )

@@ -20,7 +20,7 @@ import numpy as np
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.data.documents import full_documents, subset_documents, write_documents
-from reguide_tasks.testing.label_code import MIN_SIDE, LabelCode, draw_label_code
+from reguide_tasks.testing.label_code import FIELD_BITS, MIN_SIDE, LabelCode, draw_label_code
 from reguide_tasks.vocab import custom_documents_path
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -90,7 +90,6 @@ def make_train_fixture(root: str | Path, benchmark: str, per_class: int = 4, siz
     image), so even a random-weight CLIP sees the classes apart and a prompt learner has something
     to learn.
     """
-    from reguide_tasks.data.benchmarks import get_benchmark
     from reguide_tasks.data.train_lists import train_list_path
 
     bench = get_benchmark(benchmark)
@@ -103,7 +102,8 @@ def make_train_fixture(root: str | Path, benchmark: str, per_class: int = 4, siz
             path = root / image_root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             index = label * per_class + n
-            code = LabelCode("id", 0, label, n % 256) if size >= MIN_SIDE else None
+            fits = size >= MIN_SIDE and label < 2 ** FIELD_BITS["label"]  # ImageNet-1K's classes past 255: colour only
+            code = LabelCode("id", 0, label, n % 256) if fits else None
             fixture_image(1_000_003 + index, size, code, colour_seed=label).save(path, format="PNG")
             lines.append(f"{relative} {label}")
     list_path = train_list_path(bench, root)
