@@ -32,6 +32,7 @@ from reguide_tasks.data.documents import (
 )
 from reguide_tasks.lmms import runtime
 from reguide_tasks.lmms.run_state import RUN
+from reguide_tasks.lmms.secrets import split_secret_model_args
 from reguide_tasks.lmms.task_yamls import task_variants
 from reguide_tasks.paths import TASKS_DIR
 
@@ -273,6 +274,7 @@ def _include_path(user_value):
 def run(argv: Sequence[str]) -> None:
     """Run lmms-eval; raise :class:`RunFailed` / :class:`DataError` when it did not produce results."""
     own, rest = _split_own_args(argv)
+    rest, secrets = split_secret_model_args(rest)  # out of every file lmms-eval writes (lmms/secrets.py)
     if own.data_root:
         os.environ[DATA_ROOT_ENV] = own.data_root
     if own.bad_images:
@@ -317,6 +319,8 @@ def run(argv: Sequence[str]) -> None:
         runtime.install_result_file_trimming()
         runtime.install_running_usage_totals()
 
+    if secrets:
+        runtime.install_model_arg_secrets(secrets)
     around = None if own.allow_unknown_model_args else functools.partial(refusing_unknown_model_args, args.model_args)
     started = time.time()
     with runtime.recording_evaluate_single(around) as outcomes:

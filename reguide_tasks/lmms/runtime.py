@@ -49,6 +49,10 @@ these lmms-eval names (``PATCHED_INTERNALS``):
   :func:`recording_evaluate_single` block). ``cli_evaluate`` swallows the exception of a failed
   evaluation and returns nothing either way; ``reguide-eval`` records what each call returned or
   raised, through the module global ``cli_evaluate`` calls, to give a run an honest exit code.
+- ``lmms_eval.api.model.lmms.create_from_arg_string`` (wrapped by :func:`install_model_arg_secrets`).
+  ``reguide-eval`` takes secrets (``api_key=...``) out of ``--model_args`` before lmms-eval sees them
+  (:mod:`reguide_tasks.lmms.secrets`: 0.7.3 writes the arguments into the results JSON, the answer
+  cache and its logs); wrapped, the model's constructor gets them back, and nothing else does.
 
 and rely on these, unpatched (``RELIED_ON_INTERNALS``): ``lmms_eval.__main__.parse_eval_args`` and
 ``lmms_eval.__main__.cli_evaluate`` (``reguide-eval`` parses and edits lmms-eval's arguments before it
@@ -71,7 +75,8 @@ On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_v
   saving answers in chunks (what a killed run keeps) and the stable cache version;
 - trimming the result files is cosmetic: a warning, and lmms-eval writes them as it does;
 - the incremental token totals are an optimisation: a warning, and lmms-eval's own sum runs;
-- the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`.
+- the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`;
+  so does handing secrets to the model (without it, a model would run without its key).
 
 Why one module, though over 400 lines: every patch sits behind the same version guard and is listed
 here, so an lmms-eval upgrade is reviewed in one place.
@@ -105,6 +110,7 @@ PATCHED_INTERNALS = (
     ("lmms_eval.loggers.evaluation_tracker", "EvaluationTracker.save_results_samples"),
     ("lmms_eval.models.model_utils.usage_metrics", "get_running_totals"),
     ("lmms_eval.__main__", "cli_evaluate_single"),
+    ("lmms_eval.api.model", "lmms.create_from_arg_string"),
 )
 RELIED_ON_INTERNALS = (
     ("lmms_eval.__main__", "parse_eval_args"),
@@ -433,3 +439,23 @@ def recording_evaluate_single(around: Callable[[], contextlib.AbstractContextMan
         yield outcomes
     finally:
         lmms_main.cli_evaluate_single = evaluate_single
+
+
+# --- api.model.lmms.create_from_arg_string: secrets for the model's constructor only ---------------
+
+
+def install_model_arg_secrets(secrets: dict[str, str]) -> None:
+    """Give every model lmms-eval builds from an argument string the ``secrets`` taken out of
+    ``--model_args`` (:mod:`reguide_tasks.lmms.secrets`); :class:`UnsupportedLmmsEval` if unsupported."""
+    check_lmms_eval_version()
+    from lmms_eval.api.model import lmms
+
+    from reguide_tasks.lmms.secrets import with_secrets
+
+    original = getattr(lmms.create_from_arg_string, "_reguide_original", lmms.create_from_arg_string.__func__)
+
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        return original(cls, with_secrets(arg_string or "", secrets), additional_config)
+
+    create_from_arg_string._reguide_original = original  # type: ignore[attr-defined]
+    lmms.create_from_arg_string = classmethod(create_from_arg_string)

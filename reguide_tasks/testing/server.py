@@ -46,10 +46,12 @@ same documents fail on every retry (a persistent fault; ``after`` lets several s
 stage without overlapping). The first matching rule wins; every rule's counter advances on every
 request it sees.
 Kinds: ``status`` (HTTP ``status`` with an OpenAI-style error body; ``retry_after_ms`` adds a
-``retry-after-ms`` header, which the openai SDK obeys), ``sleep`` (wait ``seconds`` before a normal
+``retry-after-ms`` header, which the openai SDK obeys; ``retry_after_s`` a standard ``Retry-After``
+header in seconds), ``sleep`` (wait ``seconds`` before a normal
 answer: longer than the client timeout = a timeout), ``malformed`` (HTTP 200, truncated JSON body),
 ``empty`` (content ``""``), ``null`` (content ``null``), ``drop`` (close the connection without a
-response), ``refusal`` (a well-formed refusal text).
+response), ``refusal`` (a well-formed refusal text), ``reset`` (HTTP 200 headers and half the body,
+then a TCP reset: a connection reset mid-body).
 
 Counters on the server object (thread-safe snapshots): ``requests`` per stage (every attempt),
 ``answered`` per stage (requests no fault was injected into; a ``sleep`` fault's late answer counts
@@ -69,6 +71,8 @@ import hashlib
 import json
 import random
 import re
+import socket
+import struct
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -86,7 +90,7 @@ DEFAULT_MODEL = "reguide-testing"
 STAGES = ("baseline", "stage1", "stage2")
 CLASS_LIST_MARK = "classes: "
 EXCLUDED_MARK = "Do not provide the following category names as your suggestions: "
-FAULT_KINDS = ("status", "sleep", "malformed", "empty", "null", "drop", "refusal")
+FAULT_KINDS = ("status", "sleep", "malformed", "empty", "null", "drop", "refusal", "reset")
 MAX_BODY_BYTES = 64 * 1024 * 1024
 REFUSAL = "I'm sorry, I can't help with that."
 NEAR_SUGGESTIONS = tuple(f"served lookalike {i}" for i in range(1, 19))
@@ -290,6 +294,7 @@ class Fault:
     status: int = 500
     seconds: float = 0.0
     retry_after_ms: float | None = None
+    retry_after_s: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -327,7 +332,7 @@ def parse_fault(spec: str) -> Fault:
         if not sep:
             raise ValueError(f"fault spec {spec!r}: expected key=value, got {pair!r}")
         fields[key] = value
-    casts = {"first": int, "every": int, "after": int, "status": int, "seconds": float, "retry_after_ms": float, "stage": str, "per": str, "kind": str}
+    casts = {"first": int, "every": int, "after": int, "status": int, "seconds": float, "retry_after_ms": float, "retry_after_s": int, "stage": str, "per": str, "kind": str}
     unknown = set(fields) - set(casts)
     if unknown:
         raise ValueError(f"fault spec {spec!r}: unknown keys {sorted(unknown)}")
@@ -367,6 +372,7 @@ class RequestLog:
     prompt_tokens: int = 0  # approx_tokens of the prompt text and of the answer
     output_tokens: int = 0
     latency: float = 0.0  # seconds the latency model slept before answering
+    authorization: str = ""  # the request's Authorization header (tests check which key arrived)
 
 
 # ---------------------------------------------------------------- the server
@@ -388,6 +394,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _send_half_then_reset(self, body: bytes) -> None:
+        """Headers for ``body`` and its first half, then a TCP RST (SO_LINGER 0) instead of the rest."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") in ("/v1/models", "/models"):
@@ -527,6 +544,7 @@ class OoDDTestServer:
         stage, reply, score = answer(text, digest, code, self.quality)
         label = f"{code.role}/{code.dataset}/{code.label}/{code.instance}" if code else ""
         entry, fault = self._begin(stage, digest, label)
+        entry.authorization = str(handler.headers.get("Authorization") or "")
         entry.prompt_tokens, entry.output_tokens = approx_tokens(text), approx_tokens(reply)
         entry.latency = self.latency + self.output_token_latency * entry.output_tokens + self.prompt_token_latency * entry.prompt_tokens
         try:
@@ -545,11 +563,16 @@ class OoDDTestServer:
         kind = fault.kind if fault else ""
         if kind == "status":
             headers = {"retry-after-ms": f"{fault.retry_after_ms:g}"} if fault.retry_after_ms is not None else {}
+            if fault.retry_after_s is not None:
+                headers["Retry-After"] = str(fault.retry_after_s)
             error = {"message": f"injected fault: HTTP {fault.status}", "type": "injected_fault", "code": fault.status}
             handler._send_json(fault.status, {"error": error}, headers)
             return
         if kind == "drop":
             handler.close_connection = True
+            return
+        if kind == "reset":
+            handler._send_half_then_reset(json.dumps(self._completion(body, entry.index, reply)).encode("utf-8"))
             return
         if kind == "malformed":
             handler._send_raw(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assi')
