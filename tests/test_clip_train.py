@@ -1,0 +1,245 @@
+"""reguide-clip-train: CoOp on a tiny random CLIP and label-coded training fixtures; resume after a
+real kill; bad input refused before training; the learned context in clip_ood and in report labels.
+
+The CLIP is random-weight (built from a config; no weights can be downloaded here) and the images
+are synthetic: 8 per CIFAR-10 class, each with its class's label code and gradient colour
+(``make_train_fixture``), so classes are apart in a random CLIP's feature space. Zero-shot prompts
+through a random text encoder are at chance; a learned class-specific context is not. A unified
+context has too little to work with in a random text encoder (every class prompt comes out almost
+the same), so the accuracy claim is made with class-specific contexts.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lmms_eval.api.instance import Instance
+from safetensors import safe_open
+
+from reguide_tasks.answers.parsing import parse_answer
+from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.documents import DataError, load_image
+from reguide_tasks.data.train_lists import sample_k_shot, train_documents, train_list_path
+from reguide_tasks.models.clip_context import CONFIG_KEY, load_context, save_context
+from reguide_tasks.models.clip_ood import ClipOoD
+from reguide_tasks.models.clip_train import CONTEXT_FILE, STATE_FILE, TrainConfig, TrainError, epoch_lr, train
+from reguide_tasks.report.labels import identity_labels
+from reguide_tasks.testing.fixtures import make_train_fixture
+from reguide_tasks.testing.tiny_clip import build_tiny_clip
+from reguide_tasks.vocab import REJECTION_CLASS
+
+BIN = Path(sys.executable).parent
+CIFAR = get_benchmark("cifar10").classes
+PER_CLASS, SHOTS = 8, 4
+FAST = dict(shots=SHOTS, n_ctx=4, batch_size=8, warmup_epochs=0, class_specific=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), [*CIFAR, "a photo of a {}."]))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train_data")
+    make_train_fixture(root, "cifar10", PER_CLASS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(clip_dir: str, data_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("coop")
+    config = TrainConfig(clip_dir, "cifar10", epochs=20, augment="none", **FAST)
+    return config, train(config, out, data_root=data_root, device="cpu", progress=False)
+
+
+def _accuracy(model: ClipOoD, docs: list[dict], root: Path) -> float:
+    """ID accuracy of clip_ood's answers (its Prediction line) on ``docs``."""
+    model.task_dict = {"t": {"s": docs}}
+    requests = [Instance("generate_until", ("", {}, lambda doc: [load_image(doc, root)], i, "t", "s"), idx=0, metadata={"task": "t", "doc_id": i, "repeats": 1}) for i in range(len(docs))]
+    answers = model.generate_until(requests)
+    predictions = [parse_answer(a, (*CIFAR, REJECTION_CLASS)).prediction for a in answers]
+    return sum(p == doc["label_name"] for p, doc in zip(predictions, docs)) / len(docs)
+
+
+def test_k_shot_draw_is_fixed_by_the_seed(data_root: Path) -> None:
+    assert train_list_path(get_benchmark("cifar10"), data_root) == data_root / "benchmark_imglist" / "cifar10" / "train_cifar10.txt"
+    docs = train_documents("cifar10", data_root)
+    assert len(docs) == 10 * PER_CLASS and docs[0]["image"].startswith("images_classic/cifar10/train/")
+    first = sample_k_shot(docs, CIFAR, SHOTS, seed=1)
+    assert first == sample_k_shot(docs, CIFAR, SHOTS, seed=1) != sample_k_shot(docs, CIFAR, SHOTS, seed=2)
+    assert [d["label"] for d in first] == [k for k in range(10) for _ in range(SHOTS)]
+
+
+def test_training_lowers_the_loss_and_beats_the_zero_shot_context(trained, clip_dir: str, data_root: Path) -> None:
+    config, result = trained
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 20 and losses[-1] < 0.5 * losses[0] and losses[-1] < min(losses[:3])
+    assert result.zero_shot_accuracy <= 0.2  # 'a photo of a {}.' through a random text encoder: chance
+    assert result.accuracy >= result.zero_shot_accuracy + 0.3
+
+    # the context plugs into clip_ood, which reproduces the trainer's k-shot accuracy ...
+    docs = train_documents("cifar10", data_root)
+    kshot = sample_k_shot(docs, CIFAR, SHOTS, config.seed)
+    learned = ClipOoD(pretrained=clip_dir, prompt_context=str(result.context_path), device="cpu")
+    zero_shot = ClipOoD(pretrained=clip_dir, device="cpu")
+    assert _accuracy(learned, kshot, data_root) == pytest.approx(result.accuracy)
+    assert _accuracy(zero_shot, kshot, data_root) == pytest.approx(result.zero_shot_accuracy)
+    # ... and beats zero-shot on the ID images it was not trained on
+    held_out = [d for d in docs if d["image"] not in {k["image"] for k in kshot}]
+    assert len(held_out) == 10 * (PER_CLASS - SHOTS)
+    assert _accuracy(learned, held_out, data_root) >= _accuracy(zero_shot, held_out, data_root) + 0.2
+
+    # the file carries the config that made it
+    with safe_open(str(result.context_path), framework="pt") as handle:
+        stored = json.loads(handle.metadata()[CONFIG_KEY])
+        assert tuple(handle.get_tensor("ctx").shape) == (10, 4, 32)
+    assert stored["method"] == "CoOp-CSC" and stored["shots"] == SHOTS and stored["classes"] == list(CIFAR)
+    assert stored["epochs_done"] == 20 and stored["accuracy"] == pytest.approx(result.accuracy)
+
+
+def test_unified_context_and_locoop_train(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    unified = train(TrainConfig(clip_dir, "cifar10", epochs=3, augment="none", **{**FAST, "class_specific": False}), tmp_path / "u", data_root=data_root, device="cpu", progress=False)
+    assert load_context(unified.context_path, 32).ctx.shape == (4, 32)
+    assert unified.history[-1]["loss"] < unified.history[0]["loss"]
+    locoop = train(TrainConfig(clip_dir, "cifar10", epochs=3, augment="none", locoop_lambda=0.25, locoop_top_k=3, **FAST), tmp_path / "l", data_root=data_root, device="cpu", progress=False)
+    plain = train(TrainConfig(clip_dir, "cifar10", epochs=3, augment="none", **FAST), tmp_path / "p", data_root=data_root, device="cpu", progress=False)
+    # the entropy term is subtracted: LoCoOp's loss sits below plain CoOp's, and it learns a different context
+    assert locoop.history[0]["loss"] < plain.history[0]["loss"]
+    assert not torch.allclose(load_context(locoop.context_path, 32).ctx, load_context(plain.context_path, 32).ctx)
+    assert json.loads(safe_open(str(locoop.context_path), framework="pt").metadata()[CONFIG_KEY])["method"] == "LoCoOp-CSC"
+
+
+def test_lr_schedule_is_warmup_then_cosine() -> None:
+    config = TrainConfig("m", "cifar10", epochs=5, warmup_epochs=1, lr=0.002, warmup_lr=1e-5)
+    assert [round(epoch_lr(config, e), 8) for e in range(5)] == [1e-5, 0.002, 0.00170711, 0.001, 0.00029289]
+
+
+def _cli(clip_dir: str, data_root: Path, out: Path, *extra: str) -> list[str]:
+    return [str(BIN / "reguide-clip-train"), "--pretrained", clip_dir, "--benchmark", "cifar10", "--data_root", str(data_root),
+            "--output_dir", str(out), "--shots", str(SHOTS), "--n_ctx", "4", "--batch_size", "8", "--class_specific",
+            "--warmup_epochs", "0", "--quiet", *extra]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    """SIGKILL right after the first checkpoint, rerun the same command: it resumes there and ends
+    where an uninterrupted run ends (augmentation on: the draws of each epoch are seeded)."""
+    epochs = 40
+    out = tmp_path / "killed"
+    command = _cli(clip_dir, data_root, out, "--epochs", str(epochs), "--augment", "flip_crop")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not (out / STATE_FILE).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done_at_kill = torch.load(out / STATE_FILE, weights_only=True)["epoch"]
+    assert 1 <= done_at_kill < epochs
+
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    resumed_at = int(rerun.stdout.split("resumed after epoch ")[1].split()[0])
+    assert resumed_at >= done_at_kill  # the last checkpoint, not epoch 0
+    assert json.loads(safe_open(str(out / CONTEXT_FILE), framework="pt").metadata()[CONFIG_KEY])["epochs_done"] == epochs
+
+    config = TrainConfig(clip_dir, "cifar10", epochs=epochs, augment="flip_crop", **FAST)  # what the command says
+    straight = train(config, tmp_path / "straight", data_root=data_root, device="cpu", progress=False)
+    assert torch.allclose(load_context(out / CONTEXT_FILE, 32).ctx, load_context(straight.context_path, 32).ctx, atol=1e-4)
+    before = (out / CONTEXT_FILE).read_bytes()
+    again = train(config, out, data_root=data_root, device="cpu", progress=False)  # a finished run: nothing to do
+    assert again.already_done and len(again.history) == epochs
+    # killed + resumed, epoch by epoch, is the uninterrupted run
+    assert [h["loss"] for h in again.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-4)
+    assert (out / CONTEXT_FILE).read_bytes() == before
+
+
+def test_bad_input_is_refused_before_training(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    def refused(config: TrainConfig, match: str, root: Path = data_root, out: Path = tmp_path / "never") -> None:
+        with pytest.raises(TrainError, match=match):
+            train(config, out, data_root=root, device="cpu", progress=False)
+        assert not (out / CONTEXT_FILE).exists() and not (out / STATE_FILE).exists()
+
+    base = dict(epochs=2, augment="none", **FAST)
+    # more shots than the smallest class holds (the CLI exits 1 with the same message)
+    refused(TrainConfig(clip_dir, "cifar10", **{**base, "shots": PER_CLASS + 1}), rf"--shots {PER_CLASS} or fewer")
+    cli = subprocess.run(_cli(clip_dir, data_root, tmp_path / "cli", "--shots", "99"), capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert cli.returncode == 1 and cli.stderr.strip().splitlines()[-1].startswith("reguide-clip-train: error: 99-shot training needs 99 images")
+    # no training list; a list whose images are missing; a label outside the class list
+    refused(TrainConfig(clip_dir, "cifar10", **base), "train_cifar10.txt not found.*reguide-make-fixtures --train-per-class", root=tmp_path / "empty")
+    broken = tmp_path / "broken"
+    list_path = train_list_path(get_benchmark("cifar10"), broken)
+    list_path.parent.mkdir(parents=True)
+    list_path.write_text("".join(f"cifar10/train/x{k}_{n}.png {k}\n" for k in range(10) for n in range(SHOTS)))
+    refused(TrainConfig(clip_dir, "cifar10", **base), "40 of 40 images missing", root=broken)
+    list_path.write_text("cifar10/train/a.png 10\n")
+    refused(TrainConfig(clip_dir, "cifar10", **base), r"label '10' is not a class index 0\.\.9", root=broken)
+    # incompatible contexts to start from: other class count, other embedding width
+    save_context(tmp_path / "five.safetensors", torch.zeros(5, 4, 32), {"benchmark": "other"})
+    refused(TrainConfig(clip_dir, "cifar10", **{**base, "init_context": str(tmp_path / "five.safetensors")}), "of 5 classes .*trained on other.* cannot prompt these 10")
+    save_context(tmp_path / "wide.safetensors", torch.zeros(4, 48), {})
+    refused(TrainConfig(clip_dir, "cifar10", **{**base, "class_specific": False, "init_context": str(tmp_path / "wide.safetensors")}), r"\[n_ctx, 32\].*got \(4, 48\).*another CLIP")
+    # an output folder holding another run: not overwritten, not resumed
+    train(TrainConfig(clip_dir, "cifar10", **{**base, "epochs": 1}), tmp_path / "taken", data_root=data_root, device="cpu", progress=False)
+    before = (tmp_path / "taken" / STATE_FILE).read_bytes()
+    with pytest.raises(TrainError, match="other settings.*shots: 4 there, 2 here"):
+        train(TrainConfig(clip_dir, "cifar10", **{**base, "epochs": 1, "shots": 2}), tmp_path / "taken", data_root=data_root, device="cpu", progress=False)
+    assert (tmp_path / "taken" / STATE_FILE).read_bytes() == before
+    # config values
+    refused(TrainConfig(clip_dir, "cifar10", **{**base, "locoop_lambda": 0.5, "locoop_top_k": 10}), r"--locoop_top_k must be in 1\.\.9")
+    refused(TrainConfig(clip_dir, "cifar10", **{**base, "warmup_epochs": 2}), "--warmup_epochs")
+
+
+def test_a_class_specific_context_answers_only_its_classes(trained, clip_dir: str) -> None:
+    _, result = trained
+    model = ClipOoD(pretrained=clip_dir, prompt_context=str(result.context_path), device="cpu")
+    with pytest.raises(ValueError, match="of 10 classes .*trained on cifar10.* cannot prompt these 200 classes"):
+        model.class_text_features(get_benchmark("imagenet200").classes)
+    renamed = ("plane", *CIFAR[1:])
+    with pytest.raises(ValueError, match="trained for other classes .*'airplane' there, 'plane' here"):
+        model.class_text_features(renamed)
+
+
+def test_report_labels_say_zero_shot_or_coop_and_the_score_rule(trained) -> None:
+    _, result = trained
+    table = ("cifar10", "reguide_baseline_cifar10")
+    identities = [
+        ("clip_ood", "pretrained=openai/clip-vit-base-patch16,score=mcm"),
+        ("clip_ood", "pretrained=openai/clip-vit-base-patch16,score=msp"),
+        ("clip_ood", f"pretrained=openai/clip-vit-base-patch16,score=msp,prompt_context={result.context_path}"),
+        ("clip_ood", "pretrained=openai/clip-vit-base-patch16,score=energy,prompt_context=/gone/run7/context.safetensors"),
+        ("llava_hf", "pretrained=llava-hf/llava-1.5-7b-hf"),
+    ]
+    labels = identity_labels((table, identity) for identity in identities)
+    assert [labels[i] for i in identities] == [
+        "clip_ood (clip-vit-base-patch16, zero-shot, MCM)",
+        "clip_ood (clip-vit-base-patch16, zero-shot, MSP)",
+        f"clip_ood (clip-vit-base-patch16, CoOp-CSC {SHOTS}-shot, MSP)",
+        "clip_ood (clip-vit-base-patch16, learned context run7/context.safetensors, Energy)",
+        "llava_hf (llava-1.5-7b-hf)",
+    ]
+
+
+def test_data_errors_are_data_errors(data_root: Path) -> None:
+    with pytest.raises(DataError, match="shots must be >= 1"):
+        sample_k_shot(train_documents("cifar10", data_root), CIFAR, 0, 1)
