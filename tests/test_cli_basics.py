@@ -44,9 +44,10 @@ def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
     done, lmms_eval_modules, stderr = _run_logging_imports("--tasks", "list")
     assert done.returncode == 0, stderr[-20:]
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("reguide_")}
-    assert len(rows) == 20  # 18 tasks, 2 tags; no prompt template shows up as a task
+    assert len(rows) == 80  # 78 tasks (docs/benchmarks.md), 2 tags; no prompt template shows up as a task
     assert "baseline (one prompt); authors' 5% subset, 4,170 documents" in rows["reguide_baseline_imagenet200_5pct"]
-    assert "ReGuide (two stages); full OpenOOD v1.5 lists" in rows["reguide_imagenet200_full"]
+    assert "ReGuide (two stages); full image lists (<data root>/benchmark_imglist/imagenet200/)" in rows["reguide_imagenet200_full"]
+    assert "seeded stratified 5% of the full lists" in rows["reguide_imagenet1k_5pct"]
     assert "reguide_documents/cifar10.jsonl" in rows["reguide_cifar10_custom"]
     assert rows["reguide_imagenet200"].split()[1:] == ["=", "reguide_imagenet200_5pct"]
     assert "near ssb_hard, ninco; far inaturalist, textures, openimage_o" in done.stdout

@@ -395,7 +395,7 @@ def register_benchmark(bench: Benchmark) -> list[Benchmark]:
         if one is None:
             continue
         known = BENCHMARKS.get(one.name)
-        if known is not None and known != one:
+        if known is not None and replace(known, source="") != replace(one, source=""):  # the same, copied elsewhere: fine
             what = "a shipped benchmark" if known.shipped else f"the benchmark of {known.source}"
             raise _fail(bench.source, "name", f"{one.name!r} is already {what}: choose another name")
         BENCHMARKS[one.name] = one
@@ -443,12 +443,39 @@ def user_benchmarks() -> list[Benchmark]:
     return [b for b in BENCHMARKS.values() if not b.shipped]
 
 
-def benchmark_files_under(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """The benchmark files ``reguide-eval`` wrote next to its results (``<output_path>/benchmarks/*.yaml``)."""
+WRITTEN_FOLDER = "benchmarks"  # <output_path>/benchmarks/<name>.yaml: what a run's report reads
+
+
+def resolved_benchmark_yaml(bench: Benchmark) -> str:
+    """The benchmark as a self-contained file (classes inline, absolute paths), written next to a
+    run's results so that its report knows the benchmark wherever the results are read."""
+    datasets: dict[str, dict] = {}
+    for dataset in bench.id_datasets + bench.shifted + bench.ood_datasets:
+        spec: dict[str, Any] = {"role": bench.role(dataset) if dataset not in bench.shifted else "csid", "root": bench.image_roots.get(dataset, "")}
+        if dataset in bench.imglists:
+            spec["imglist"] = bench.imglists[dataset]
+        if dataset in bench.sizes:
+            spec["images"] = bench.sizes[dataset]
+        datasets[dataset] = spec
+    data = {
+        "name": bench.name, "description": bench.description, "classes": list(bench.classes), "datasets": datasets,
+        "imglist_folder": bench.imglist_folder, "imglist_dir": bench.imglist_dir, "released_subsets": dict(bench.subsets), "aliases": dict(bench.release_names),
+        "stratified_subsets": list(bench.stratified), "subset_seed": bench.seed, "default_subset": dict(bench.default_subset),
+        "max_new_tokens": bench.max_new_tokens, "examples": bench.examples,
+    }
+    header = f"# {bench.name} as reguide-eval read it from {bench.source}; the report of these results reads this copy.\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def register_written_benchmarks(paths: Iterable[str | os.PathLike]) -> list[Benchmark]:
+    """Register the benchmark files ``reguide-eval`` wrote under ``paths`` (``benchmarks/*.yaml``)."""
     found = []
     for root in map(Path, paths):
         if root.is_dir():
-            found.extend(sorted(p for p in root.rglob("benchmarks/*.yaml") if p.is_file()))
+            for path in sorted(root.rglob(f"{WRITTEN_FOLDER}/*.yaml")):
+                bench = load_benchmark_file(path, check_lists=False)
+                register_benchmark(bench)
+                found.append(bench)
     return found
 
 

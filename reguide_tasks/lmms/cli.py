@@ -30,10 +30,12 @@ from reguide_tasks.data.documents import (
     check_unique,
     require_images,
 )
+from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.lmms import runtime
 from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.lmms.secrets import split_secret_model_args
-from reguide_tasks.lmms.task_yamls import task_variants
+from reguide_tasks.lmms.task_yamls import TAGGED_BENCHMARKS, task_variants
+from reguide_tasks.lmms.user_benchmarks import output_path_of, prepare_benchmarks, write_document_lists
 from reguide_tasks.paths import TASKS_DIR
 
 TAGS = {"reguide_all": ("reguide",), "reguide_baseline_all": ("baseline",)}
@@ -53,7 +55,7 @@ def our_tasks(task_arg: str | None) -> list:
         if name in variants:
             chosen.append(variants[name])
         elif name in TAGS:
-            chosen.extend(v for v in variants.values() if v.default and v.stage in TAGS[name])
+            chosen.extend(v for v in variants.values() if v.default and v.stage in TAGS[name] and v.benchmark in TAGGED_BENCHMARKS)
     return chosen
 
 
@@ -82,7 +84,7 @@ def preflight(variants: Sequence, check_images: bool = True) -> None:
     from reguide_tasks.lmms.hooks import document_set
 
     for variant in variants:
-        if not check_images and variant.subset not in ("full", "file"):
+        if not check_images and variant.subset in get_benchmark(variant.benchmark).subsets:
             continue  # the authors' subsets are fixed and unique (tests/test_documents.py): nothing to check
         docs = document_set(variant.benchmark, variant.subset)
         check_unique(docs)
@@ -92,6 +94,12 @@ def preflight(variants: Sequence, check_images: bool = True) -> None:
             require_images(docs)
         except DataError as exc:
             raise DataError(f"task {variant.name}: {exc}") from None
+
+
+def _documents_of(variant) -> list[dict]:
+    from reguide_tasks.lmms.hooks import document_set
+
+    return document_set(variant.benchmark, variant.subset)
 
 
 CACHE_RUN_ID_ENV = "LMMS_CACHE_RUN_ID"
@@ -147,6 +155,7 @@ def own_parser() -> argparse.ArgumentParser:
     own.add_argument("--bad_images", choices=BAD_IMAGE_POLICIES, default=None, help="an unreadable image stops the run naming the document (fail, default) or is recorded and left out of every metric (exclude)")
     own.add_argument("--no_answer_cache", action="store_true", help=f"do not keep the model's answers in <output_path>/{ANSWER_CACHE_DIR} (kept by default, so a restarted identical command resumes without asking the model again; --use_cache DIR puts them elsewhere)")
     own.add_argument("--save_every", type=int, default=DEFAULT_SAVE_EVERY, metavar="N", help=f"with an answer cache, ask the model for at most N requests per call and save their answers before the next (default {DEFAULT_SAVE_EVERY}; a kill loses at most the chunk in flight; 0: lmms-eval's one call per request type / stage)")
+    own.add_argument("--benchmark", action="append", default=None, metavar="FILE", help="a benchmark of your own (YAML; docs/benchmarks.md): validated before anything else, its tasks (reguide_baseline_<name>_full, ...) put on the include path; repeatable")
     own.add_argument("--allow_unknown_model_args", action="store_true", help="let a model of lmms-eval's run on when it ignores --model_args it does not know (default: such a run stops; our own models always stop on an unknown argument)")
     return own
 
@@ -266,9 +275,10 @@ def local_timezone_name() -> str:
     return "UTC"
 
 
-def _include_path(user_value):
-    """The user's ``--include_path`` folders, then our task folder unless one of them is it."""
-    return runtime.with_plugin_folders(user_value or None, [str(TASKS_DIR)])
+def _include_path(user_value, benchmark_folders: Sequence[str] = ()):
+    """The user's ``--include_path`` folders, then those of ``--benchmark`` files and our task folder
+    unless one of them is it."""
+    return runtime.with_plugin_folders(user_value or None, [*benchmark_folders, str(TASKS_DIR)])
 
 
 def run(argv: Sequence[str]) -> None:
@@ -282,6 +292,8 @@ def run(argv: Sequence[str]) -> None:
 
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     early = early_args(rest)
+    # A user's benchmark file: validated (errors name the field) and its tasks written, before anything else.
+    benchmark_folders = prepare_benchmarks(own.benchmark or [], output_path_of(rest))
     if early.tasks == "list":  # ours only, described, without importing lmms-eval
         from reguide_tasks.lmms.task_list import task_listing
 
@@ -291,11 +303,13 @@ def run(argv: Sequence[str]) -> None:
     listing = early.tasks is None or early.tasks.startswith("list")
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
         preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))
+        for written in write_document_lists(our_tasks(early.tasks), _documents_of, output_path_of(rest)):
+            print(f"stratified subset's documents written to {written}", flush=True)
     import lmms_eval.__main__ as lmms_main
 
     sys.argv = ["lmms-eval", *rest]
     _, args = lmms_main.parse_eval_args()
-    args.include_path = _include_path(args.include_path)
+    args.include_path = _include_path(args.include_path, benchmark_folders)
     if not _given("--timezone", rest):
         args.timezone = local_timezone_name()
     if only_our_tasks(args.tasks) and not _given("--process_docs_parallel", rest):

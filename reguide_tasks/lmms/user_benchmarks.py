@@ -1,0 +1,107 @@
+"""A user's own benchmark file made into tasks: ``reguide-eval --benchmark FILE`` and
+``reguide-new-benchmark FILE --out DIR``.
+
+Both validate the file before anything else (:func:`reguide_tasks.data.benchmarks.load_benchmark_file`:
+every error names the field) and write its task folders (baseline and ReGuide, every document set,
+the full-spectrum view when the file has covariate-shifted sets) with the generator of our own
+(:func:`reguide_tasks.lmms.task_yamls.write_benchmark_tasks`). ``reguide-eval`` puts them on
+lmms-eval's include path, names the file in ``REGUIDE_BENCHMARKS`` for every process of the run and
+writes a self-contained copy to ``<output_path>/benchmarks/``, which ``reguide-report`` reads.
+Each docset names the file too, so a plain ``lmms-eval --include_path DIR`` run knows the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from reguide_tasks.data.benchmarks import (
+    BENCHMARK_FILES_ENV,
+    WRITTEN_FOLDER,
+    Benchmark,
+    BenchmarkError,
+    register_benchmark_file,
+    resolved_benchmark_yaml,
+)
+from reguide_tasks.data.documents import DataError, write_documents
+from reguide_tasks.lmms.task_yamls import task_variants, write_benchmark_tasks
+
+TASKS_FOLDER = "benchmark_tasks"  # <output_path>/benchmark_tasks/reguide_<name>/: the generated task YAMLs
+DOCUMENT_LISTS_FOLDER = "document_lists"  # <output_path>/document_lists/<task>.jsonl: a stratified subset's documents
+
+
+def output_path_of(argv: Sequence[str]) -> str | None:
+    """lmms-eval's ``--output_path`` in ``argv`` (read before lmms-eval is imported), else None."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--output_path", default=None)
+    return peek.parse_known_args(list(argv))[0].output_path
+
+
+def prepare_benchmarks(files: Sequence[str], output_path: str | None) -> list[str]:
+    """Register ``files``, write their task folders and result-side copies; return the task folders
+    (for ``--include_path``). A malformed file is a :class:`DataError` naming the field."""
+    if not files:
+        return []
+    try:
+        benches = [register_benchmark_file(path) for path in files]
+    except BenchmarkError as exc:
+        raise DataError(str(exc)) from None
+    known = [p for p in os.environ.get(BENCHMARK_FILES_ENV, "").split(os.pathsep) if p]
+    os.environ[BENCHMARK_FILES_ENV] = os.pathsep.join(dict.fromkeys([*known, *(b.source for b in benches)]))
+    out = Path(output_path) if output_path else Path(tempfile.mkdtemp(prefix="reguide-benchmarks-"))
+    folders = []
+    for bench in benches:
+        folders += [str(folder) for folder in write_benchmark_tasks(bench, out / TASKS_FOLDER if output_path else out)]
+        if output_path:
+            copy = out / WRITTEN_FOLDER / f"{bench.name}.yaml"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(resolved_benchmark_yaml(bench), encoding="utf-8")
+    return folders
+
+
+def write_document_lists(variants: Sequence, documents_of, output_path: str | None) -> list[Path]:
+    """Next to the results, the documents of every task on a seeded stratified subset (the list a
+    reader needs to run the same slice: a ``*_custom`` task reads this file)."""
+    if not output_path:
+        return []
+    written = []
+    for variant in variants:
+        if variant.subset.startswith("stratified"):
+            path = Path(output_path) / DOCUMENT_LISTS_FOLDER / f"{variant.name}.jsonl"
+            written.append(write_documents(documents_of(variant), path))
+    return written
+
+
+def describe_tasks(bench: Benchmark) -> list[str]:
+    views = {bench.name, bench.name + "_fsood"}
+    return [v.name for v in task_variants() if v.benchmark in views]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="reguide-new-benchmark",
+        description="Validate a benchmark file and write its task folders (baseline and ReGuide, every document set) for lmms-eval's --include_path.",
+        epilog="Then: reguide-eval --benchmark FILE --tasks ... (no folder needed), or lmms-eval --include_path DIR --tasks ... . docs/benchmarks.md describes the file.",
+    )
+    parser.add_argument("file", help="the benchmark YAML file")
+    parser.add_argument("--out", required=True, help="folder to write the task folders into")
+    args = parser.parse_args(argv)
+    try:
+        bench = register_benchmark_file(args.file)
+    except BenchmarkError as exc:
+        print(f"reguide-new-benchmark: error: {exc}", file=sys.stderr)
+        return 1
+    folders = write_benchmark_tasks(bench, Path(args.out))
+    print(f"{bench.name}: {len(bench.classes)} classes; ID {bench.id_dataset}; near {', '.join(bench.near) or '-'}; far {', '.join(bench.far) or '-'}"
+          + (f"; covariate-shifted {', '.join(bench.shifted)}" if bench.shifted else ""))
+    print("wrote " + ", ".join(map(str, folders)))
+    print("tasks: " + ", ".join(describe_tasks(bench)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
