@@ -38,19 +38,12 @@ from reguide_tasks.report.labels import identity_labels
 from reguide_tasks.testing.fixtures import make_train_fixture
 from reguide_tasks.testing.tiny_clip import build_tiny_clip
 from reguide_tasks.vocab import REJECTION_CLASS
+from test_clip_ood import one_thread  # noqa: F401 (autouse: one torch thread for the tiny model)
 
 BIN = Path(sys.executable).parent
 CIFAR = get_benchmark("cifar10").classes
 PER_CLASS, SHOTS = 8, 4
 FAST = dict(shots=SHOTS, n_ctx=4, batch_size=8, warmup_epochs=0, class_specific=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

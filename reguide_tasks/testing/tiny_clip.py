@@ -39,13 +39,21 @@ def build_tiny_clip(
     projection_dim: int = 16,
     max_text_length: int = 32,
     seed: int = 0,
+    text_width: int | None = None,
+    text_heads: int | None = None,
+    mlp_ratio: int = 2,
 ) -> Path:
-    """Save a random CLIPModel + tokenizer + image processor under ``path`` (``save_pretrained``)."""
+    """Save a random CLIPModel + tokenizer + image processor under ``path`` (``save_pretrained``).
+
+    ``text_width`` / ``text_heads`` (default: ``width`` / ``heads``) give the text tower its own
+    size, as real CLIPs have (ViT-B/16: vision 768 wide, text 512); real CLIPs' ``mlp_ratio`` is 4.
+    """
     path = Path(path)
     tokenizer = build_tokenizer(texts, max_text_length)
-    common = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=heads)
+    common = dict(hidden_size=width, intermediate_size=mlp_ratio * width, num_hidden_layers=layers, num_attention_heads=heads)
+    text = dict(common, hidden_size=text_width or width, intermediate_size=mlp_ratio * (text_width or width), num_attention_heads=text_heads or heads)
     config = CLIPConfig(
-        text_config=dict(common, vocab_size=len(tokenizer), max_position_embeddings=max_text_length, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        text_config=dict(text, vocab_size=len(tokenizer), max_position_embeddings=max_text_length, bos_token_id=0, eos_token_id=1, pad_token_id=1),
         vision_config=dict(common, image_size=image_size, patch_size=patch_size),
         projection_dim=projection_dim,
     )
