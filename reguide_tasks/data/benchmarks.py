@@ -301,6 +301,8 @@ def load_benchmark_file(path: str | os.PathLike, *, shipped: bool = False, check
         if ours not in datasets:
             raise _fail(path, f"aliases.{other}", f"{ours!r} is not one of the datasets ({', '.join(datasets)})")
     stratified = _read_percentages(path, data.get("stratified_subsets"))
+    if "stratified_subsets" not in data and not subsets:  # no released subset: offer the seeded ones
+        stratified = DEFAULT_STRATIFIED
     seed = data.get("subset_seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise _fail(path, "subset_seed", "must be an integer")

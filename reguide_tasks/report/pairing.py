@@ -68,8 +68,7 @@ def _paired(keys_a: np.ndarray, a: np.ndarray, keys_b: np.ndarray, b: np.ndarray
 
 def paired_target(a: RunScores, b: RunScores, datasets: Sequence[str]) -> PairedTarget:
     """Pair two runs' kept scores by document, for the ID images and each of ``datasets``."""
-    id_name = a.benchmark.id_dataset
-    id_a, id_b, unpaired = _paired(a.keys.get(id_name, np.empty(0)), a.id_scores, b.keys.get(id_name, np.empty(0)), b.id_scores)
+    id_a, id_b, unpaired = _paired(a.id_keys, a.id_scores, b.id_keys, b.id_scores)
     ood = {}
     for dataset in datasets:
         ood_a, ood_b, missed = _paired(a.keys.get(dataset, np.empty(0)), a.scores.get(dataset, np.empty(0)), b.keys.get(dataset, np.empty(0)), b.scores.get(dataset, np.empty(0)))

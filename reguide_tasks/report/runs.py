@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reguide_tasks.data.benchmarks import BENCHMARKS
+from reguide_tasks.data.benchmarks import BENCHMARKS, BenchmarkError, register_written_benchmarks
+from reguide_tasks.lmms.task_yamls import task_benchmark
 from reguide_tasks.report.files import (
     RESULTS_SUFFIX,
     ReportError,
@@ -65,12 +66,16 @@ def detect_benchmark(task: str, metrics: Mapping[str, float], samples_path: Path
     """The task's benchmark: from its metric keys (``auroc_<d>`` / ``fail_rate_<d>``), else its name
     (``reguide_*cifar10*`` / ``*imagenet200*``), else the datasets in its samples file; None if none.
     """
+    known = task_benchmark(task)  # one of our task names (a user's benchmark's included): exact
+    if known is not None:
+        return known
     votes: Counter[str] = Counter()
     for key in metrics:
         for name, bench in BENCHMARKS.items():
             for prefix in ALL_METRICS + ("fail_rate",):
                 dataset = key[len(prefix) + 1 :] if key.startswith(prefix + "_") else None
-                if dataset in bench.datasets:
+                # an OoD metric names an OoD set (cifar10 is CIFAR100's near set and CIFAR10's ID set)
+                if dataset in (bench.datasets if prefix == "fail_rate" else bench.ood_datasets):
                     votes[name] += 1
     if votes:
         return votes.most_common(1)[0][0]
@@ -153,6 +158,10 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
     ReportError when no results file is found, one is unreadable, or none holds a ReGuide task.
     """
     paths = list(paths)
+    try:  # a user's benchmark: the copy reguide-eval wrote next to its results
+        register_written_benchmarks(paths)
+    except BenchmarkError as err:
+        raise ReportError(str(err)) from None
     files = find_results_files(paths)
     if not files:
         raise ReportError(f"no *{RESULTS_SUFFIX} files found under {', '.join(map(str, paths))}")

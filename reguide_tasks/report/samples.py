@@ -56,7 +56,13 @@ class RunScores:
 
     @property
     def id_scores(self) -> np.ndarray:
-        return self.scores.get(self.benchmark.id_dataset, np.empty(0))
+        """The ID side: the ID test set's scores, then (full-spectrum) each covariate-shifted set's."""
+        return _joined([self.scores.get(d, np.empty(0)) for d in self.benchmark.id_datasets])
+
+    @property
+    def id_keys(self) -> np.ndarray:
+        """The documents of :attr:`id_scores`, in the same order."""
+        return _joined([self.keys.get(d, np.empty(0, dtype=object)) for d in self.benchmark.id_datasets])
 
     @property
     def ood_datasets(self) -> list[str]:
@@ -69,6 +75,10 @@ class RunScores:
     def fail_rate_all(self) -> float:
         total = sum(self.n_total.values())
         return 100.0 * sum(self.n_failed.values()) / total if total else math.nan
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def scores_from_records(records: Sequence[Mapping[str, Any]], benchmark: Benchmark) -> RunScores:

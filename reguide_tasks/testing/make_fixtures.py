@@ -16,11 +16,13 @@ from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark, register_be
 from reguide_tasks.testing.fixtures import custom_documents_file, make_fixture, make_train_fixture
 
 
-def benchmark_name(given: str) -> str:
-    """A benchmark name, or a benchmark file (``.yaml``), registered: its name."""
+def benchmark_names(given: str) -> list[str]:
+    """A benchmark name, or a benchmark file (``.yaml``), registered: its name and its full-spectrum
+    view's (whose covariate-shifted images the benchmark's own documents do not hold)."""
     if given.endswith((".yaml", ".yml")):
-        return register_benchmark_file(given).name
-    return get_benchmark(given).name
+        bench = register_benchmark_file(given)
+        return [bench.name] + ([bench.fsood_view().name] if bench.shifted else [])
+    return [get_benchmark(given).name]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-per-class", type=int, default=0, help="also write this many training images per ID class and the training list (default 0: none)")
     args = parser.parse_args(argv)
     try:
-        chosen = [benchmark_name(given) for given in args.benchmark] if args.benchmark else [b.name for b in BENCHMARKS.values() if b.subsets]
+        chosen = [name for given in args.benchmark for name in benchmark_names(given)] if args.benchmark else [b.name for b in BENCHMARKS.values() if b.subsets]
     except ValueError as exc:  # an unknown name, a malformed file (the message names the field)
         parser.error(str(exc))
     for benchmark in chosen:
