@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,48 @@ def resolve_release_file(path: str | Path) -> Path:
     raise FileNotFoundError(f"no released file at {path} (nor {twin.name})")
 
 
+# A released file is at most a few tens of MB (the full ImageNet200 lists' biggest, about 50 MB): a
+# bigger one is no release file, and is refused before it is parsed (memory stays bounded).
+MAX_RELEASE_BYTES = 512 * 1024 * 1024
+
+
+class ReleaseError(ValueError):
+    """A released file that cannot be read as the release's layout; the message names the file, the
+    line or key, and what to do."""
+
+
+def _no_duplicate_keys(path: Path):
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise ReleaseError(f"{path}: key {key!r} appears twice in one object (a duplicated document id): fix or download the file again")
+            out[key] = value
+        return out
+
+    return pairs
+
+
 def read_release_file(path: str | Path) -> Any:
-    """Load one released file (a single JSON object), plain or gzipped."""
+    """Load one released file (a single JSON object), plain or gzipped. :class:`ReleaseError` for a
+    truncated or corrupt file (gzip or JSON, with the line and column), an empty one, one over
+    :data:`MAX_RELEASE_BYTES`, or an object with a duplicated key. A UTF-8 BOM is accepted."""
     path = resolve_release_file(path)
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read(MAX_RELEASE_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; EOFError: a truncated gzip; zlib: corrupt data
+        raise ReleaseError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); a truncated or corrupt download? Download it again") from None
+    if len(raw) > MAX_RELEASE_BYTES:
+        raise ReleaseError(f"{path}: over {MAX_RELEASE_BYTES // 2**20} MB (decompressed), no released file is that big: check the path")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ReleaseError(f"{path}: not UTF-8 text (byte {exc.start}): a corrupt download? Download it again") from None
+    if not text.strip():
+        raise ReleaseError(f"{path}: empty; download it again")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
+    except json.JSONDecodeError as exc:
+        raise ReleaseError(f"{path}: not JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); a truncated download? Download it again") from None

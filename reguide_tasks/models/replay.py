@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from reguide_tasks.data.release import (
     RELEASE_DIR,
+    ReleaseError,
     normalize_image_path,
     read_release_file,
 )
@@ -65,20 +66,46 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.jsonl*") if p.name.endswith((".jsonl", ".jsonl.gz")))
 
 
+def _pairs(path: Path, data: object, stage: str):
+    """``(image id, answer)`` of one released file, its layout checked: ReleaseError naming the key."""
+    if not isinstance(data, dict):
+        raise ReleaseError(f"{path}: expected one JSON object, got {type(data).__name__}")
+    for outer, inner in data.items():
+        if not isinstance(inner, dict):
+            what = "prompt -> answer" if stage == "stage2" else "image id -> answer"
+            raise ReleaseError(f"{path}: key {outer[:80]!r}: expected an object of {what}, got {type(inner).__name__}")
+        for key, answer in inner.items():
+            image_id = outer if stage == "stage2" else key
+            if not isinstance(answer, str):
+                raise ReleaseError(f"{path}: image {image_id[:120]!r}: the answer is {type(answer).__name__}, not text")
+            yield image_id, answer
+
+
+def _outside_root(key: str) -> bool:
+    """A normalized image id that could only name a file outside the data root ('..', NUL)."""
+    return ".." in key.split("/") or "\0" in key
+
+
 @lru_cache(maxsize=32)
 def load_answers(folder: str, stage: str) -> dict[str, str]:
-    """normalized image path -> answer, for every file of one run folder."""
+    """normalized image path -> answer, for every file of one run folder. ReleaseError for a file
+    of another layout or an image with two different answers; ids with '..' never match a document
+    and are dropped (counted in a warning)."""
     answers: dict[str, str] = {}
+    where: dict[str, Path] = {}
+    outside = 0
     for path in _files(Path(folder)):
-        data = read_release_file(path)
-        if stage == "stage2":
-            for image_id, by_prompt in data.items():
-                for answer in by_prompt.values():
-                    answers.setdefault(normalize_image_path(image_id), answer)
-        else:
-            for by_image in data.values():
-                for image_id, answer in by_image.items():
-                    answers.setdefault(normalize_image_path(image_id), answer)
+        for image_id, answer in _pairs(path, read_release_file(path), stage):
+            key = normalize_image_path(image_id)
+            if _outside_root(key):
+                outside += 1
+                continue
+            if key in answers and answers[key] != answer:
+                raise ReleaseError(f"{path}: image {image_id[:120]!r} has two different answers (also in {where[key].name}): a duplicated document; fix the release")
+            answers.setdefault(key, answer)
+            where.setdefault(key, path)
+    if outside:
+        logger.warning(f"reguide_replay: {outside} released answers in {folder} name an image outside the data root ('..'): ignored")
     return answers
 
 

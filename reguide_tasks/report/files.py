@@ -50,11 +50,16 @@ def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
 def read_results_json(path: Path) -> dict[str, Any]:
     """The results JSON as a dict; ReportError if it is unreadable or not lmms-eval's layout."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_RESULTS_BYTES:
+            raise ReportError(f"{path}: over {MAX_RESULTS_BYTES // 2**20} MB, no lmms-eval results file is that big: check the path")
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (an editor's) is no error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReportError(f"cannot read {path}: {_one_line(err)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ReportError(f"{path} is not an lmms-eval results file (no 'results' object)")
+    for key in ("config", "configs", "group_subtasks", "n-samples"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ReportError(f"{path}: '{key}' is {type(data[key]).__name__}, not an object: not lmms-eval's layout (edited by hand?)")
     return data
 
 
@@ -97,10 +102,36 @@ def task_metrics(entry: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+# A results file is kilobytes; one samples line (a document's record, its answers, the trimmed
+# prompt) tens of kilobytes. Far bigger ones are refused while being read: memory stays bounded.
+MAX_RESULTS_BYTES = 256 * 1024 * 1024
+MAX_LINE_CHARS = 16 * 1024 * 1024
+# Record fields the report computes with, and the types they must have (None is allowed: absent).
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "ood_score": (int, float), "dataset": (str,), "image": (str,), "failed": (bool,), "not_in_release": (bool,),
+    "prediction_confidence": (int, float), "correct": (bool,),
+}
+
+
+def _check_record(record: Mapping[str, Any], path: Path, number: int) -> None:
+    for key, types in _RECORD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            raise ReportError(f"{path}: line {number}: 'oodd.{key}' is {value!r:.60}, not {' or '.join(t.__name__ for t in types)}: not a record our tasks write (edited by hand?)")
+
+
 def iter_records(path: Path, limit: int | None = None) -> Iterable[dict[str, Any]]:
-    """The ``oodd`` records of a samples file (lines without one are skipped)."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    """The ``oodd`` records of a samples file (lines without one are skipped); ReportError naming
+    the line for one that is not JSON, over :data:`MAX_LINE_CHARS`, or a record of wrong types."""
+    with path.open(encoding="utf-8-sig") as handle:
+        number = 0
+        while True:
+            line = handle.readline(MAX_LINE_CHARS + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise ReportError(f"{path}: line {number} is over {MAX_LINE_CHARS // 2**20} M characters: not a samples file of our tasks")
             if limit is not None and number > limit:
                 return
             if not line.strip():
@@ -108,9 +139,10 @@ def iter_records(path: Path, limit: int | None = None) -> Iterable[dict[str, Any
             try:
                 sample = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ReportError(f"{path}: line {number} is not JSON ({_one_line(err)})") from None
+                raise ReportError(f"{path}: line {number} is not JSON ({_one_line(err)}); a truncated file (a killed run)? Run the task again") from None
             record = sample.get("oodd") if isinstance(sample, dict) else None
             if isinstance(record, dict):
+                _check_record(record, path, number)
                 yield record
 
 

@@ -132,8 +132,21 @@ def load_scores(run: Run) -> tuple[RunScores | None, list[str]]:
         return None, [f"{where}: {err}: CIs and plots omitted"]
     if not records:
         return None, [f"{where}: {run.samples_path} has no 'oodd' records: CIs and plots omitted"]
-    scores = scores_from_records(records, get_benchmark(run.benchmark))
-    return scores, consistency_notes(run, scores)
+    bench = get_benchmark(run.benchmark)
+    images = Counter(str(r.get("image")) for r in records)
+    twice = [image for image, n in images.items() if n > 1]
+    if twice:
+        return None, [f"{where}: {run.samples_path} has {len(twice)} documents more than once (e.g. {twice[0]}; two runs in one file?): CIs and plots omitted"]
+    foreign = Counter(str(r.get("dataset")) for r in records if r.get("dataset") not in bench.datasets)
+    notes = []
+    if foreign:
+        records = [r for r in records if r.get("dataset") in bench.datasets]
+        listed = ", ".join(f"{d}: {n}" for d, n in sorted(foreign.items()))
+        notes.append(f"{where}: {sum(foreign.values())} records in {run.samples_path} are of datasets not in {bench.name} ({listed}): left out of the CIs, plots and failure shares")
+        if not records:
+            return None, [*notes[:1], f"{where}: no record of {bench.name}'s datasets left: CIs and plots omitted"]
+    scores = scores_from_records(records, bench)
+    return scores, notes + consistency_notes(run, scores)
 
 
 def consistency_notes(run: Run, scores: RunScores) -> list[str]:
