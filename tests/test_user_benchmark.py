@@ -23,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 from test_e2e_llava import expected_scripted_baseline
 
 from reguide_tasks.data.benchmarks import BENCHMARKS, ID_ROLES, BenchmarkError, load_benchmark_file, register_benchmark_file
+from reguide_tasks.data.documents import stratified_documents
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES
 from reguide_tasks.models.scripted import scripted_score
 from reguide_tasks.testing.label_code import read_label_code
@@ -30,7 +31,7 @@ from reguide_tasks.testing.tiny_clip import build_tiny_clip
 
 pytestmark = pytest.mark.e2e
 CLASSES = ["bolt", "nut", "washer"]
-TASKS = ("reguide_baseline_mybench", "reguide_mybench_full", "reguide_baseline_mybench_fsood")
+TASKS = ("reguide_baseline_mybench", "reguide_mybench_full", "reguide_baseline_mybench_fsood", "reguide_baseline_mybench_5pct")
 
 
 def write_user_benchmark(folder: Path) -> Path:
@@ -120,6 +121,16 @@ def test_the_full_spectrum_task_counts_shifted_images_as_id(user_run) -> None:
         assert metrics[f"auroc_{dataset}"] == pytest.approx(expected, abs=1e-9)
     assert metrics["id_acc"] == 100.0 and metrics["id_acc_worn"] == 100.0 and metrics["fail_rate_worn"] == 0.0
     assert "auroc_worn" not in metrics
+
+
+def test_a_stratified_subset_is_written_next_to_the_results(user_run) -> None:
+    work, out = user_run
+    written = [json.loads(line) for line in (out / "document_lists" / f"{TASKS[3]}.jsonl").read_text(encoding="utf-8").splitlines()]
+    expected = stratified_documents("mybench", 5, work / "lists")
+    assert [d["doc_key"] for d in written] == [d["doc_key"] for d in expected]
+    # one per ID class (3 x 8 images: round(0.4) -> at least 1), round(5% of 16) = 1 scrap, round(5% of 12) = 1 sky
+    assert [d["dataset"] for d in written] == ["parts"] * 3 + ["scrap", "sky"]
+    assert {row["oodd"]["image"] for row in read_samples(out, TASKS[3])} == {d["image"] for d in written}
 
 
 def test_the_report_has_the_benchmarks_own_columns(user_run) -> None:
