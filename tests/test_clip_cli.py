@@ -1,4 +1,5 @@
-"""clip_ood through the real CLI on fixture images, beside an LVLM-style run in one reguide-report.
+"""clip_ood through the real CLI on fixture images, zero-shot and with a learned CoOp context, beside
+an LVLM-style run in one reguide-report (rows labelled zero-shot / CoOp and the score rule).
 
 The checkpoint is a tiny random-weight CLIP built from a config with a tokenizer trained in memory
 (no download can happen here); the images are synthetic fixtures (the benchmarks' images cannot be
@@ -20,6 +21,8 @@ from sklearn.metrics import roc_auc_score
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES
+from reguide_tasks.models.clip_train import TrainConfig, train
+from reguide_tasks.testing.fixtures import make_train_fixture
 from reguide_tasks.testing.tiny_clip import build_tiny_clip
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +41,11 @@ def _eval(fixture_data, out: Path, model: str, model_args: str) -> None:
 def test_clip_ood_runs_through_the_cli_and_sits_beside_lvlm_runs_in_the_report(fixture_data, tmp_path):
     clip = build_tiny_clip(tmp_path / "clip", [*get_benchmark("cifar10").classes, *ENSEMBLE_TEMPLATES, "a photo of a {}"])
     _eval(fixture_data, tmp_path / "runs" / "clip", "clip_ood", f"pretrained={clip},score=mcm")
+    # a CoOp context learned on training fixtures plugs in by model arg (and is labelled as such below)
+    make_train_fixture(tmp_path / "train_data", "cifar10", 2)
+    coop = train(TrainConfig(str(clip), "cifar10", shots=2, n_ctx=4, class_specific=True, epochs=2, batch_size=8, warmup_epochs=0, augment="none"),
+                 tmp_path / "coop", data_root=tmp_path / "train_data", device="cpu", progress=False)
+    _eval(fixture_data, tmp_path / "runs" / "coop", "clip_ood", f"pretrained={clip},score=msp,prompt_context={coop.context_path}")
     _eval(fixture_data, tmp_path / "runs" / "scripted", "reguide_scripted", "fail_every=0")
 
     results_file = next((tmp_path / "runs" / "clip").rglob("*_results.json"))
@@ -56,3 +64,4 @@ def test_clip_ood_runs_through_the_cli_and_sits_beside_lvlm_runs_in_the_report(f
     assert report.returncode == 0, report.stderr[-2000:]
     table = (tmp_path / "report" / "report.md").read_text()
     assert "clip_ood" in table and "reguide_scripted" in table
+    assert "clip_ood (clip, zero-shot, MCM)" in table and "clip_ood (clip, CoOp-CSC 2-shot, MSP)" in table

@@ -236,3 +236,16 @@ def test_report_labels_say_zero_shot_or_coop_and_the_score_rule(trained) -> None
 def test_data_errors_are_data_errors(data_root: Path) -> None:
     with pytest.raises(DataError, match="shots must be >= 1"):
         sample_k_shot(train_documents("cifar10", data_root), CIFAR, 0, 1)
+
+
+def test_make_fixtures_writes_training_images_and_their_list(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from reguide_tasks.data.documents import require_images
+    from reguide_tasks.testing.label_code import read_label_code
+    from reguide_tasks.testing.make_fixtures import main
+
+    assert main(["--data_root", str(tmp_path), "--benchmark", "cifar10", "--per-dataset", "1", "--train-per-class", "2"]) == 0
+    assert "training list" in capsys.readouterr().out
+    docs = train_documents("cifar10", tmp_path)
+    require_images(docs, tmp_path)
+    assert [d["label"] for d in docs] == [k for k in range(10) for _ in range(2)]
+    assert all(read_label_code(load_image(d, tmp_path)).label == d["label"] for d in docs)
