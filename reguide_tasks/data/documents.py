@@ -7,6 +7,7 @@ release), so a document set of the full OpenOOD lists is paths only.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,28 +67,34 @@ def interleave_by_dataset(docs: Sequence[Mapping]) -> list:
     """The documents in task order: datasets interleaved so that every prefix holds each dataset in
     proportion to its size (within one document), each dataset's own order kept.
 
-    The ``j``-th document (from 0) of a dataset of ``n`` documents is placed at ``(j + 0.5) / n`` of the
-    run; ties go to the dataset seen first. A prefix of ``k`` documents therefore holds
-    ``round(k * n / N)`` (+-1) documents of every dataset: ``--limit k`` gives ID and every OoD set
-    their share instead of the first ``k`` ID images. Deterministic (no random draw, so no seed to
-    record): the same documents give the same order on every machine and route. Same set of
-    documents, so a full run's figures do not change (each dataset's scores stay in the same order,
-    which the bootstrap CIs depend on).
+    Position ``k`` (from 1) goes to the dataset furthest below its share ``k * n / N`` (the first
+    seen on a tie), so a prefix of ``k`` documents holds ``k * n / N`` +- 1 documents of every dataset
+    of ``n``: ``--limit k`` gives ID and every OoD set their share instead of the first ``k`` ID
+    images. Deterministic (no random draw, so no seed to record): the same documents give the same
+    order on every machine and route. Same set of documents, so a full run's figures do not change
+    (each dataset's scores stay in their order, which the bootstrap CIs depend on).
 
     >>> order = interleave_by_dataset([{"dataset": "id"}] * 4 + [{"dataset": "a"}] * 2 + [{"dataset": "b"}] * 2)
     >>> [d["dataset"] for d in order]
     ['id', 'a', 'b', 'id', 'id', 'a', 'b', 'id']
     """
-    position: dict[str, int] = {}
-    size = Counter(doc["dataset"] for doc in docs)
-    rank = {name: i for i, name in enumerate(size)}
-    keyed = []
+    by_dataset: dict[str, list] = {}
     for doc in docs:
-        name = doc["dataset"]
-        j = position[name] = position.get(name, -1) + 1
-        keyed.append(((j + 0.5) / size[name], rank[name], doc))
-    keyed.sort(key=lambda item: item[:2])  # stable: a dataset's documents keep their order
-    return [doc for _, _, doc in keyed]
+        by_dataset.setdefault(doc["dataset"], []).append(doc)
+    queues = list(by_dataset.values())
+    total = len(docs)
+    taken = [0] * len(queues)
+    order = []
+    for k in range(1, total + 1):
+        best, deficit = -1, -math.inf
+        for d, queue in enumerate(queues):
+            if taken[d] < len(queue):
+                gap = k * len(queue) / total - taken[d]
+                if gap > deficit + 1e-12:
+                    best, deficit = d, gap
+        order.append(queues[best][taken[best]])
+        taken[best] += 1
+    return order
 
 
 def subset_documents(benchmark_name: str, subset: str) -> list[dict]:

@@ -156,6 +156,9 @@ def own_parser() -> argparse.ArgumentParser:
     own.add_argument("--no_answer_cache", action="store_true", help=f"do not keep the model's answers in <output_path>/{ANSWER_CACHE_DIR} (kept by default, so a restarted identical command resumes without asking the model again; --use_cache DIR puts them elsewhere)")
     own.add_argument("--save_every", type=int, default=DEFAULT_SAVE_EVERY, metavar="N", help=f"with an answer cache, ask the model for at most N requests per call and save their answers before the next (default {DEFAULT_SAVE_EVERY}; a kill loses at most the chunk in flight; 0: lmms-eval's one call per request type / stage)")
     own.add_argument("--benchmark", action="append", default=None, metavar="FILE", help="a benchmark of your own (YAML; docs/benchmarks.md): validated before anything else, its tasks (reguide_baseline_<name>_full, ...) put on the include path; repeatable")
+    own.add_argument("--dry_run", "--estimate", dest="dry_run", action="store_true", help="print, per task, the documents, the requests per stage, their prompt tokens and (with --price) the cost, then stop: no model is loaded or called, images are only checked to exist")
+    own.add_argument("--price", default=None, metavar="IN[,OUT]", help="with --dry_run: USD per million input (and output) tokens, e.g. 2.5,10")
+    own.add_argument("--answer_tokens", type=int, default=None, metavar="N", help="with --dry_run and an output price: tokens per answer to price (answers are not known before the run)")
     own.add_argument("--allow_unknown_model_args", action="store_true", help="let a model of lmms-eval's run on when it ignores --model_args it does not know (default: such a run stops; our own models always stop on an unknown argument)")
     return own
 
@@ -231,9 +234,9 @@ def tasks_under(include_path: str | None) -> set[str]:
 
 
 def early_args(argv: Sequence[str]) -> argparse.Namespace:
-    """``--tasks``, ``--model`` and ``--include_path`` read before lmms-eval is imported."""
+    """``--tasks``, ``--model``, ``--include_path``, ``--model_args`` and ``--limit`` read before lmms-eval is imported."""
     peek = argparse.ArgumentParser(add_help=False)
-    for flag in ("--tasks", "--model", "--include_path"):
+    for flag in ("--tasks", "--model", "--include_path", "--model_args", "--limit"):
         peek.add_argument(flag, default=None)
     return peek.parse_known_args(list(argv))[0]
 
@@ -275,6 +278,32 @@ def local_timezone_name() -> str:
     return "UTC"
 
 
+class BadArguments(ValueError):
+    """Our own options do not fit together; the message says what to give."""
+
+
+def dry_run_text(own: argparse.Namespace, early: argparse.Namespace) -> str:
+    """``--dry_run``: the pre-flight check, then the estimate of every task of ours (no lmms-eval import)."""
+    from reguide_tasks.lmms import dry_run
+
+    variants = our_tasks(early.tasks)
+    if not variants:
+        raise BadArguments("--dry_run estimates our tasks: name at least one in --tasks (reguide-eval --tasks list)")
+    try:
+        price = dry_run.parse_price(own.price)
+        limit = float(early.limit) if early.limit is not None else None
+    except ValueError as exc:
+        raise BadArguments(str(exc) if own.price and "price" in str(exc) else f"--limit {early.limit!r} is not a number") from None
+    if own.answer_tokens is not None and own.answer_tokens < 0:
+        raise BadArguments(f"--answer_tokens must be >= 0, got {own.answer_tokens}")
+    preflight(variants, check_images=model_needs_images(early.model))
+    counter = dry_run.token_counter(early.model_args)
+    ours = {v.name for v in variants} | set(TAGS)
+    skipped = [t.strip() for t in early.tasks.split(",") if t.strip() not in ours]
+    estimates = [dry_run.estimate(v, limit, counter) for v in variants]
+    return dry_run.report(estimates, counter, price, own.answer_tokens, skipped)
+
+
 def _include_path(user_value, benchmark_folders: Sequence[str] = ()):
     """The user's ``--include_path`` folders, then those of ``--benchmark`` files and our task folder
     unless one of them is it."""
@@ -301,6 +330,9 @@ def run(argv: Sequence[str]) -> None:
         return
     check_task_names(early.tasks, early.include_path)
     listing = early.tasks is None or early.tasks.startswith("list")
+    if own.dry_run:
+        print(dry_run_text(own, early), flush=True)
+        return
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
         preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))
         for written in write_document_lists(our_tasks(early.tasks), _documents_of, output_path_of(rest)):
@@ -378,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(argv)
     except BrokenPipeError:  # `reguide-eval --tasks list | head`: the reader has gone, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (DataError, RunFailed, UnknownTask, runtime.UnsupportedLmmsEval) as exc:
+    except (DataError, RunFailed, UnknownTask, BadArguments, runtime.UnsupportedLmmsEval) as exc:
         print(f"reguide-eval: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     except SystemExit as exc:

@@ -77,12 +77,15 @@ class Ranking:
 
 def choose_ranking(group: Sequence[Scored], requested: str | None) -> Ranking:
     """The ranking of one document set's runs: ``requested`` as given, or (None) the first of
-    :data:`FALLBACK_ORDER` that every run of ``group`` has."""
+    :data:`FALLBACK_ORDER` that every run of ``group`` with any OoD AUROC has."""
     if requested is not None and requested != MEAN_OVER_SHARED:
         return Ranking(requested)
     passed: list[str] = []
     ood_datasets = get_benchmark(group[0].run.benchmark).ood_datasets if group else ()
-    for key in FALLBACK_ORDER if requested is None else (requested,):
+    # A run without any OoD AUROC (e.g. no ID answer) cannot rank by any of them: it does not veto.
+    group = [e for e in group if any(not math.isnan(_value(e, f"auroc_{d}")) for d in ood_datasets)]
+    candidates = (FALLBACK_ORDER if requested is None else (requested,)) if group else ()
+    for key in candidates:
         if key == MEAN_OVER_SHARED:
             shared = tuple(d for d in ood_datasets if all(not math.isnan(_value(e, f"auroc_{d}")) for e in group))
             if shared:
@@ -90,9 +93,10 @@ def choose_ranking(group: Sequence[Scored], requested: str | None) -> Ranking:
         elif all(not math.isnan(_value(e, key)) for e in group):
             return Ranking(key, (), tuple(passed))
         passed.append(key)
-    return Ranking("", (), tuple(passed), why_none=(
-        "no OoD set has an AUROC in every run of this document set (an AUROC needs scored answers on "
-        "both the ID set and the OoD set; reguide-eval's summary says which are missing and why)"
+    what = "no OoD set has an AUROC in every run of this document set" if group else "no run of this document set has an AUROC"
+    return Ranking("", (), tuple(passed) if group else tuple(FALLBACK_ORDER), why_none=(
+        f"{what} (an AUROC needs scored answers on both the ID set and an OoD set; reguide-eval's summary "
+        "says which are missing and why)"
     ))
 
 

@@ -14,6 +14,7 @@ from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
 from reguide_tasks.report.columns import DETAIL_METRICS, METRIC_LABELS
 from reguide_tasks.report.escape import csv_safe, latex_escape, md_text
 from reguide_tasks.report.tables import detail_datasets, show_task, summary_columns
+from reguide_tasks.report.ties import TIE_MARK, tie_flagged, tie_legend
 
 
 def fmt_value(value: Any, digits: int = 1) -> str:
@@ -33,6 +34,15 @@ def fmt_with_ci(row: Mapping[str, Any], key: str) -> str:
     return text
 
 
+def fmt_cell(row: Mapping[str, Any], key: str) -> str:
+    """A metric cell: an AUROC with its CI, an FPR marked when its threshold sits on a wide tie block
+    (:mod:`reguide_tasks.report.ties`), anything else as :func:`fmt_value`."""
+    if key.startswith("auroc_"):
+        return fmt_with_ci(row, key)
+    text = fmt_value(row.get(key))
+    return text + TIE_MARK if tie_flagged(row, key) else text
+
+
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]], align_left: int = 1) -> str:
     """A GitHub-flavoured Markdown table; the first ``align_left`` columns left-aligned. Every cell
     is escaped (:func:`~reguide_tasks.report.escape.md_text`): a name from data stays in its cell."""
@@ -43,6 +53,17 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]], align_l
     return "\n".join(lines)
 
 
+# One line per FPR column: which rule, and what ties do (both stop at the first threshold reaching
+# 95% TPR; every image tied at it counts as accepted, with no interpolation or random tie-break).
+FPR_LEGEND = (
+    "FPR@95 (OpenOOD v1.5 rule): OoD is the positive class; the share of ID images flagged OoD at the first "
+    "threshold that catches 95% of the OoD images. ID images tied with that threshold's score are all flagged.",
+    "FPR@95TPR (classic, MCM and most papers): ID is the positive class; the share of OoD images accepted at "
+    "the first threshold that accepts 95% of the ID images. OoD images tied with that threshold's score are all "
+    "accepted, so tied confidences (many answers of 100.0) can lift it far above FPR@95.",
+)
+
+
 def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int) -> str:
     """One benchmark's section: summary table, per-dataset table, conventions."""
     bench = get_benchmark(name)
@@ -51,14 +72,14 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
     rows = table.to_dict("records")
     summary = markdown_table(
         [h for _, h in columns],
-        [[fmt_with_ci(r, k) if k.startswith("auroc_") else fmt_value(r[k]) for k, _ in columns] for r in rows],
+        [[fmt_cell(r, k) for k, _ in columns] for r in rows],
         left,
     )
     datasets = detail_datasets(table)
     detail_cols = columns[:left] + [(f"{m}_{d}", f"{METRIC_LABELS[m]} {d}") for d in datasets for m in DETAIL_METRICS]
     detail = markdown_table(
         [h for _, h in detail_cols],
-        [[fmt_with_ci(r, k) if k.startswith("auroc_") else fmt_value(r[k]) for k, _ in detail_cols] for r in rows],
+        [[fmt_cell(r, k) for k, _ in detail_cols] for r in rows],
         left,
     )
     rules = sorted({f"{r['score_rule'] or '?'} / {r['failure_policy'] or '?'} / {r.get('key_reading') or '?'}" for r in rows})
@@ -74,14 +95,13 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
     )
     answers = answers_markdown(table, bench, left)
     legend = (
-        "All values in %. AUROC: ID vs OoD, higher is better. FPR@95: OpenOOD rule (OoD positive: share of "
-        "ID images flagged OoD when 95% of OoD images are caught). FPR@95TPR: classic (ID positive: share of "
-        "OoD images accepted when 95% of ID images are accepted). Lower FPR is better. near / far: unweighted "
+        "All values in %. AUROC: ID vs OoD, higher is better. Lower FPR is better. near / far: unweighted "
         f"means over the datasets. Fail: share of answers without a usable score. Repaired: share of answers "
         f"whose score used a repaired key (key reading 'repair'). Not in release: documents without a released "
         f"answer, left out of every metric (a dataset without any answer is n/a, and so is its group). {ci_text}"
     )
-    return "\n\n".join([f"## {name}", md_text(intro), summary, "### Per OoD dataset", detail, "### Answers per dataset", answers, legend])
+    fpr_legend = "\n".join(f"- {line}" for line in (*FPR_LEGEND, tie_legend()))
+    return "\n\n".join([f"## {name}", md_text(intro), summary, "### Per OoD dataset", detail, "### Answers per dataset", answers, legend, fpr_legend])
 
 
 def answers_markdown(table: pd.DataFrame, bench: Benchmark, left: int) -> str:

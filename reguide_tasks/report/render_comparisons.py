@@ -9,7 +9,8 @@ from collections.abc import Mapping
 import pandas as pd
 
 from reguide_tasks.report.columns import METRIC_LABELS
-from reguide_tasks.report.render import fmt_value, fmt_with_ci, markdown_table
+from reguide_tasks.report.leaderboard import FALLBACK_ORDER, MEAN_OVER_SHARED
+from reguide_tasks.report.render import fmt_cell, fmt_value, markdown_table
 from reguide_tasks.vocab import split_metric_key
 
 
@@ -24,9 +25,51 @@ def metric_label(key: str) -> str:
 _SHOWN = ("auroc_near", "auroc_far", "fpr95_near", "fpr95_far", "fpr95tpr_near", "fpr95tpr_far", "id_acc")
 
 
-def leaderboard_markdown(table: pd.DataFrame, primary: str) -> str:
-    extra = primary not in _SHOWN  # the ranking metric gets a column of its own unless it has one
-    header = ["Rank", "Model", "Task", "Docs", *([metric_label(primary)] if extra else []), *(metric_label(k) for k in _SHOWN),
+def ranking_label(key: str, datasets: str = "") -> str:
+    """``auroc_far`` -> ``AUROC far``; the mean over shared OoD sets -> ``mean AUROC over a, b``."""
+    if key == MEAN_OVER_SHARED:
+        return f"mean AUROC over {datasets.replace(',', ', ')}" if datasets else "mean AUROC over the shared OoD sets"
+    return metric_label(key)
+
+
+def _set_rankings(table: pd.DataFrame) -> dict[str, dict]:
+    """Document-set letter -> its ranking (ranked_by, ranked_over, passed_over, not_ranked_because)."""
+    out: dict[str, dict] = {}
+    for r in table.to_dict("records"):
+        letter = str(r["documents"]).split(" ", 1)[0]
+        if letter != "n/a":
+            out.setdefault(letter, r)
+    return out
+
+
+def ranking_heading(table: pd.DataFrame, primary: str | None) -> tuple[str, str]:
+    """(heading suffix, legend sentence) saying what each document set was ranked by, and, when the
+    requested metric was passed over, that it was and why."""
+    sets = _set_rankings(table)
+    if primary is not None:
+        return "", f"Ranked by {ranking_label(primary, next((str(r['ranked_over']) for r in sets.values()), ''))} (--rank-by, best first)"
+    parts, passed = [], set()
+    for letter, r in sets.items():
+        key = str(r.get("ranked_by") or "")
+        passed.update(p for p in str(r.get("passed_over") or "").split(",") if p)
+        where = f"set {letter} " if len(sets) > 1 else ""
+        parts.append(f"{where}ranked by {ranking_label(key, str(r.get('ranked_over') or ''))}" if key else f"{where}not ranked: {r.get('not_ranked_because')}")
+    if not passed:
+        return "", f"Ranked by {metric_label(FALLBACK_ORDER[0])} (best first)"
+    lacking = " and ".join(metric_label(k) if k != MEAN_OVER_SHARED else "a shared OoD set" for k in FALLBACK_ORDER if k in passed)
+    heading = f" (fallback: {lacking} n/a in some run; {'; '.join(parts)})"
+    legend = (
+        f"Ranked by the first of {', '.join(ranking_label(k) for k in FALLBACK_ORDER)} that every run of a document "
+        f"set has (--rank-by forces one): {'; '.join(parts)}, best first"
+    )
+    return heading, legend
+
+
+def leaderboard_markdown(table: pd.DataFrame, primary: str | None) -> str:
+    keys = list(dict.fromkeys(str(k) for k in table.get("ranked_by", pd.Series(dtype=str)) if k))
+    extra = any(k not in _SHOWN for k in keys)  # the ranking value gets a column of its own unless shown
+    extra_label = (ranking_label(keys[0], "") if len(keys) == 1 and keys[0] != MEAN_OVER_SHARED else "Ranking value") if extra else ""
+    header = ["Rank", "Model", "Task", "Docs", *([extra_label] if extra else []), *(metric_label(k) for k in _SHOWN),
               "Fail", "Repaired", "vs next (AUROC, pp)"]
     body = []
     for r in table.to_dict("records"):
@@ -34,18 +77,19 @@ def leaderboard_markdown(table: pd.DataFrame, primary: str) -> str:
         body.append([
             "-" if rank is None or (isinstance(rank, float) and math.isnan(rank)) else str(int(rank)),
             str(r["model"]), str(r["task"]), str(r["documents"]), *([fmt_value(r["primary"])] if extra else []),
-            *(fmt_with_ci(r, k) if k.startswith("auroc_") else fmt_value(r[k]) for k in _SHOWN),
+            *(fmt_cell(r, k) for k in _SHOWN),
             fmt_value(r["fail_rate_all"]), fmt_value(r["repaired_share"]), str(r.get("vs_next") or ""),
         ])
-    target = split_metric_key(primary)[1]
+    heading, ranked_by = ranking_heading(table, primary)
     legend = (
-        f"Ranked by {metric_label(primary)} (best first), only among runs given the same documents (Docs: "
-        f"the document set's letter and size; a run without samples is not ranked). vs next: AUROC {target} "
-        "of this run minus the next-ranked run's on the documents both kept, DeLong's paired 95% CI; "
-        "* = significant at 0.05 after Holm's correction over the table's comparisons. Fail: share of all "
-        "answers without a usable score; Repaired: share of answers whose score used a repaired key."
+        f"{ranked_by}, only among runs given the same documents (Docs: the document set's letter and size; a run "
+        "without samples, or without the ranking metric, is not ranked). vs next: the ranking's AUROC (its dataset, "
+        "group mean or mean over the shared OoD sets) of this run minus the next-ranked run's on the documents both "
+        "kept, DeLong's paired 95% CI; * = significant at 0.05 after Holm's correction over the table's comparisons. "
+        "Fail: share of all answers without a usable score; Repaired: share of answers whose score used a repaired key. "
+        "FPR columns and the mark: as in the benchmark's tables above."
     )
-    return "\n\n".join(["### Leaderboard", markdown_table(header, body, 4), legend])
+    return "\n\n".join([f"### Leaderboard{heading}", markdown_table(header, body, 4), legend])
 
 
 def reguide_vs_baseline_markdown(table: pd.DataFrame) -> str:
@@ -90,7 +134,7 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def comparisons_markdown(parts: Mapping[str, pd.DataFrame], primary: str) -> str:
+def comparisons_markdown(parts: Mapping[str, pd.DataFrame], primary: str | None) -> str:
     """The comparison sections of one benchmark, those with rows."""
     sections = [leaderboard_markdown(parts["leaderboard"], primary)] if len(parts["leaderboard"]) else []
     if len(parts["reguide_vs_baseline"]):

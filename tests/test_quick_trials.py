@@ -1,0 +1,255 @@
+"""Quick trials that mean something: a ``--limit`` prefix holds every dataset, a run says why a metric
+is n/a, the leaderboard ranks without ``--rank-by`` on the authors' own release, FPR cells resting on
+tied scores are marked, and ``--dry_run`` says what a run would send.
+
+The runs replay the authors' released GPT-4o answers shipped in the package (no images, no model
+weights needed); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_runs import offline_env, read_metrics, read_samples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reguide_tasks.data.documents import interleave_by_dataset
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file, resolve_release_file
+from reguide_tasks.lmms.dry_run import TokenCounter, estimate, stage_prompts, token_counter
+from reguide_tasks.lmms.hooks import document_set
+from reguide_tasks.lmms.task_yamls import task_variants
+from reguide_tasks.metrics.ood import fpr_at_95_openood, fpr_at_95_tpr, fpr_tie_range
+from reguide_tasks.report.ties import TIE_MARK, tie_columns, tie_flagged
+
+BIN = Path(sys.executable).parent
+TASK = "reguide_baseline_imagenet200_5pct"
+REGUIDE_TASK = "reguide_imagenet200_5pct"
+REPO = Path(__file__).resolve().parents[1]
+BEFORE = json.loads((Path(__file__).parent / "data" / "demo_figures_57cdb84.json").read_text(encoding="utf-8"))
+RELEASED_OOD = ("ninco", "inaturalist", "textures", "openimage_o")  # the 5% sample has no SSB-hard answers
+
+
+def _eval(tmp_path: Path, out: Path, *args: str, program: str = "reguide-eval") -> subprocess.CompletedProcess:
+    done = subprocess.run([str(BIN / program), *args, "--output_path", str(out), "--log_samples"],
+                          capture_output=True, text=True, timeout=600, env=offline_env(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+# ------------------------------------------------------------------ document order
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=6))
+def test_every_prefix_holds_each_dataset_in_proportion(sizes):
+    docs = [{"dataset": f"d{i}", "n": j} for i, n in enumerate(sizes) for j in range(n)]
+    order = interleave_by_dataset(docs)
+    assert sorted(map(id, order)) == sorted(map(id, docs))  # the same documents
+    total, seen = len(docs), Counter()
+    for k, doc in enumerate(order, 1):
+        seen[doc["dataset"]] += 1
+        for i, n in enumerate(sizes):
+            assert abs(seen[f"d{i}"] - k * n / total) <= 1.0, (k, i, seen)
+    for i in range(len(sizes)):  # each dataset keeps its own order
+        assert [d["n"] for d in order if d["dataset"] == f"d{i}"] == list(range(sizes[i]))
+
+
+def test_every_task_of_ours_interleaves_its_documents(monkeypatch):
+    from datasets import Dataset
+
+    from reguide_tasks.lmms.hooks import expand_document_sets
+    from reguide_tasks.lmms.run_state import RUN
+
+    monkeypatch.setattr(RUN, "images_required", False)  # as under reguide_replay: no images here
+    spec = Dataset.from_list([{"benchmark": "imagenet200", "subset": "subset5", "path": "", "data_root": ""}])
+    docs = list(expand_document_sets(spec))
+    canonical = document_set("imagenet200", "subset5")
+    assert sorted(d["doc_key"] for d in docs) == sorted(d["doc_key"] for d in canonical)
+    first = Counter(d["dataset"] for d in docs[:60])
+    assert set(first) == {"imagenet200", "ssb_hard", *RELEASED_OOD}, first
+    assert docs[0]["dataset"] != docs[1]["dataset"]
+
+
+# ------------------------------------------------------------------ --limit runs
+def test_limit_60_measures_every_released_dataset_and_explains_the_rest(tmp_path):
+    done = _eval(tmp_path, tmp_path / "out", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip",
+                 "--tasks", TASK, "--limit", "60")
+    metrics = read_metrics(tmp_path / "out", TASK)
+    for dataset in RELEASED_OOD:
+        assert math.isfinite(metrics[f"auroc_{dataset}"]), dataset
+    assert math.isfinite(metrics["auroc_far"]) and math.isfinite(metrics["id_acc"])
+    assert len(read_samples(tmp_path / "out", TASK)) == 60
+    # SSB-hard has no released answer: n/a, and the summary says why (and what near needs).
+    assert "ssb_hard: AUROC, FPR@95, FPR@95TPR, AUPR n/a: its" in done.stdout
+    assert "ssb_hard documents have no released answer" in done.stdout
+    assert "near: n/a: the mean over ssb_hard, ninco needs every one (ssb_hard n/a)" in done.stdout
+
+
+def test_a_limit_too_small_for_a_dataset_is_explained(tmp_path):
+    done = _eval(tmp_path, tmp_path / "out", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip",
+                 "--tasks", TASK, "--limit", "3")
+    assert "no textures document in this run" in done.stdout
+    assert "--limit kept 3 of the task's 4,170 documents" in done.stdout
+
+
+def test_plain_lmms_eval_gets_the_same_interleaved_prefix(tmp_path):
+    """The order lives in the task's process_docs hook: lmms-eval's own CLI with --include_path gets it."""
+    _eval(tmp_path, tmp_path / "ours", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK, "--limit", "40")
+    _eval(tmp_path, tmp_path / "plain", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK,
+          "--limit", "40", "--include_path", str(REPO / "tasks_yaml"), program="lmms-eval")
+    ours, plain = (read_samples(tmp_path / name, TASK) for name in ("ours", "plain"))
+    assert [s["oodd"]["image"] for s in ours] == [s["oodd"]["image"] for s in plain]
+    assert len({s["oodd"]["dataset"] for s in plain}) == 6
+
+
+# ------------------------------------------------------------------ full runs: unchanged, and ranked
+QWEN_ON_5PCT = "model=qwen,run=imagenet200-25%,missing=skip"  # the 25% release holds the 5% images
+
+
+@pytest.fixture(scope="module")
+def shipped_runs(tmp_path_factory) -> Path:
+    """Runs of the shipped sample on the 5% ImageNet200 documents: the GPT-4o baseline, Qwen's 25%
+    baseline answers replayed on the same documents (5% is inside 25%), and the GPT-4o ReGuide run;
+    one output folder, and its report with default flags."""
+    tmp = tmp_path_factory.mktemp("shipped")
+    for name, task, args in (("gpt", TASK, "model=gpt,missing=skip"), ("qwen", TASK, QWEN_ON_5PCT), ("reguide", REGUIDE_TASK, "model=gpt,missing=skip")):
+        _eval(tmp, tmp / "out" / name, "--model", "reguide_replay", "--model_args", args, "--tasks", task)
+    done = subprocess.run([str(BIN / "reguide-report"), str(tmp / "out"), "--out", str(tmp / "report"), "--no-plots", "--no-html"],
+                          capture_output=True, text=True, timeout=600, env=offline_env(tmp))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp
+
+
+def _board(folder: Path) -> dict[str, dict]:
+    with open(folder / "imagenet200_leaderboard.csv", newline="", encoding="utf-8") as handle:
+        return {"qwen" if "qwen" in row["model"] else row["task"]: row for row in csv.DictReader(handle)}
+
+
+def test_full_run_figures_are_exactly_those_before_the_interleaving(shipped_runs):
+    metrics = read_metrics(shipped_runs / "out" / "gpt", TASK)
+    assert json.dumps(metrics, sort_keys=True) == json.dumps(BEFORE["metrics"], sort_keys=True)
+    with open(shipped_runs / "report" / "imagenet200.csv", newline="", encoding="utf-8") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["task"] == TASK and "qwen" not in r["model"])
+    assert {k: row[k] for k in BEFORE["report_cis"]} == BEFORE["report_cis"]  # bootstrap CIs, digit for digit
+
+
+def test_default_leaderboard_falls_back_and_ranks_the_shipped_sample(shipped_runs):
+    report = (shipped_runs / "report" / "report.md").read_text(encoding="utf-8")
+    heading = next(line for line in report.splitlines() if line.startswith("### Leaderboard"))
+    assert heading == ("### Leaderboard (fallback: AUROC near and AUROC far n/a in some run; "
+                       "ranked by mean AUROC over ninco, inaturalist)"), heading
+    board = _board(shipped_runs / "report")
+    gpt, qwen, reguide = board[TASK], board["qwen"], board[REGUIDE_TASK]
+    assert gpt["documents"] == qwen["documents"] == reguide["documents"] == "A (4,170)"
+    assert {gpt["rank"], qwen["rank"]} == {"1.0", "2.0"}
+    for row in (gpt, qwen):
+        assert (row["ranked_by"], row["ranked_over"], row["passed_over"]) == ("auroc_mean", "ninco,inaturalist", "auroc_near,auroc_far")
+    first = gpt if gpt["rank"] == "1.0" else qwen
+    # DeLong's paired CI of the difference, on the documents both kept
+    assert first["vs_next"].startswith("+") and first["vs_next"].count("[") == 1, first["vs_next"]
+    assert math.isfinite(float(first["p_holm"]))
+    # the ReGuide run has stage-2 answers for NINCO only, none for ID images: no AUROC, listed
+    # unranked, and it does not stop the others from ranking
+    assert reguide["rank"] == ""
+
+
+def test_rank_by_still_forces_one_metric(shipped_runs, tmp_path):
+    done = subprocess.run([str(BIN / "reguide-report"), str(shipped_runs / "out"), "--out", str(tmp_path), "--no-plots", "--no-html",
+                           "--rank-by", "auroc_far"], capture_output=True, text=True, timeout=600, env=offline_env(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    board = _board(tmp_path)
+    assert board[TASK]["rank"] == "1.0" and board["qwen"]["rank"] == ""  # Qwen has no far: unranked
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "### Leaderboard\n" in report and "Ranked by AUROC far (--rank-by, best first)" in report
+
+
+def test_a_run_set_where_nothing_ranks_says_why(tmp_path):
+    """CIFAR10 25%: only ID answers are released, so no OoD set has an AUROC."""
+    from reguide_tasks.report.leaderboard import choose_ranking
+
+    class Row:  # a leaderboard entry as choose_ranking reads it
+        def __init__(self):
+            self.run = type("R", (), {"benchmark": "cifar10"})()
+            self.row = {}
+
+    ranking = choose_ranking([Row()], None)
+    assert ranking.key == "" and ranking.passed_over == ("auroc_near", "auroc_far", "auroc_mean")
+    assert ranking.why_none.startswith("no run of this document set has an AUROC")
+
+
+# ------------------------------------------------------------------ ties at the FPR threshold
+def test_tie_range_on_a_constructed_tie_block():
+    # 20 ID and 20 OoD images, 12 OoD images tied with 19 ID images at the top score 100.0
+    is_id = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    scores = np.r_[[100.0] * 19, [40.0], [100.0] * 12, np.linspace(0, 30, 8)]
+    low, high = fpr_tie_range(is_id, scores, rule="classic")
+    assert high == fpr_at_95_tpr(is_id, scores) == 60.0 and low == 0.0
+    assert fpr_tie_range(is_id, scores)[1] == fpr_at_95_openood(is_id, scores)
+    row = {"fpr95tpr_x": high, "fpr95tpr_x_tie_low": low, "fpr95_x": 5.0, "fpr95_x_tie_low": 2.0}
+    assert tie_flagged(row, "fpr95tpr_x") and not tie_flagged(row, "fpr95_x")
+
+
+def test_the_report_marks_a_tied_fpr_cell(tmp_path):
+    from reguide_tasks.data.benchmarks import get_benchmark
+    from reguide_tasks.report.render import fmt_cell
+    from reguide_tasks.report.samples import RunScores
+
+    bench = get_benchmark("cifar10")
+    tied = {"cifar10": np.r_[[100.0] * 19, [40.0]], **{d: np.r_[[100.0] * 12, np.linspace(0, 30, 8)] for d in bench.ood_datasets}}
+    scores = RunScores(bench, tied, {d: 20 for d in tied}, {d: 0 for d in tied}, "max_id", "exclude")
+    row = {"fpr95tpr_far": 60.0, "fpr95tpr_mnist": 60.0, **tie_columns(scores)}
+    assert row["fpr95tpr_mnist_tie_low"] == 0.0 and row["fpr95tpr_far_tie_low"] == 0.0
+    assert fmt_cell(row, "fpr95tpr_far") == f"60.0{TIE_MARK}"
+
+
+# ------------------------------------------------------------------ --dry_run
+def _variant(name: str):
+    return next(v for v in task_variants() if v.name == name)
+
+
+def _released_prompt_tokens(counter: TokenCounter) -> tuple[float, float]:
+    """Mean tokens of the released stage-1 and stage-2 prompts of the 5% ImageNet200 ReGuide run."""
+    root = "response/reguide/imagenet200-5%"
+    stage2 = read_release_file(resolve_release_file(RELEASE_DIR / root / "stage2/gpt/ninco.jsonl.gz"))
+    prompts2 = [next(iter(entry)) for entry in stage2.values()]
+    stage1 = stage_prompts("imagenet200", "reguide")["stage 1"]  # byte-identical to the released one (test_prompts)
+    return counter.count(stage1), float(np.mean([counter.count(p) for p in prompts2]))
+
+
+@pytest.mark.parametrize("model_args", ["", "tiny_llava"])
+def test_dry_run_tokens_are_within_10_percent_of_the_released_prompts(model_args, request):
+    if model_args:
+        model_args = f"pretrained={request.getfixturevalue('tiny_llava_dir')}"
+    counter = token_counter(model_args)
+    assert ("tokenizer of" in counter.how) == bool(model_args), counter.how
+    est = estimate(_variant(REGUIDE_TASK), None, counter)
+    assert est.documents == 4170 and [s.requests for s in est.stages] == [4170, 4170]
+    stage1, stage2 = _released_prompt_tokens(counter)
+    assert est.stages[0].tokens_per_request == stage1
+    assert abs(est.stages[1].tokens_per_request - stage2) / stage2 < 0.10
+    assert abs(est.tokens - 4170 * (stage1 + stage2)) / (4170 * (stage1 + stage2)) < 0.10
+
+
+def test_dry_run_from_the_cli(tmp_path):
+    done = subprocess.run([str(BIN / "reguide-eval"), "--model", "reguide_replay", "--tasks", f"{REGUIDE_TASK},mme", "--dry_run",
+                           "--price", "2.5,10", "--answer_tokens", "200", "--limit", "100"],
+                          capture_output=True, text=True, timeout=300, env=offline_env(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "nothing was sent to a model" in out and "100 of 4,170" in out
+    assert "2 requests per document" in out
+    assert "total: 200 requests" in out and "cost: $" in out and "not estimated (not one of our tasks): mme" in out
+    assert not list(tmp_path.rglob("*_results.json"))
+
+
+def test_dry_run_bad_price_fails_before_anything(tmp_path):
+    done = subprocess.run([str(BIN / "reguide-eval"), "--model", "reguide_replay", "--tasks", REGUIDE_TASK, "--dry_run", "--price", "cheap"],
+                          capture_output=True, text=True, timeout=300, env=offline_env(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1 and "--price 'cheap': give USD per million tokens as IN or IN,OUT" in done.stderr
