@@ -7,6 +7,7 @@ release), so a document set of the full OpenOOD lists is paths only.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
@@ -213,13 +214,39 @@ class MissingImages:
         )
 
 
+@functools.lru_cache(maxsize=4096)
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def image_file(root: Path, doc: Mapping) -> Path:
+    """``root / doc["image"]``; :class:`DataError` when that path leaves the data root: absolute, with
+    a '..' part or a NUL, or through a link below the root's top-level folders that leads out of its
+    folder (a top-level folder itself, ``images_classic`` say, may be a link to another disk)."""
+    image = str(doc["image"])
+    parts = image.replace("\\", "/").split("/")
+    path = root / image
+    escapes = not image or image.startswith(("/", "\\")) or os.path.isabs(image) or ".." in parts or "\0" in image
+    if not escapes and len(parts) > 1:
+        top = _real(str(root / parts[0]))
+        # the folder, resolved once per folder; the file itself only when it is a link (one lstat)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(_real(os.path.dirname(path)), parts[-1])
+        escapes = not real.startswith(top + os.sep)
+    if escapes:
+        raise DataError(
+            f"document {doc.get('doc_key', image)!r} ({doc.get('dataset', '?')}): its image path {image!r} leaves the data root {root} "
+            "(an absolute path, a '..' or a link out of its folder): refused. Fix that entry of the image list or document file."
+        )
+    return path
+
+
 def find_missing_images(docs: Sequence[Mapping], root: Path | None = None) -> MissingImages:
     root = data_root(root)
     missing: Counter[str] = Counter()
     examples: list[str] = []
     root_exists = root.is_dir()
     for doc in docs:
-        if not root_exists or not (root / doc["image"]).is_file():
+        if not root_exists or not image_file(root, doc).is_file():
             missing[doc["dataset"]] += 1
             if len(examples) < 3:
                 examples.append(str(root / doc["image"]))
@@ -237,7 +264,7 @@ def load_image(doc: Mapping, root: Path | None = None):
     """Open the document's image as RGB; a missing or corrupt file raises DataError naming the doc."""
     from PIL import Image, UnidentifiedImageError
 
-    path = data_root(root or doc.get("data_root") or None) / doc["image"]
+    path = image_file(data_root(root or doc.get("data_root") or None), doc)
     try:
         with Image.open(path) as image:
             return image.convert("RGB")

@@ -33,6 +33,7 @@ from reguide_tasks.data.documents import (
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.lmms import runtime
 from reguide_tasks.lmms.run_state import RUN
+from reguide_tasks.lmms.output_guard import OutputGuardError, check_output_names, hold_run_lock, is_first_rank
 from reguide_tasks.lmms.secrets import split_secret_model_args
 from reguide_tasks.lmms.task_yamls import TAGGED_BENCHMARKS, task_variants
 from reguide_tasks.lmms.user_benchmarks import output_path_of, prepare_benchmarks, write_document_lists
@@ -355,6 +356,10 @@ def run(argv: Sequence[str]) -> None:
         # Set for every rank alike (same arguments), before lmms-eval creates the cache.
         os.environ[CACHE_RUN_ID_ENV] = stable_cache_run_id(args.model, args.model_args, args.tasks)
 
+    if not listing:  # before lmms-eval writes anything: names inside --output_path, one run at a time
+        check_output_names(args.model_args, [t.strip() for t in (args.tasks or "").split(",") if t.strip()])
+        if is_first_rank():
+            hold_run_lock([getattr(args, "output_path", None), getattr(args, "use_cache", None)], ["reguide-eval", *rest])
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
         runtime.install_chunked_cache_saving(own.save_every)
@@ -410,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(argv)
     except BrokenPipeError:  # `reguide-eval --tasks list | head`: the reader has gone, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (DataError, RunFailed, UnknownTask, BadArguments, runtime.UnsupportedLmmsEval) as exc:
+    except (DataError, RunFailed, UnknownTask, OutputGuardError, BadArguments, runtime.UnsupportedLmmsEval) as exc:
         print(f"reguide-eval: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     except SystemExit as exc:

@@ -62,7 +62,9 @@ through the response cache as the per-document loop does),
 ``lmms_eval.models.model_utils.usage_metrics._USAGE_HISTORY`` and
 ``lmms_eval.models.model_utils.usage_metrics._USAGE_LOCK`` (the history the incremental token totals
 read, under lmms-eval's own lock), ``lmms_eval.utils._lmms_eval_repo_root`` (the folder whose git
-commit 0.7.3 takes for its version).
+commit 0.7.3 takes for its version), ``lmms_eval.loggers.evaluation_tracker.GeneralConfigTracker._get_model_name``
+and ``lmms_eval.utils.sanitize_model_name`` (the folder name lmms-eval will write results into,
+checked by :mod:`reguide_tasks.lmms.output_guard` before the run).
 
 On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_version` raises
 :class:`UnsupportedLmmsEval` naming the installed version, the supported ones and what to do):
@@ -119,6 +121,8 @@ RELIED_ON_INTERNALS = (
     ("lmms_eval.models.model_utils.usage_metrics", "_USAGE_HISTORY"),
     ("lmms_eval.models.model_utils.usage_metrics", "_USAGE_LOCK"),
     ("lmms_eval.utils", "_lmms_eval_repo_root"),
+    ("lmms_eval.loggers.evaluation_tracker", "GeneralConfigTracker._get_model_name"),
+    ("lmms_eval.utils", "sanitize_model_name"),
 )
 _ORIGINAL_AGENTIC_LOOP = "_lmms_eval_run_generate_until_agentic"  # where lmms-eval's loop is kept
 
