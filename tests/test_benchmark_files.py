@@ -134,7 +134,7 @@ def test_a_user_file_loads_with_its_own_lists(tmp_path: Path) -> None:
         ({"name": "My Bench"}, r"name: 'My Bench' is not a name"),
         ({"name": "cifar10"}, r"name: 'cifar10' is already a shipped benchmark"),
         ({"colour": "red"}, r"colour: unknown field"),
-        ({"default_subset": "stratified5"}, r"default_subset\.baseline: 'stratified5' is none of the benchmark's document sets"),
+        ({"default_subset": "stratified10"}, r"default_subset\.baseline: 'stratified10' is none of the benchmark's document sets"),
     ],
 )
 def test_malformed_files_name_the_field(tmp_path: Path, overrides: dict, message: str) -> None:
@@ -170,3 +170,18 @@ def test_stratified_subsets_are_seeded_per_dataset_and_class(tmp_path: Path) -> 
         assert {"reguide_baseline_mybench_5pct", "reguide_mybench_25pct", "reguide_mybench"} <= {v.name for v in task_variants()}
     finally:
         BENCHMARKS.pop("mybench", None)
+
+
+def test_the_example_file_of_the_docs_loads(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    block = docs.split("```yaml\n# my_bench.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_bench.yaml").write_text(block, encoding="utf-8")
+    (tmp_path / "classes.txt").write_text("bolt\nnut\nwasher\n", encoding="utf-8")
+    (tmp_path / "lists").mkdir()
+    for name in ("test_parts.txt", "test_scrap.txt", "sky_photos.txt", "test_worn_parts.txt"):
+        (tmp_path / "lists" / name).write_text("a.png 0\n", encoding="utf-8")
+    bench = load_benchmark_file(tmp_path / "my_bench.yaml")
+    assert (bench.name, bench.id_dataset, bench.near, bench.far, bench.shifted) == ("mybench", "parts", ("scrap",), ("sky",), ("worn_parts",))
+    assert bench.image_roots == {"parts": "parts_images", "scrap": "parts_images", "sky": "other", "worn_parts": "parts_images"}
+    assert bench.stratified == (5, 25) and bench.default_subset == {"baseline": "full", "reguide": "full"}
+    assert bench.fsood_view().name == "mybench_fsood"
