@@ -26,19 +26,24 @@ import pytest
 import torch
 from lmms_eval.api.instance import Instance
 from safetensors import safe_open
+from test_clip_ood import one_thread  # noqa: F401 (autouse: one torch thread for the tiny model)
 
 from reguide_tasks.answers.parsing import parse_answer
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.data.documents import DataError, load_image
-from reguide_tasks.data.train_lists import sample_k_shot, train_documents, train_list_path
+from reguide_tasks.data.train_lists import (
+    sample_k_shot,
+    train_documents,
+    train_list_path,
+)
 from reguide_tasks.models.clip_context import CONFIG_KEY, load_context, save_context
 from reguide_tasks.models.clip_ood import ClipOoD
-from reguide_tasks.models.clip_train import CONTEXT_FILE, STATE_FILE, TrainConfig, TrainError, epoch_lr, train
+from reguide_tasks.models.clip_train import CONTEXT_FILE, STATE_FILE, train
+from reguide_tasks.models.clip_train_config import TrainConfig, TrainError, epoch_lr
 from reguide_tasks.report.labels import identity_labels
 from reguide_tasks.testing.fixtures import make_train_fixture
 from reguide_tasks.testing.tiny_clip import build_tiny_clip
 from reguide_tasks.vocab import REJECTION_CLASS
-from test_clip_ood import one_thread  # noqa: F401 (autouse: one torch thread for the tiny model)
 
 BIN = Path(sys.executable).parent
 CIFAR = get_benchmark("cifar10").classes

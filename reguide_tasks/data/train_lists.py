@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
-from reguide_tasks.data.documents import DataError, data_root, make_document, parse_imglist_line
+from reguide_tasks.data.documents import (
+    DataError,
+    data_root,
+    make_document,
+    parse_imglist_line,
+)
+
 
 def train_list_path(benchmark: Benchmark, root: str | os.PathLike | None = None) -> Path:
     """Where OpenOOD keeps the benchmark's ID training list under the data root."""

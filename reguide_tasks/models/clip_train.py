@@ -25,13 +25,12 @@ after, the learned context's; both on the un-augmented images, recorded in the c
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
+import pickle
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,98 +41,26 @@ from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.data.documents import DataError, load_image, require_images
 from reguide_tasks.data.train_lists import sample_k_shot, train_documents
 from reguide_tasks.models.clip_context import load_context, save_context
-from reguide_tasks.models.clip_features import LOCAL_FEATURES, context_prompts, encode_texts, encode_with_context, image_features
+from reguide_tasks.models.clip_features import (
+    context_prompts,
+    encode_texts,
+    encode_with_context,
+    image_features,
+)
 from reguide_tasks.models.clip_scores import normalize
+from reguide_tasks.models.clip_train_config import (
+    DEFAULT_N_CTX,
+    MIXED_PRECISION,
+    TrainConfig,
+    TrainError,
+    TrainResult,
+    config_fields,
+    epoch_lr,
+    epoch_seed,
+)
 
-AUGMENTS = ("flip_crop", "none")
-MIXED_PRECISION = ("no", "fp16", "bf16")
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 CONTEXT_FILE, STATE_FILE, IMAGES_FILE = "context.safetensors", "train_state.pt", "kshot_images.txt"
-DEFAULT_N_CTX = 16
-
-
-class TrainError(ValueError):
-    """Bad training input or an output folder that cannot be resumed; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines the learned context (the resume check compares these fields)."""
-
-    pretrained: str
-    benchmark: str
-    shots: int = 16
-    seed: int = 1
-    n_ctx: int | None = None  # default 16, or the words of ctx_init / the init_context's length
-    class_specific: bool = False
-    ctx_init: str = ""  # e.g. "a photo of a": start from these words' token embeddings
-    init_context: str = ""  # start from a saved context file
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    augment: str = "flip_crop"
-    locoop_lambda: float = 0.0
-    locoop_top_k: int = 0  # 0: half the classes
-    local_features: str = "value"
-    train_list: str = ""  # default: <data root>/benchmark_imglist/<benchmark>/train_<id>.txt
-
-    def check(self) -> None:
-        problems = []
-        if self.shots < 1:
-            problems.append(f"--shots must be >= 1 (CoOp uses 1, 2, 4, 8, 16), not {self.shots}")
-        if self.epochs < 1 or self.batch_size < 1:
-            problems.append("--epochs and --batch_size must be >= 1")
-        if self.n_ctx is not None and self.n_ctx < 1:
-            problems.append(f"--n_ctx must be >= 1, not {self.n_ctx}")
-        if self.lr <= 0:
-            problems.append("--lr must be > 0")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            problems.append(f"--warmup_epochs must be in 0..{self.epochs - 1} (fewer than --epochs)")
-        if self.augment not in AUGMENTS:
-            problems.append(f"--augment must be one of {', '.join(AUGMENTS)}")
-        if self.locoop_lambda < 0:
-            problems.append("--locoop_lambda must be >= 0 (0 = plain CoOp)")
-        if self.local_features not in LOCAL_FEATURES:
-            problems.append(f"--local_features must be one of {', '.join(LOCAL_FEATURES)}")
-        if self.ctx_init and self.init_context:
-            problems.append("give --ctx_init (words) or --init_context (a file), not both")
-        if problems:
-            raise TrainError("; ".join(problems))
-
-    @property
-    def method(self) -> str:
-        return ("LoCoOp" if self.locoop_lambda > 0 else "CoOp") + ("-CSC" if self.class_specific else "")
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    context_path: Path
-    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, accuracy (augmented batches), lr
-    zero_shot_accuracy: float = math.nan
-    accuracy: float = math.nan  # the learned context's, on the un-augmented k-shot images
-    resumed_from: int = 0  # epochs already done when this run started
-    already_done: bool = False
-
-
-def epoch_lr(config: TrainConfig, epoch: int) -> float:
-    """Constant warm-up lr, then a cosine from ``lr`` over the remaining epochs (0-based ``epoch``)."""
-    if epoch < config.warmup_epochs:
-        return config.warmup_lr
-    span = max(1, config.epochs - config.warmup_epochs)
-    return 0.5 * config.lr * (1 + math.cos(math.pi * (epoch - config.warmup_epochs) / span))
-
-
-def _epoch_seed(config: TrainConfig, epoch: int) -> int:
-    return (config.seed * 1_000_003 + epoch) % 2**63
-
-
-def _config_fields(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
 
 
 def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
@@ -144,9 +71,9 @@ def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | 
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         stored = json.loads(state["config"])
-    except Exception as exc:  # a file we did not write, or damaged: say so, do not guess
+    except (OSError, EOFError, KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:  # not ours, or damaged
         raise TrainError(f"{state_path} is not a readable training state ({exc}); remove it or use another --output_dir") from None
-    ours = _config_fields(config)
+    ours = config_fields(config)
     differ = [f"{k}: {stored.get(k)!r} there, {v!r} here" for k, v in ours.items() if stored.get(k) != v]
     if differ:
         raise TrainError(f"{output_dir} holds a training run with other settings ({'; '.join(differ)}): use another --output_dir, or rerun with those settings to resume it")
@@ -333,7 +260,7 @@ class _Trainer:
         lr = epoch_lr(config, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        seed = _epoch_seed(config, epoch)
+        seed = epoch_seed(config, epoch)
         torch.manual_seed(seed)  # augmentation draws in this process (num_workers=0)
         order = torch.randperm(len(self.docs), generator=torch.Generator().manual_seed(seed)).tolist()
         total_loss, correct, seen = 0.0, 0.0, 0
@@ -354,7 +281,7 @@ class _Trainer:
     def _metadata(self, epochs_done: int, history: list[dict[str, float]], zero_shot: float, accuracy: float | None) -> dict[str, Any]:
         ctx = self.ctx.detach()
         return {
-            **_config_fields(self.config),
+            **config_fields(self.config),
             "method": self.config.method, "classes": list(self.classes), "n_classes": len(self.classes),
             "n_ctx": int(ctx.shape[-2]), "hidden_size": int(ctx.shape[-1]), "epochs_done": epochs_done,
             "kshot_images_sha256": _sha256([d["image"] for d in self.docs]), "zero_shot_accuracy": zero_shot,
@@ -366,7 +293,7 @@ class _Trainer:
         scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
         state = {"ctx": self.ctx.detach().float().cpu(), "optimizer": self.optimizer.state_dict(), "scaler": scaler,
                  "epoch": epochs_done, "history": json.dumps(history), "zero_shot_accuracy": zero_shot,
-                 "config": json.dumps(_config_fields(self.config))}
+                 "config": json.dumps(config_fields(self.config))}
         _atomic_torch_save(state, self.output_dir / STATE_FILE)  # the resume point first, then the product
         return save_context(self.output_dir / CONTEXT_FILE, self.ctx, self._metadata(epochs_done, history, zero_shot, accuracy))
 
@@ -429,4 +356,4 @@ def train(
     return trainer.run(save_every)
 
 
-__all__ = ["AUGMENTS", "CONTEXT_FILE", "STATE_FILE", "TrainConfig", "TrainError", "TrainResult", "epoch_lr", "train"]
+__all__ = ["CONTEXT_FILE", "STATE_FILE", "TrainConfig", "TrainError", "TrainResult", "train"]

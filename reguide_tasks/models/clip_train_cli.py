@@ -16,7 +16,13 @@ import argparse
 import sys
 
 from reguide_tasks.data.benchmarks import BENCHMARKS
-from reguide_tasks.models.clip_train import AUGMENTS, MIXED_PRECISION, TrainConfig, TrainError, train
+from reguide_tasks.models.clip_train import train
+from reguide_tasks.models.clip_train_config import (
+    AUGMENTS,
+    MIXED_PRECISION,
+    TrainConfig,
+    TrainError,
+)
 
 PROG = "reguide-clip-train"
 

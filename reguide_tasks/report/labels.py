@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 import struct
-from pathlib import Path
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 MODEL_ARG_KEYS = ("pretrained", "model", "responses")
 CLIP_MODEL = "clip_ood"

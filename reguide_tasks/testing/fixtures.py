@@ -19,8 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.data.documents import full_documents, subset_documents, write_documents
-from reguide_tasks.testing.label_code import FIELD_BITS, MIN_SIDE, LabelCode, draw_label_code
+from reguide_tasks.data.documents import (
+    full_documents,
+    subset_documents,
+    write_documents,
+)
+from reguide_tasks.testing.label_code import (
+    FIELD_BITS,
+    MIN_SIDE,
+    LabelCode,
+    draw_label_code,
+)
 from reguide_tasks.vocab import custom_documents_path
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
