@@ -206,6 +206,8 @@ def test_bad_input_is_refused_before_training(clip_dir: str, data_root: Path, tm
     # config values
     refused(TrainConfig(clip_dir, "cifar10", **{**base, "locoop_lambda": 0.5, "locoop_top_k": 10}), r"--locoop_top_k must be in 1\.\.9")
     refused(TrainConfig(clip_dir, "cifar10", **{**base, "warmup_epochs": 2}), "--warmup_epochs")
+    with pytest.raises(TrainError, match="--device must be auto, cpu or cuda"):
+        train(TrainConfig(clip_dir, "cifar10", **base), tmp_path / "never", data_root=data_root, device="tpu")
 
 
 def test_a_class_specific_context_answers_only_its_classes(trained, clip_dir: str) -> None:

@@ -349,6 +349,10 @@ def train(
     config.check()
     if save_every < 1:
         raise TrainError("--save_every must be >= 1")
+    if device not in ("auto", "cpu", "cuda"):
+        raise TrainError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda: no CUDA device is visible to torch here (use --device cpu, or auto)")
     try:
         trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress)
     except DataError as exc:
