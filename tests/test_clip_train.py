@@ -256,3 +256,12 @@ def test_make_fixtures_writes_training_images_and_their_list(tmp_path: Path, cap
     require_images(docs, tmp_path)
     assert [d["label"] for d in docs] == [k for k in range(10) for _ in range(2)]
     assert all(read_label_code(load_image(d, tmp_path)).label == d["label"] for d in docs)
+
+
+def test_a_kill_between_the_last_state_and_its_context_file_is_finished_by_the_rerun(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    config = TrainConfig(clip_dir, "cifar10", epochs=2, augment="none", **FAST)
+    first = train(config, tmp_path, data_root=data_root, device="cpu", progress=False)
+    (tmp_path / CONTEXT_FILE).unlink()  # as if killed after train_state.pt was replaced, before the context
+    rerun = train(config, tmp_path, data_root=data_root, device="cpu", progress=False)
+    assert not rerun.already_done and rerun.resumed_from == 2 and len(rerun.history) == 2
+    assert (tmp_path / CONTEXT_FILE).is_file() and rerun.accuracy == pytest.approx(first.accuracy)

@@ -30,7 +30,7 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +297,7 @@ class _Trainer:
         _atomic_torch_save(state, self.output_dir / STATE_FILE)  # the resume point first, then the product
         return save_context(self.output_dir / CONTEXT_FILE, self.ctx, self._metadata(epochs_done, history, zero_shot, accuracy))
 
-    def run(self, save_every: int, on_checkpoint: Callable[[int], None] | None = None) -> TrainResult:
+    def run(self, save_every: int) -> TrainResult:
         config, out = self.config, self.output_dir
         (out / IMAGES_FILE).parent.mkdir(parents=True, exist_ok=True)
         (out / IMAGES_FILE).write_text("".join(f"{d['image']} {d['label']}\n" for d in self.docs), encoding="utf-8")
@@ -317,16 +317,12 @@ class _Trainer:
         for epoch in bar:
             history.append(self._epoch(epoch, cached))
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", acc=f"{history[-1]['accuracy']:.3f}")
-            done = epoch + 1
-            if done % save_every == 0 or done == config.epochs:
-                accuracy = None
-                if done == config.epochs:
-                    with torch.no_grad():
-                        accuracy = self._accuracy(clean[0], clean[2], self._class_features())
-                self._save(done, history, zero_shot, accuracy)
-                if on_checkpoint is not None:
-                    on_checkpoint(done)
+            if (epoch + 1) % save_every == 0 and epoch + 1 < config.epochs:
+                self._save(epoch + 1, history, zero_shot)
         bar.close()
+        with torch.no_grad():  # the final save also covers a kill between the last state and its context file
+            accuracy = self._accuracy(clean[0], clean[2], self._class_features())
+        self._save(config.epochs, history, zero_shot, accuracy)
         return TrainResult(out, out / CONTEXT_FILE, history, zero_shot, accuracy, start)
 
 
