@@ -142,6 +142,9 @@ def test_the_report_has_the_benchmarks_own_columns(user_run) -> None:
     assert "## mybench\n" in text and "## mybench_fsood\n" in text
     assert "ID: parts; near-OoD: scrap; far-OoD: sky" in text
     assert "AUROC scrap" in text and "AUROC sky" in text
+    fsood = text.split("## mybench_fsood\n", 1)[1]
+    assert "covariate-shifted ID (on the ID side of every OoD metric): worn" in fsood
+    assert "| Model | ID acc parts | ID acc worn |" in fsood and "AUROC worn" not in fsood
     assert (work / "report" / "mybench.csv").is_file()
 
 

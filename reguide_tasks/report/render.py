@@ -89,8 +89,9 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
         if n_boot
         else "No bootstrap CIs (--bootstrap 0)."
     )
+    shifted = f"; covariate-shifted ID (on the ID side of every OoD metric): {', '.join(bench.csid)}" if bench.csid else ""
     intro = (
-        f"ID: {bench.id_dataset}; near-OoD: {', '.join(bench.near)}; far-OoD: {', '.join(bench.far)}. "
+        f"ID: {bench.id_dataset}; near-OoD: {', '.join(bench.near)}; far-OoD: {', '.join(bench.far)}{shifted}. "
         f"Score rule / failure policy / key reading: {', '.join(rules)}."
     )
     answers = answers_markdown(table, bench, left)
@@ -101,7 +102,11 @@ def benchmark_markdown(name: str, table: pd.DataFrame, *, n_boot: int, seed: int
         f"answer, left out of every metric (a dataset without any answer is n/a, and so is its group). {ci_text}"
     )
     fpr_legend = "\n".join(f"- {line}" for line in (*FPR_LEGEND, tie_legend()))
-    return "\n\n".join([f"## {name}", md_text(intro), summary, "### Per OoD dataset", detail, "### Answers per dataset", answers, legend, fpr_legend])
+    sections = [f"## {name}", md_text(intro), summary, "### Per OoD dataset", detail]
+    if bench.csid:
+        accuracy_cols = columns[:left] + [("id_acc", f"ID acc {bench.id_dataset}")] + [(f"id_acc_{d}", f"ID acc {d}") for d in bench.csid]
+        sections += ["### ID accuracy per ID set", markdown_table([h for _, h in accuracy_cols], [[fmt_cell(r, k) for k, _ in accuracy_cols] for r in rows], left)]
+    return "\n\n".join([*sections, "### Answers per dataset", answers, legend, fpr_legend])
 
 
 def answers_markdown(table: pd.DataFrame, bench: Benchmark, left: int) -> str:

@@ -31,6 +31,8 @@ def run_row(run: Run, scores: RunScores | None, cis: Mapping[str, tuple[float, f
     nan = math.nan
     row: dict[str, Any] = {"model": run.label, "task": run.task, "benchmark": run.benchmark}
     row["id_acc"] = m.get("id_acc", nan)
+    for dataset in bench.csid:  # full-spectrum: each covariate-shifted ID set's own accuracy
+        row[f"id_acc_{dataset}"] = m.get(f"id_acc_{dataset}", nan)
     row["fail_rate_id"] = m.get(f"fail_rate_{bench.id_dataset}", nan)
     row["fail_rate_all"] = overall_fail_rate(run, scores)
     for metric in DETAIL_METRICS:
