@@ -93,6 +93,8 @@ def test_fixture_images_carry_their_label_code(user_run) -> None:
     assert code is not None and (code.role, code.label) == ("id", 2)
     assert read_label_code(Image.open(work / "data" / "worn" / "1_0.png")).role == "id"  # a shifted ID image
     assert read_label_code(Image.open(work / "data" / "sky" / "3.jpg")).role == "far"
+    checked = _run("reguide-check-data", "--benchmark", "my_bench.yaml", "--tasks", "reguide_baseline_mybench,reguide_mybench_fsood", "--data_root", "data", cwd=work)
+    assert checked.returncode == 0 and "reguide_mybench_fsood: all 61 images present" in checked.stdout, _describe(checked)
 
 
 def test_baseline_and_reguide_tasks_score_the_users_datasets(user_run) -> None:
