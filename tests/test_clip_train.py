@@ -172,6 +172,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(clip_dir: str, data_root: P
     assert (out / CONTEXT_FILE).read_bytes() == before
 
 
+def list_of_classes(folder: Path) -> Path:
+    path = folder / "classes.txt"
+    path.write_text("\n".join(CIFAR) + "\n", encoding="utf-8")
+    return path
+
+
 def test_bad_input_is_refused_before_training(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
     def refused(config: TrainConfig, match: str, root: Path = data_root, out: Path = tmp_path / "never") -> None:
         with pytest.raises(TrainError, match=match):
@@ -181,8 +187,15 @@ def test_bad_input_is_refused_before_training(clip_dir: str, data_root: Path, tm
     base = dict(epochs=2, augment="none", **FAST)
     # more shots than the smallest class holds (the CLI exits 1 with the same message)
     refused(TrainConfig(clip_dir, "cifar10", **{**base, "shots": PER_CLASS + 1}), rf"--shots {PER_CLASS} or fewer")
-    cli = subprocess.run(_cli(clip_dir, data_root, tmp_path / "cli", "--shots", "99"), capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
-    assert cli.returncode == 1 and cli.stderr.strip().splitlines()[-1].startswith("reguide-clip-train: error: 99-shot training needs 99 images")
+    # ... also for a benchmark file of the user's (its training list is found through the file's image-list folder)
+    shipped = (Path(get_benchmark("cifar10").source)).read_text(encoding="utf-8")
+    own = shipped.replace("name: cifar10", "name: my_cifar").replace("classes: ../classes/cifar10.txt", f"classes: {list_of_classes(tmp_path)}")
+    own = "\n".join(line for line in own.splitlines() if not line.startswith(("released_subsets", "  subset25", "examples", "default_subset")))
+    (tmp_path / "my_cifar.yaml").write_text(own + "\n", encoding="utf-8")
+    command = _cli(clip_dir, data_root, tmp_path / "cli", "--shots", "99")
+    command[command.index("cifar10")] = str(tmp_path / "my_cifar.yaml")
+    cli = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert cli.returncode == 1 and cli.stderr.strip().splitlines()[-1].startswith("reguide-clip-train: error: 99-shot training needs 99 images"), cli.stderr[-2000:]
     # no training list; a list whose images are missing; a label outside the class list
     refused(TrainConfig(clip_dir, "cifar10", **base), "train_cifar10.txt not found.*reguide-make-fixtures --train-per-class", root=tmp_path / "empty")
     broken = tmp_path / "broken"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reguide_tasks.data.benchmarks import BENCHMARKS
+from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark, register_benchmark_file
 from reguide_tasks.models.clip_train import train
 from reguide_tasks.models.clip_train_config import (
     AUGMENTS,
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig("", "")
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrained", required=True, help="CLIP hub id or local folder (CLIPModel.from_pretrained)")
-    p.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    p.add_argument("--benchmark", required=True, metavar="NAME|FILE", help=f"{', '.join(sorted(BENCHMARKS))}, or a benchmark file of your own (.yaml; pass it again to resume)")
     p.add_argument("--output_dir", required=True, help="where the context, the resume state and the k-shot list go")
     p.add_argument("--data_root", default=None, help="OpenOOD data root (default: $REGUIDE_DATA_ROOT or ./data)")
     p.add_argument("--train_list", default="", help="training list to read instead of <data_root>/benchmark_imglist/<benchmark>/train_<id>.txt")
@@ -60,15 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def benchmark_name(given: str) -> str:
+    """A benchmark name, or a benchmark file (registered here); ValueError naming what is wrong."""
+    if given.endswith((".yaml", ".yml")):
+        return register_benchmark_file(given).name
+    return get_benchmark(given).name
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{name: getattr(args, name) for name in fields})
+    values = {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__}
+    return TrainConfig(**{**values, "benchmark": benchmark_name(args.benchmark)})
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+    except ValueError as exc:  # an unknown benchmark, a malformed benchmark file (the message names the field)
+        parser.error(str(exc))
+    try:
         result = train(config, args.output_dir, data_root=args.data_root, device=args.device, mixed_precision=args.mixed_precision,
                        num_workers=args.num_workers, save_every=args.save_every, progress=not args.quiet)
     except TrainError as exc:
@@ -82,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{config.method} {config.shots}-shot on {config.benchmark}: loss {last.get('loss', float('nan')):.4f}; "
           f"k-shot accuracy zero-shot {100 * result.zero_shot_accuracy:.1f}% -> learned {100 * result.accuracy:.1f}%")
     print(f"context: {result.context_path}")
+    own = f" --benchmark {args.benchmark}" if args.benchmark.endswith((".yaml", ".yml")) else ""
     print(f"evaluate: reguide-eval --model clip_ood --model_args pretrained={config.pretrained},prompt_context={result.context_path},score=mcm "
-          f"--tasks reguide_baseline_{config.benchmark} --batch_size 64")
+          f"--tasks reguide_baseline_{config.benchmark}{own} --batch_size 64")
     return 0
 
 
