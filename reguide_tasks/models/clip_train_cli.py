@@ -15,7 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark, register_benchmark_file
+from reguide_tasks.data.benchmarks import (
+    BENCHMARKS,
+    get_benchmark,
+    register_benchmark_file,
+)
 from reguide_tasks.models.clip_train import train
 from reguide_tasks.models.clip_train_config import (
     AUGMENTS,
