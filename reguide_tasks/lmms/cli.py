@@ -97,12 +97,6 @@ def preflight(variants: Sequence, check_images: bool = True) -> None:
             raise DataError(f"task {variant.name}: {exc}") from None
 
 
-def _documents_of(variant) -> list[dict]:
-    from reguide_tasks.lmms.hooks import document_set
-
-    return document_set(variant.benchmark, variant.subset)
-
-
 CACHE_RUN_ID_ENV = "LMMS_CACHE_RUN_ID"
 ANSWER_CACHE_DIR = "answer_cache"
 # Requests per model call while an answer cache is on: small enough that a kill loses little, large
@@ -322,8 +316,7 @@ def run(argv: Sequence[str]) -> None:
 
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     early = early_args(rest)
-    # A user's benchmark file: validated (errors name the field) and its tasks written, before anything else.
-    benchmark_folders = prepare_benchmarks(own.benchmark or [], output_path_of(rest))
+    benchmark_folders = prepare_benchmarks(own.benchmark or [], output_path_of(rest))  # a user's benchmark: checked, tasks written
     if early.tasks == "list":  # ours only, described, without importing lmms-eval
         from reguide_tasks.lmms.task_list import task_listing
 
@@ -336,8 +329,7 @@ def run(argv: Sequence[str]) -> None:
         return
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
         preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))
-        for written in write_document_lists(our_tasks(early.tasks), _documents_of, output_path_of(rest)):
-            print(f"stratified subset's documents written to {written}", flush=True)
+        write_document_lists(our_tasks(early.tasks), output_path_of(rest))  # a stratified subset's, next to the results
     import lmms_eval.__main__ as lmms_main
 
     sys.argv = ["lmms-eval", *rest]

@@ -63,16 +63,17 @@ def prepare_benchmarks(files: Sequence[str], output_path: str | None) -> list[st
     return folders
 
 
-def write_document_lists(variants: Sequence, documents_of, output_path: str | None) -> list[Path]:
+def write_document_lists(variants: Sequence, output_path: str | None) -> list[Path]:
     """Next to the results, the documents of every task on a seeded stratified subset (the list a
-    reader needs to run the same slice: a ``*_custom`` task reads this file)."""
-    if not output_path:
-        return []
+    reader needs to run the same slice: a ``*_custom`` task reads this file); each path is printed."""
+    from reguide_tasks.lmms.hooks import document_set
+
     written = []
-    for variant in variants:
+    for variant in variants if output_path else ():
         if variant.subset.startswith("stratified"):
             path = Path(output_path) / DOCUMENT_LISTS_FOLDER / f"{variant.name}.jsonl"
-            written.append(write_documents(documents_of(variant), path))
+            written.append(write_documents(document_set(variant.benchmark, variant.subset), path))
+            print(f"{variant.name}: its stratified subset's documents are in {path}", flush=True)
     return written
 
 
