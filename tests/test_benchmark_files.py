@@ -185,3 +185,23 @@ def test_the_example_file_of_the_docs_loads(tmp_path: Path) -> None:
     assert bench.image_roots == {"parts": "parts_images", "scrap": "parts_images", "sky": "other", "worn_parts": "parts_images"}
     assert bench.stratified == (5, 25) and bench.default_subset == {"baseline": "full", "reguide": "full"}
     assert bench.fsood_view().name == "mybench_fsood"
+
+
+def test_imagenet1k_prompt_lists_every_class_and_answers_with_quotes_are_read() -> None:
+    import ast
+
+    from reguide_tasks.lmms import hooks
+    from reguide_tasks.models.scripted import _classification_answer, _options_of, scripted_score
+
+    bench = get_benchmark("imagenet1k")
+    prompt = hooks.baseline_doc_to_text({"benchmark": "imagenet1k"})
+    options = _options_of(prompt)
+    assert options == [*bench.classes, "none of these classes"]
+    assert ast.literal_eval(prompt.split("Confidence: ", 1)[1].split("\n", 1)[0]) == load_examples("imagenet1k")[0]["confidences"]
+    # Three names hold an apostrophe (Python writes them in double quotes): they are read like the others.
+    quoted = [name for name in bench.classes if "'" in name]
+    assert quoted == ["Geoffroy's spider monkey", "potter's wheel", "yellow lady's slipper"]
+    for label in (*quoted, "tench"):
+        doc = {"doc_key": f"imagenet/{label}.png", "image": "x.png", "benchmark": "imagenet1k", "dataset": "imagenet", "role": "id", "label": bench.classes.index(label), "label_name": label}
+        record = hooks._score_baseline(doc, _classification_answer(doc, options, scripted_score(doc["doc_key"], "id"), []), "max_id", "exclude")
+        assert (record["status"], record["correct"], record["ood_score"]) == ("ok", True, scripted_score(doc["doc_key"], "id")), label

@@ -73,7 +73,7 @@ def _classification_answer(doc: Mapping, options: Sequence[str], score: float, a
         confidences[aux[0]] = 90.0
     confidences[REJECTION_CLASS] = round(100.0 - score, 1)
     prediction = max(confidences, key=lambda name: confidences[name])
-    body = ", ".join(f"'{name}': {value}" for name, value in confidences.items())
+    body = ", ".join(f"{name!r}: {value}" for name, value in confidences.items())  # "Geoffroy's spider monkey" as Python writes it
     return f"Prediction: {prediction}\nConfidence: {{{body}}}"
 
 
