@@ -11,11 +11,13 @@ the answer cache.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,170 @@ def test_reguide_eval_refuses_an_output_path_in_use(tmp_path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"reguide-eval: error: {os.path.realpath(output)} is in use by reguide-eval pid {holder.pid}"), last
     assert sorted(p.name for p in output.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing there
+
+
+# ----------------------------------------------------------------------------- the answer cache's audit log
+
+
+def _cache(folder: Path):
+    """lmms-eval's own ResponseCache on ``folder`` (database and audit log), our checks installed."""
+    from lmms_eval.caching.response_cache import ResponseCache
+
+    from reguide_tasks.lmms.runtime import install_cache_audit_check
+
+    install_cache_audit_check()
+    install_cache_audit_check()  # idempotent
+    return ResponseCache(db_path=str(folder / "rank_0.db"), audit_path=str(folder / "rank_0.audit.jsonl"), model_fingerprint="openai|{}", eval_version="0.7.3")
+
+
+def _answer(cache, doc_id: int) -> None:
+    """One answer through lmms-eval's write path: the audit line (fsync), then SQLite."""
+    from lmms_eval.caching.response_cache import compute_cache_key
+
+    gen = {"max_new_tokens": 64, "temperature": 0}
+    key = compute_cache_key("generate_until", "reguide_cifar10", doc_id, gen, 0, "tf", "ch", cache._model_fingerprint_hash, "0.7.3")
+    cache._log_to_audit("generate_until", "reguide_cifar10", doc_id, 0, gen, f"Prediction: cat {doc_id}", cache_key=key,
+                        task_fingerprint="tf", content_hash="ch", model_fingerprint_hash=cache._model_fingerprint_hash)
+    cache._store(key, "generate_until", "reguide_cifar10", doc_id, 0, gen, f"Prediction: cat {doc_id}")
+
+
+def _rows(folder: Path) -> dict[int, str]:
+    import sqlite3
+
+    with sqlite3.connect(folder / "rank_0.db") as db:
+        return {doc: json.loads(response) for doc, response in db.execute("SELECT doc_id, response FROM responses")}
+
+
+def _lose_database(folder: Path) -> None:
+    """What a crash between the audit line's fsync and the SQLite commit leaves: lines the database lacks."""
+    for path in folder.glob("rank_0.db*"):
+        path.unlink()
+
+
+@pytest.fixture
+def warnings():
+    from loguru import logger
+
+    seen: list[str] = []
+    handler = logger.add(lambda message: seen.append(str(message)), level="WARNING")
+    yield seen
+    logger.remove(handler)
+
+
+def test_audit_log_torn_line_is_cut_and_corrupted_lines_are_not_replayed(tmp_path, warnings) -> None:
+    cache = _cache(tmp_path)
+    for doc_id in range(6):
+        _answer(cache, doc_id)
+    cache.close()
+    audit = tmp_path / "rank_0.audit.jsonl"
+    lines = audit.read_text(encoding="utf-8").splitlines()
+    assert all('"response_sha256"' in line for line in lines)  # new lines carry their checksum
+
+    # a clean reopen after a lost database replays every line, nothing else
+    _lose_database(tmp_path)
+    _cache(tmp_path).close()
+    assert _rows(tmp_path) == {d: f"Prediction: cat {d}" for d in range(6)} and not warnings
+
+    # kill -9 while a line was being written: the torn tail is cut off and counted
+    with audit.open("a", encoding="utf-8") as handle:
+        handle.write(lines[0][: len(lines[0]) // 2])
+    _lose_database(tmp_path)
+    _cache(tmp_path).close()
+    assert _rows(tmp_path) == {d: f"Prediction: cat {d}" for d in range(6)}
+    assert audit.read_text(encoding="utf-8").endswith("\n") and len(audit.read_text().splitlines()) == 6
+    assert any("cut a torn last line" in w for w in warnings)
+
+    # lines edited by hand: an answer (checksum), a document id (recomputed key), a type (schema), broken JSON
+    edited = [
+        lines[0].replace("Prediction: cat 0", "Prediction: dog 0"),
+        lines[1].replace('"doc_id": 1', '"doc_id": 5'),
+        lines[2].replace('"idx": 0', '"idx": "zero"'),
+        lines[3][:40] + "}",
+        lines[4],
+        lines[5],
+    ]
+    audit.write_text("\n".join(edited) + "\n", encoding="utf-8")
+    warnings.clear()
+    _lose_database(tmp_path)
+    _cache(tmp_path).close()
+    assert _rows(tmp_path) == {4: "Prediction: cat 4", 5: "Prediction: cat 5"}  # nothing edited was replayed
+    (warning,) = [w for w in warnings if "failed their check" in w]
+    assert "4 lines" in warning and "checksum: 1" in warning and "cache key: 1" in warning and "schema: 1" in warning and "not JSON: 1" in warning
+    assert len((tmp_path / "rank_0.audit.jsonl.rejected.jsonl").read_text().splitlines()) == 4  # kept aside, not lost
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 1 MB tmpfs (needs root: skipped where it cannot be mounted)."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True, check=False)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): run as root for the full-disk cases")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(mount: Path, leave: int = 0) -> None:
+    free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+    with (mount / "filler").open("ab") as handle:
+        handle.write(b"\0" * max(0, free - leave))
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "filler"}
+
+
+def test_a_full_disk_fails_the_report_clearly_and_keeps_the_previous_one(small_disk, tmp_path) -> None:
+    import numpy as np
+    from test_report import synth_records, write_run
+
+    from reguide_tasks.report.cli import main as report_main
+    from reguide_tasks.report.files import ReportError
+    from reguide_tasks.report.make import make_report
+
+    runs = tmp_path / "runs"
+    write_run(runs, ("m", "pretrained=org/a"), {"reguide_baseline_cifar10": synth_records("cifar10", np.random.default_rng(0), quality=0.5, n_id=30, n_ood=10)}, "20250301_101500")
+    out = small_disk / "report"
+    make_report([runs], out, n_boot=10, plots=False)
+    before = _snapshot(out)
+    assert "report.html" in before and "report.md" in before
+    _fill(small_disk)
+    with pytest.raises(ReportError, match=r"cannot write into .*No space left on device.*\(a full disk\?\); the files there before are untouched"):
+        make_report([runs], out, n_boot=20, plots=False)
+    assert _snapshot(out) == before  # every file as it was, no half-written one, no leftovers
+    with pytest.raises(SystemExit) as exited:
+        report_main([str(runs), "--out", str(out), "--bootstrap", "30", "--no-plots"])
+    assert exited.value.code == 1 and _snapshot(out) == before
+
+
+@pytest.mark.e2e
+def test_a_full_disk_under_output_path_fails_the_run_and_keeps_earlier_results(small_disk, tmp_path) -> None:
+    from reguide_tasks.testing.server import OoDDTestServer
+
+    data = tmp_path / "data"
+    make_fixture(data, "cifar10", 1)
+    output = small_disk / "output"
+    earlier = output / "m" / "20250101_000000_results.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"results": {}}', encoding="utf-8")
+    os.utime(earlier, (1e9, 1e9))  # an earlier run's file: long before this run started
+    _fill(small_disk, leave=4096)  # one page: room for the lock file, not for lmms-eval's results
+    server = OoDDTestServer().start()
+    try:
+        argv = [console_script("reguide-eval"), "--model", "openai", "--model_args", f"model=m,base_url={server.url}", "--tasks", "reguide_baseline_cifar10_custom",
+                "--data_root", str(data), "--output_path", str(output), "--log_samples", "--no_answer_cache"]
+        done = subprocess.run(argv, cwd=tmp_path, env=offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x"),
+                              capture_output=True, text=True, timeout=180, check=False)
+    finally:
+        server.stop()
+    listing = sorted(str(p.relative_to(small_disk)) for p in small_disk.rglob("*"))
+    assert done.returncode == 1, (listing, done.stdout[-3000:], done.stderr[-1500:])
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("reguide-eval: error:") and ("full disk" in last), last
+    assert earlier.read_text(encoding="utf-8") == '{"results": {}}'

@@ -33,7 +33,7 @@ from reguide_tasks.data.documents import (
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.lmms import runtime
 from reguide_tasks.lmms.run_state import RUN
-from reguide_tasks.lmms.output_guard import OutputGuardError, check_output_names, hold_run_lock, is_first_rank
+from reguide_tasks.lmms.output_guard import OutputGuardError, check_output_names, check_results_written, hold_run_lock, is_first_rank
 from reguide_tasks.lmms.secrets import split_secret_model_args
 from reguide_tasks.lmms.task_yamls import TAGGED_BENCHMARKS, task_variants
 from reguide_tasks.lmms.user_benchmarks import output_path_of, prepare_benchmarks, write_document_lists
@@ -354,6 +354,7 @@ def run(argv: Sequence[str]) -> None:
             hold_run_lock([getattr(args, "output_path", None), getattr(args, "use_cache", None)], ["reguide-eval", *rest])
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
+        runtime.install_cache_audit_check()
         runtime.install_chunked_cache_saving(own.save_every)
         runtime.install_stable_cache_version()
     if not listing and not own.sequential:
@@ -382,6 +383,7 @@ def run(argv: Sequence[str]) -> None:
     if _is_main_process() and getattr(args, "output_path", None):
         from reguide_tasks.report.run_summary import run_summary
 
+        check_results_written(args.output_path, started)  # lmms-eval logs a failed save and goes on
         summary = run_summary(args.output_path, started)
         if summary:
             print(summary, flush=True)

@@ -80,10 +80,14 @@ def hold_run_lock(folders: Sequence[str | os.PathLike | None], command: Sequence
                 f"{folder} is in use by {_holder(path)}: wait for that run to finish, or give this one another "
                 "--output_path (and --use_cache folder)"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(command)[:500]}))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(command)[:500]}))
+            handle.flush()
+        except OSError as err:  # a full disk: before lmms-eval writes anything there
+            handle.close()
+            raise OutputGuardError(f"cannot write {path}: {err.strerror} (a full disk?): free space in {folder} or give another --output_path; nothing there was changed") from None
         _HELD.append(handle)
         taken.append(path)
     return taken
@@ -99,3 +103,25 @@ def release_run_locks() -> None:
     """Drop every lock this process holds (the kernel does it at exit; tests call this)."""
     while _HELD:
         _HELD.pop().close()
+
+
+def check_results_written(output_path: str | os.PathLike, since: float) -> None:
+    """:class:`OutputGuardError` unless this run left a readable results file under ``output_path``:
+    lmms-eval logs a failed save ("Could not save results aggregated") and goes on, so a full disk
+    would otherwise end a run with exit 0 and an empty or no results file."""
+    from reguide_tasks.report.files import ReportError, read_results_json
+    from reguide_tasks.report.run_summary import results_written_since
+
+    written = results_written_since(output_path, since)
+    problems = []
+    for path in written:
+        try:
+            read_results_json(path)
+            return
+        except ReportError as err:
+            problems.append(str(err))
+    found = f" ({problems[0]})" if problems else " (none written)"
+    raise OutputGuardError(
+        f"lmms-eval could not write this run's results under {output_path}{found}: a full disk, or no permission to write there? "
+        "Free space and run the same command again (answers already cached are not asked again); results of earlier runs there are untouched"
+    )

@@ -49,6 +49,12 @@ these lmms-eval names (``PATCHED_INTERNALS``):
   :func:`recording_evaluate_single` block). ``cli_evaluate`` swallows the exception of a failed
   evaluation and returns nothing either way; ``reguide-eval`` records what each call returned or
   raised, through the module global ``cli_evaluate`` calls, to give a run an honest exit code.
+- ``lmms_eval.caching.response_cache.ResponseCache._replay_audit_log`` and
+  ``lmms_eval.caching.response_cache.ResponseCache._open_local_handles`` (wrapped by :func:`install_cache_audit_check`). 0.7.3 replays
+  its audit log into SQLite when a cache opens, skipping an undecodable line silently and inserting
+  any other as it is; wrapped, a torn last line is cut off and counted, and a line that fails its
+  schema, recomputed cache key or response checksum is set aside, not replayed
+  (:mod:`reguide_tasks.lmms.cache_audit`); new lines carry their response's checksum.
 - ``lmms_eval.api.model.lmms.create_from_arg_string`` (wrapped by :func:`install_model_arg_secrets`).
   ``reguide-eval`` takes secrets (``api_key=...``) out of ``--model_args`` before lmms-eval sees them
   (:mod:`reguide_tasks.lmms.secrets`: 0.7.3 writes the arguments into the results JSON, the answer
@@ -64,7 +70,8 @@ through the response cache as the per-document loop does),
 read, under lmms-eval's own lock), ``lmms_eval.utils._lmms_eval_repo_root`` (the folder whose git
 commit 0.7.3 takes for its version), ``lmms_eval.loggers.evaluation_tracker.GeneralConfigTracker._get_model_name``
 and ``lmms_eval.utils.sanitize_model_name`` (the folder name lmms-eval will write results into,
-checked by :mod:`reguide_tasks.lmms.output_guard` before the run).
+checked by :mod:`reguide_tasks.lmms.output_guard` before the run),
+``lmms_eval.caching.response_cache.compute_cache_key`` (an audit line's key, recomputed to check it).
 
 On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_version` raises
 :class:`UnsupportedLmmsEval` naming the installed version, the supported ones and what to do):
@@ -78,7 +85,8 @@ On an lmms-eval version not in ``SUPPORTED_LMMS_EVAL`` (:func:`check_lmms_eval_v
 - trimming the result files is cosmetic: a warning, and lmms-eval writes them as it does;
 - the incremental token totals are an optimisation: a warning, and lmms-eval's own sum runs;
 - the recording of ``cli_evaluate_single`` decides ``reguide-eval``'s exit code: :class:`UnsupportedLmmsEval`;
-  so does handing secrets to the model (without it, a model would run without its key).
+  so does handing secrets to the model (without it, a model would run without its key), and so does
+  the audit log check (a resumed run would replay corrupted lines).
 
 Why one module, though over 400 lines: every patch sits behind the same version guard and is listed
 here, so an lmms-eval upgrade is reviewed in one place.
@@ -113,6 +121,8 @@ PATCHED_INTERNALS = (
     ("lmms_eval.models.model_utils.usage_metrics", "get_running_totals"),
     ("lmms_eval.__main__", "cli_evaluate_single"),
     ("lmms_eval.api.model", "lmms.create_from_arg_string"),
+    ("lmms_eval.caching.response_cache", "ResponseCache._replay_audit_log"),
+    ("lmms_eval.caching.response_cache", "ResponseCache._open_local_handles"),
 )
 RELIED_ON_INTERNALS = (
     ("lmms_eval.__main__", "parse_eval_args"),
@@ -123,6 +133,7 @@ RELIED_ON_INTERNALS = (
     ("lmms_eval.utils", "_lmms_eval_repo_root"),
     ("lmms_eval.loggers.evaluation_tracker", "GeneralConfigTracker._get_model_name"),
     ("lmms_eval.utils", "sanitize_model_name"),
+    ("lmms_eval.caching.response_cache", "compute_cache_key"),
 )
 _ORIGINAL_AGENTIC_LOOP = "_lmms_eval_run_generate_until_agentic"  # where lmms-eval's loop is kept
 
@@ -463,3 +474,41 @@ def install_model_arg_secrets(secrets: dict[str, str]) -> None:
 
     create_from_arg_string._reguide_original = original  # type: ignore[attr-defined]
     lmms.create_from_arg_string = classmethod(create_from_arg_string)
+
+
+# --- ResponseCache._replay_audit_log / _open_local_handles: the audit log checked before it is replayed --
+
+
+def install_cache_audit_check() -> None:
+    """Check the answer cache's audit log before lmms-eval replays it, and checksum new lines
+    (:mod:`reguide_tasks.lmms.cache_audit`); :class:`UnsupportedLmmsEval` if unsupported."""
+    check_lmms_eval_version()
+    from lmms_eval.caching.response_cache import ResponseCache
+    from loguru import logger
+
+    from reguide_tasks.lmms.cache_audit import ChecksummedAudit, check_audit_log
+
+    if getattr(ResponseCache._replay_audit_log, "_reguide", False):
+        return
+    replay, open_handles = ResponseCache._replay_audit_log, ResponseCache._open_local_handles
+
+    def _replay_audit_log(self) -> None:
+        torn, rejected = check_audit_log(self.audit_path)
+        if torn:
+            logger.warning(f"answer cache: cut a torn last line off {self.audit_path} (a run killed while writing it): that answer is asked again")
+        if rejected:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(rejected.items()))
+            logger.warning(
+                f"answer cache: {sum(rejected.values())} lines of {self.audit_path} failed their check ({reasons}; edited or corrupted): "
+                f"not replayed, moved to {self.audit_path}.rejected.jsonl; those answers are asked again unless the database holds them"
+            )
+        replay(self)
+
+    def _open_local_handles(self) -> None:
+        open_handles(self)
+        if self._audit_file is not None and not isinstance(self._audit_file, ChecksummedAudit):
+            self._audit_file = ChecksummedAudit(self._audit_file)
+
+    _replay_audit_log._reguide = True  # type: ignore[attr-defined]
+    ResponseCache._replay_audit_log = _replay_audit_log
+    ResponseCache._open_local_handles = _open_local_handles

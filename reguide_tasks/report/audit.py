@@ -27,6 +27,7 @@ from reguide_tasks.report.escape import csv_safe, md_text
 from reguide_tasks.report.files import ReportError, read_records
 from reguide_tasks.report.render import markdown_table
 from reguide_tasks.report.runs import Run, load_runs, select_runs
+from reguide_tasks.report.staging import staged
 
 STATUSES = ("ok", "partial", "failed")
 _NUMBER = re.compile(r"\d+")
@@ -191,9 +192,9 @@ def make_audit(
     files: list[Path] = []
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "audit.md").write_text(markdown, encoding="utf-8")
-        csv_safe(pd.DataFrame(rows)).to_csv(out / "audit.csv", index=False)
-        csv_safe(pd.DataFrame(keys, columns=["model", "task", "dataset", "kind", "key", "class", "answers"])).to_csv(out / "audit_keys.csv", index=False)
+        with staged(out) as staging:  # all three files, or the ones there before untouched
+            (staging / "audit.md").write_text(markdown, encoding="utf-8")
+            csv_safe(pd.DataFrame(rows)).to_csv(staging / "audit.csv", index=False)
+            csv_safe(pd.DataFrame(keys, columns=["model", "task", "dataset", "kind", "key", "class", "answers"])).to_csv(staging / "audit_keys.csv", index=False)
         files = [out / "audit.md", out / "audit.csv", out / "audit_keys.csv"]
     return Audit(markdown, rows, files, notes)

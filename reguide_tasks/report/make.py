@@ -32,6 +32,7 @@ from reguide_tasks.report.render import write_report
 from reguide_tasks.report.render_comparisons import comparisons_markdown
 from reguide_tasks.report.runs import load_runs, select_runs
 from reguide_tasks.report.samples import load_scores
+from reguide_tasks.report.staging import final_paths, staged
 from reguide_tasks.report.tables import build_tables, run_row, sort_tables
 from reguide_tasks.vocab import split_metric_key
 
@@ -105,29 +106,30 @@ def make_report(
     tables = build_tables(rows)
     if sort_by:
         tables = sort_tables(tables, sort_by, descending)  # before plotting: a bad key fails fast
-    out.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    if plots:
-        from reguide_tasks.report.plots import plot_run  # matplotlib only when plotting
+    with staged(out) as staging:  # the report whole, or the one there before untouched (docs/security.md)
+        files: list[Path] = []
+        if plots:
+            from reguide_tasks.report.plots import plot_run  # matplotlib only when plotting
 
-        for run, scores in loaded:
-            if scores is not None:
-                stem = out / "plots" / run.benchmark / f"{_slug(run.label)}__{_slug(run.task)}"
-                files += plot_run(run, scores, stem)
-    comparisons = compare_runs(loaded, rows, primary)
-    sections = {name: comparisons_markdown(parts, primary) for name, parts in comparisons.items()}
-    markdown, written = write_report(out, tables, notes, n_boot=n_boot, seed=seed, comparisons=sections)
-    written += write_comparison_csvs(out, comparisons)
-    if plots:
-        from reguide_tasks.report.make_plots import (
-            plot_comparisons,  # matplotlib only when plotting
-        )
+            for run, scores in loaded:
+                if scores is not None:
+                    stem = staging / "plots" / run.benchmark / f"{_slug(run.label)}__{_slug(run.task)}"
+                    files += plot_run(run, scores, stem)
+        comparisons = compare_runs(loaded, rows, primary)
+        sections = {name: comparisons_markdown(parts, primary) for name, parts in comparisons.items()}
+        markdown, written = write_report(staging, tables, notes, n_boot=n_boot, seed=seed, comparisons=sections)
+        written += write_comparison_csvs(staging, comparisons)
+        if plots:
+            from reguide_tasks.report.make_plots import (
+                plot_comparisons,  # matplotlib only when plotting
+            )
 
-        files += plot_comparisons(out / "plots", loaded, comparisons)
-    if html:
-        from reguide_tasks.report.html import write_html
+            files += plot_comparisons(staging / "plots", loaded, comparisons)
+        if html:
+            from reguide_tasks.report.html import write_html
 
-        written.append(write_html(out / "report.html", markdown, out))
+            written.append(write_html(staging / "report.html", markdown, staging))
+        written, files = final_paths(written, staging, out), final_paths(files, staging, out)
     return Report(markdown, tables, [*written, *files], notes, comparisons, loaded)
 
 
