@@ -23,7 +23,12 @@ from pathlib import Path
 import pytest
 from cli_runs import console_script, offline_env
 
-from reguide_tasks.lmms.output_guard import LOCK_NAME, OutputGuardError, hold_run_lock, release_run_locks
+from reguide_tasks.lmms.output_guard import (
+    LOCK_NAME,
+    OutputGuardError,
+    hold_run_lock,
+    release_run_locks,
+)
 from reguide_tasks.testing.fixtures import make_fixture
 
 pytestmark = pytest.mark.hostile

@@ -25,7 +25,12 @@ from test_report import synth_records, write_run
 
 from reguide_tasks.data.release import ReleaseError, read_release_file
 from reguide_tasks.models.replay import load_answers
-from reguide_tasks.report.files import MAX_LINE_CHARS, ReportError, read_records, read_results_json
+from reguide_tasks.report.files import (
+    MAX_LINE_CHARS,
+    ReportError,
+    read_records,
+    read_results_json,
+)
 from reguide_tasks.report.make import make_report
 
 pytestmark = pytest.mark.hostile

@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 from cli_runs import console_script, offline_env
 
-from reguide_tasks.data.documents import DataError, find_missing_images, image_file, load_image, read_documents, require_images, write_documents
+from reguide_tasks.data.documents import (
+    DataError,
+    find_missing_images,
+    image_file,
+    load_image,
+    read_documents,
+    require_images,
+    write_documents,
+)
 from reguide_tasks.lmms.output_guard import OutputGuardError, check_output_names
 from reguide_tasks.report.escape import FILE_PART_MAX, file_part
 from reguide_tasks.report.files import samples_path_for
