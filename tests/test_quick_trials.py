@@ -49,7 +49,8 @@ def _eval(tmp_path: Path, out: Path, *args: str, program: str = "reguide-eval") 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=6))
 def test_every_prefix_holds_each_dataset_in_proportion(sizes):
-    docs = [{"dataset": f"d{i}", "n": j} for i, n in enumerate(sizes) for j in range(n)]
+    # dataset i: n documents in 1 + i % 3 classes, grouped by class as the authors' lists are
+    docs = [{"dataset": f"d{i}", "label_name": f"c{j * (1 + i % 3) // n}", "n": j} for i, n in enumerate(sizes) for j in range(n)]
     order = interleave_by_dataset(docs)
     assert sorted(map(id, order)) == sorted(map(id, docs))  # the same documents
     total, seen = len(docs), Counter()
@@ -57,8 +58,14 @@ def test_every_prefix_holds_each_dataset_in_proportion(sizes):
         seen[doc["dataset"]] += 1
         for i, n in enumerate(sizes):
             assert abs(seen[f"d{i}"] - k * n / total) <= 1.0, (k, i, seen)
-    for i in range(len(sizes)):  # each dataset keeps its own order
-        assert [d["n"] for d in order if d["dataset"] == f"d{i}"] == list(range(sizes[i]))
+    for i in range(len(sizes)):  # within a dataset: classes take turns, each class in its own order
+        mine = [d for d in order if d["dataset"] == f"d{i}"]
+        for c in {d["label_name"] for d in mine}:
+            assert [d["n"] for d in mine if d["label_name"] == c] == sorted(d["n"] for d in mine if d["label_name"] == c)
+        classes, so_far = Counter(d["label_name"] for d in mine), Counter()
+        for k, doc in enumerate(mine, 1):  # every prefix of the dataset holds its classes in proportion
+            so_far[doc["label_name"]] += 1
+            assert all(abs(so_far[c] - k * m / len(mine)) < 1.5 for c, m in classes.items())
 
 
 def test_every_task_of_ours_interleaves_its_documents(monkeypatch):
@@ -75,6 +82,12 @@ def test_every_task_of_ours_interleaves_its_documents(monkeypatch):
     first = Counter(d["dataset"] for d in docs[:60])
     assert set(first) == {"imagenet200", "ssb_hard", *RELEASED_OOD}, first
     assert docs[0]["dataset"] != docs[1]["dataset"]
+    # the released ID list is grouped by class; a prefix takes one image of each class in turn
+    id_head = [d["label_name"] for d in docs[:400] if d["dataset"] == "imagenet200"]
+    assert len(id_head) >= 35 and len(set(id_head)) == len(id_head)
+    # each document keeps its place in the set's own list (the report restores that order)
+    assert sorted(d["list_position"] for d in docs) == list(range(len(canonical)))
+    assert all(canonical[d["list_position"]]["doc_key"] == d["doc_key"] for d in docs)
 
 
 # ------------------------------------------------------------------ --limit runs

@@ -61,38 +61,63 @@ def _ordered(benchmark: Benchmark, docs: Iterable[dict]) -> list[dict]:
 
 # Bumped when the task-level order changes: lmms-eval's answer cache keys an answer by the document's
 # position (doc_id) and the task's config, not by its image, so the order is part of the task config.
-DOCUMENT_ORDER = "interleaved-by-dataset-v1"
+DOCUMENT_ORDER = "stratified-v1"
+# Each document's index in its document set's own list (ID, near, far; each in its list's order),
+# kept through the interleaving: the report restores that order, so per-document resampling (the
+# bootstrap CIs) does not depend on the order a run asked in.
+LIST_POSITION = "list_position"
+
+
+def _classes_interleaved(docs: Sequence[Mapping]) -> list:
+    """One dataset's documents with its classes (``label_name``) spread evenly, each class's own order
+    kept: the ``j``-th of a class of ``n`` sits at ``(j + 0.5) / n`` (first class seen wins a tie)."""
+    position: dict[str, int] = {}
+    size = Counter(doc["label_name"] for doc in docs)
+    rank = {name: i for i, name in enumerate(size)}
+    keyed = []
+    for doc in docs:
+        name = doc["label_name"]
+        j = position[name] = position.get(name, -1) + 1
+        keyed.append(((j + 0.5) / size[name], rank[name], doc))
+    keyed.sort(key=lambda item: item[:2])
+    return [doc for _, _, doc in keyed]
 
 
 def interleave_by_dataset(docs: Sequence[Mapping]) -> list:
-    """The documents in task order: datasets interleaved so that every prefix holds each dataset in
-    proportion to its size (within one document), each dataset's own order kept.
+    """The documents in task order, stratified: every prefix holds each dataset in proportion to its
+    size (within one document), and within a dataset its classes in proportion too.
 
-    Position ``k`` (from 1) goes to the dataset furthest below its share ``k * n / N`` (the first
-    seen on a tie), so a prefix of ``k`` documents holds ``k * n / N`` +- 1 documents of every dataset
-    of ``n``: ``--limit k`` gives ID and every OoD set their share instead of the first ``k`` ID
-    images. Deterministic (no random draw, so no seed to record): the same documents give the same
-    order on every machine and route. Same set of documents, so a full run's figures do not change
-    (each dataset's scores stay in their order, which the bootstrap CIs depend on).
+    Tijdeman's chairman assignment (1980): with ``D`` datasets and ``delta = 1 - 1 / (2 (D - 1))``,
+    position ``k`` (from 1) goes, among the datasets at least ``1 - delta`` below their share
+    ``k * n / N``, to the one whose next document is due first (smallest ``(taken + delta) / share``).
+    Every prefix of ``k`` documents then holds ``k * n / N`` +- ``delta`` (< 1) documents of every
+    dataset of ``n``: ``--limit k`` gives ID and every OoD set their share instead of the first ``k`` ID
+    images. Within a dataset its classes are spread evenly (:func:`_classes_interleaved`; the
+    authors' lists are grouped by class; a dataset without labels keeps its order). Deterministic (no random draw, so no seed to
+    record): the same documents give the same order on every machine and route. The same set of
+    documents, so a full run's figures do not change.
 
-    >>> order = interleave_by_dataset([{"dataset": "id"}] * 4 + [{"dataset": "a"}] * 2 + [{"dataset": "b"}] * 2)
-    >>> [d["dataset"] for d in order]
-    ['id', 'a', 'b', 'id', 'id', 'a', 'b', 'id']
+    >>> order = interleave_by_dataset([{"dataset": "id", "label_name": c} for c in "aabb"]
+    ...                               + [{"dataset": "x", "label_name": ""}] * 2 + [{"dataset": "y", "label_name": ""}] * 2)
+    >>> [(d["dataset"], d["label_name"]) for d in order]
+    [('id', 'a'), ('x', ''), ('y', ''), ('id', 'b'), ('id', 'a'), ('x', ''), ('y', ''), ('id', 'b')]
     """
     by_dataset: dict[str, list] = {}
     for doc in docs:
         by_dataset.setdefault(doc["dataset"], []).append(doc)
-    queues = list(by_dataset.values())
+    queues = [_classes_interleaved(members) for members in by_dataset.values()]
     total = len(docs)
+    delta = 1 - 1 / (2 * (len(queues) - 1)) if len(queues) > 1 else 0.5
     taken = [0] * len(queues)
     order = []
     for k in range(1, total + 1):
-        best, deficit = -1, -math.inf
+        best, due = -1, math.inf
         for d, queue in enumerate(queues):
-            if taken[d] < len(queue):
-                gap = k * len(queue) / total - taken[d]
-                if gap > deficit + 1e-12:
-                    best, deficit = d, gap
+            share = len(queue) / total
+            if taken[d] < len(queue) and k * share - taken[d] >= 1 - delta - 1e-9 and (taken[d] + delta) / share < due - 1e-12:
+                best, due = d, (taken[d] + delta) / share
+        if best < 0:  # never met (the theorem), but never lose a document over rounding
+            best = next(d for d, queue in enumerate(queues) if taken[d] < len(queue))
         order.append(queues[best][taken[best]])
         taken[best] += 1
     return order

@@ -277,28 +277,6 @@ class BadArguments(ValueError):
     """Our own options do not fit together; the message says what to give."""
 
 
-def dry_run_text(own: argparse.Namespace, early: argparse.Namespace) -> str:
-    """``--dry_run``: the pre-flight check, then the estimate of every task of ours (no lmms-eval import)."""
-    from reguide_tasks.lmms import dry_run
-
-    variants = our_tasks(early.tasks)
-    if not variants:
-        raise BadArguments("--dry_run estimates our tasks: name at least one in --tasks (reguide-eval --tasks list)")
-    try:
-        price = dry_run.parse_price(own.price)
-        limit = float(early.limit) if early.limit is not None else None
-    except ValueError as exc:
-        raise BadArguments(str(exc) if own.price and "price" in str(exc) else f"--limit {early.limit!r} is not a number") from None
-    if own.answer_tokens is not None and own.answer_tokens < 0:
-        raise BadArguments(f"--answer_tokens must be >= 0, got {own.answer_tokens}")
-    preflight(variants, check_images=model_needs_images(early.model))
-    counter = dry_run.token_counter(early.model_args)
-    ours = {v.name for v in variants} | set(TAGS)
-    skipped = [t.strip() for t in early.tasks.split(",") if t.strip() not in ours]
-    estimates = [dry_run.estimate(v, limit, counter) for v in variants]
-    return dry_run.report(estimates, counter, price, own.answer_tokens, skipped)
-
-
 def _include_path(user_value, benchmark_folders: Sequence[str] = ()):
     """The user's ``--include_path`` folders, then those of ``--benchmark`` files and our task folder
     unless one of them is it."""
@@ -325,6 +303,8 @@ def run(argv: Sequence[str]) -> None:
     check_task_names(early.tasks, early.include_path)
     listing = early.tasks is None or early.tasks.startswith("list")
     if own.dry_run:
+        from reguide_tasks.lmms.dry_run import dry_run_text
+
         print(dry_run_text(own, early), flush=True)
         return
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads

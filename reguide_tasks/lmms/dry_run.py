@@ -20,6 +20,7 @@ estimate renders stage 2 with the stage-1 template's 40 example suggestions (the
 from __future__ import annotations
 
 import math
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -179,3 +180,26 @@ def report(estimates: Sequence[TaskEstimate], counter: TokenCounter, price: tupl
         lines.append("cost: give --price IN[,OUT] (USD per million tokens) to have it computed")
     lines.extend(f"not estimated (not one of our tasks): {name}" for name in skipped)
     return "\n".join(lines)
+
+
+def dry_run_text(own: argparse.Namespace, early: argparse.Namespace) -> str:
+    """``reguide-eval --dry_run``'s text: the pre-flight check, then the estimate of every task of
+    ours named in ``--tasks`` (lmms-eval is not imported)."""
+    from reguide_tasks.lmms.cli import TAGS, BadArguments, model_needs_images, our_tasks, preflight
+
+    variants = our_tasks(early.tasks)
+    if not variants:
+        raise BadArguments("--dry_run estimates our tasks: name at least one in --tasks (reguide-eval --tasks list)")
+    try:
+        price = parse_price(own.price)
+        limit = float(early.limit) if early.limit is not None else None
+    except ValueError as exc:
+        raise BadArguments(str(exc) if own.price and "price" in str(exc) else f"--limit {early.limit!r} is not a number") from None
+    if own.answer_tokens is not None and own.answer_tokens < 0:
+        raise BadArguments(f"--answer_tokens must be >= 0, got {own.answer_tokens}")
+    preflight(variants, check_images=model_needs_images(early.model))
+    counter = token_counter(early.model_args)
+    ours = {v.name for v in variants} | set(TAGS)
+    skipped = [t.strip() for t in early.tasks.split(",") if t.strip() not in ours]
+    estimates = [estimate(v, limit, counter) for v in variants]
+    return report(estimates, counter, price, own.answer_tokens, skipped)

@@ -88,8 +88,9 @@ def expand_document_sets(spec_rows: datasets.Dataset) -> datasets.Dataset:
         rows = [doc for _, docs in per_set for doc in docs]
     if len(per_set) > 1:  # a single set was checked above
         docs_mod.check_unique(rows)
-    # Datasets interleaved in proportion: any --limit prefix holds ID and every OoD set (the same
-    # documents in full, so a full run's figures do not move).
+    # Datasets (and classes) interleaved in proportion: any --limit prefix holds ID and every OoD
+    # set; each document keeps its list position for the report (see documents.LIST_POSITION).
+    rows = [dict(doc, **{docs_mod.LIST_POSITION: i}) for i, doc in enumerate(rows)]
     return datasets.Dataset.from_list(docs_mod.interleave_by_dataset(rows))
 
 

@@ -113,6 +113,7 @@ def not_in_release_record(doc: Mapping, score_rule: str, failure_policy: str, ke
         "repaired_prediction": None,
         "unknown_keys": [],
         "score_repaired": False,
+        "list_position": doc.get("list_position"),
     }
 
 
@@ -148,6 +149,8 @@ def build_record(doc: Mapping, parsed, id_classes: Sequence[str], score_rule: st
         "repaired_prediction": getattr(parsed, "repaired_prediction", None),
         "unknown_keys": list(getattr(parsed, "unknown_keys", None) or ()),
         "score_repaired": score_uses_repair(parsed, id_classes, score_rule, score),
+        # the document's place in its set's own list (the report reads scores in that order)
+        "list_position": doc.get("list_position"),
     }
 
 

@@ -87,6 +87,10 @@ def scores_from_records(records: Sequence[Mapping[str, Any]], benchmark: Benchma
     A record is failed when ``failed`` is true or ``ood_score`` is null. The policy and score rule
     are read from the records (the most common value; ``exclude`` / ``max_id`` if absent).
     """
+    # In the document set's own order (records carry it since runs were interleaved), so that the
+    # bootstrap resamples the same arrays whatever order the run asked in; older samples: file order.
+    if records and all(isinstance(r.get("list_position"), int) for r in records):
+        records = sorted(records, key=lambda r: r["list_position"])
     documents = frozenset(str(r.get("image")) for r in records)
     policy = _most_common(records, "failure_policy", "exclude")
     if policy not in FAILURE_POLICIES:
