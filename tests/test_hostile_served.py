@@ -15,6 +15,7 @@ model is a stand-in (the test server, reguide_tasks/testing/server.py).
 from __future__ import annotations
 
 import csv
+import itertools
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -73,12 +74,12 @@ def served(tmp_path_factory) -> Served:
     env = offline_env(run_dir, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY=ENV_KEY)
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, cwd=run_dir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(argv, cwd=run_dir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
     finally:
         server.stop()
     seconds = time.monotonic() - started
     shown = subprocess.run([console_script("reguide-report"), str(output), "--out", str(report), "--bootstrap", "0", "--no-plots"],
-                           cwd=run_dir, env=env, capture_output=True, text=True, timeout=120)
+                           cwd=run_dir, env=env, capture_output=True, text=True, timeout=120, check=False)
     log = done.stdout + done.stderr + shown.stdout + shown.stderr
     (run_dir / "console.log").write_text(log, encoding="utf-8")
     assert shown.returncode == 0, log[-3000:]
@@ -127,7 +128,7 @@ def test_faults_are_retried_within_bounds_and_exhausted_requests_are_failed_reco
     # a 429 with Retry-After: 1 (a status fault on another image) is retried after about a second,
     # as the header asks, not at once
     waits = [b.started - a.ended for image, tries in attempts.items() if image not in persistent
-             for a, b in zip(tries, tries[1:]) if a.fault == "status"]
+             for a, b in itertools.pairwise(tries) if a.fault == "status"]
     assert waits and min(waits) >= 0.9, waits
     assert served.seconds < RUN_TIMEOUT_S
 
