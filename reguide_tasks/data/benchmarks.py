@@ -7,8 +7,8 @@ OpenOOD v1.5's CIFAR10, CIFAR100, ImageNet200 and ImageNet-1K); this module load
 (:data:`BENCHMARKS`, :func:`get_benchmark`). A user's own file is registered by
 ``reguide-eval --benchmark FILE``, by the environment variable :data:`BENCHMARK_FILES_ENV` (files
 separated by ``os.pathsep``) or by :func:`register_benchmark_file`. docs/benchmarks.md describes
-every field. One module: the dataclass, the file format that fills it and the registry of what was
-read change together.
+every field. It is one module: the dataclass, the file format that fills it and the registry of what
+was read change together.
 
 A benchmark with covariate-shifted ID sets (role ``csid``) also gets its full-spectrum view,
 ``<name>_fsood`` (:meth:`Benchmark.fsood_view`): the same classes, with the shifted sets counted as
