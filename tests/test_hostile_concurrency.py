@@ -186,9 +186,13 @@ def small_disk(tmp_path) -> Iterator[Path]:
     """A 1 MB tmpfs (needs root: skipped where it cannot be mounted)."""
     mount = tmp_path / "small_disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True, check=False)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): run as root for the full-disk cases")
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True, check=False)
+        reason = done.stderr.strip() or str(done.returncode) if done.returncode else ""
+    except OSError as err:  # no mount command
+        reason = str(err)
+    if reason:
+        pytest.skip(f"cannot mount a tmpfs here ({reason}): run as root for the full-disk cases")
     try:
         yield mount
     finally:
@@ -229,6 +233,7 @@ def test_a_full_disk_fails_the_report_clearly_and_keeps_the_previous_one(small_d
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # about 20 s: one reguide-eval run
 def test_a_full_disk_under_output_path_fails_the_run_and_keeps_earlier_results(small_disk, tmp_path) -> None:
     from reguide_tasks.testing.server import OoDDTestServer
 
