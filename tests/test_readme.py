@@ -1,8 +1,9 @@
-"""The README's snippets run as pasted.
+"""The docs' served-model snippet runs as pasted (the other docs commands: tests/test_docs_commands.py).
 
-"Try it without a GPU": the fenced ``bash`` block of that section runs in a fresh folder with the
+"Try it without a GPU" (docs/usage.md, moved there from the README): the first fenced ``bash`` block of
+that section runs in a fresh folder with the
 venv's commands on ``PATH`` (the only edit: a free port instead of 8000, so parallel test runs do not
-collide), and the summary rows it prints match the figures the README quotes under it. The test
+collide), and the summary rows it prints match the figures the page quotes under it. The test
 server stands in for a served model (no weights can be downloaded here); its answers are seeded per
 image, so the figures are the same on every machine.
 """
@@ -20,25 +21,25 @@ from pathlib import Path
 import pytest
 from cli_runs import offline_env
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
 SECTION = "### Try it without a GPU"
 
 
 def section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
+    text = USAGE.read_text(encoding="utf-8")
     start = text.index(title)
     end = text.find("\n#", start + len(title))
     return text[start : end if end > 0 else None]
 
 
 def fenced_bash(text: str) -> str:
-    (block,) = re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
-    return block
+    """The section's first ``bash`` block (the second shows the server's fault options)."""
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)[0]
 
 
 def quoted_rows(text: str) -> dict[str, list[str]]:
-    """The summary rows the README quotes (indented lines starting with a task name)."""
-    return {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("    reguide_")}
+    """The summary rows the page quotes (lines of its ``text`` block starting with a task name)."""
+    return {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("reguide_")}
 
 
 def free_port() -> int:
