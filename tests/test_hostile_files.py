@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from test_report import synth_records, write_run
 
+from reguide_tasks.data.documents import MAX_DOCUMENT_LINE
 from reguide_tasks.data.release import ReleaseError, read_release_file
 from reguide_tasks.models.replay import load_answers
 from reguide_tasks.report.files import (
@@ -192,20 +193,24 @@ _RSS_PROBE = textwrap.dedent(
     """
     import resource, sys
     from pathlib import Path
+    from reguide_tasks.data.documents import DataError, read_documents
     from reguide_tasks.report.files import ReportError, read_records
+    read = read_records if sys.argv[2] == "samples" else read_documents
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
-        read_records(Path(sys.argv[1]))
+        read(Path(sys.argv[1]))
         print("READ", file=sys.stderr)
-    except ReportError as err:
+    except (ReportError, DataError) as err:
         print(err, file=sys.stderr)
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
     """
 )
 
 
-def test_a_200_mb_single_line_is_refused_in_bounded_memory(tmp_path) -> None:
-    """The line is written in 1 MB chunks; the reader stops after MAX_LINE_CHARS characters of it."""
+@pytest.mark.parametrize(("reader", "limit", "message"), [("samples", MAX_LINE_CHARS, "line 1 is over"), ("documents", MAX_DOCUMENT_LINE, ":1: over")])
+def test_a_200_mb_single_line_is_refused_in_bounded_memory(tmp_path, reader, limit, message) -> None:
+    """The line is written in 1 MB chunks; the reader stops after ``limit`` characters of it (the
+    RSS growth of a fresh process reading it is measured)."""
     path = tmp_path / "20250301_101500_samples_reguide_baseline_cifar10.jsonl"
     chunk = "a" * 2**20
     with path.open("w", encoding="utf-8") as handle:
@@ -214,10 +219,11 @@ def test_a_200_mb_single_line_is_refused_in_bounded_memory(tmp_path) -> None:
             handle.write(chunk)
         handle.write('"}}\n')
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path)], capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path), reader], capture_output=True, text=True, timeout=60, check=True)
     grown_mb = int(done.stdout.split()[-1])
-    assert f"line 1 is over {MAX_LINE_CHARS // 2**20} M characters" in done.stderr, done.stderr
-    assert grown_mb < 4 * MAX_LINE_CHARS / 2**20 + 20, f"reading grew the process by {grown_mb} MB"  # not the 200+ MB of the line
+    assert message in done.stderr and str(path) in done.stderr, done.stderr
+    assert grown_mb < 4 * limit / 2**20 + 20, f"reading grew the process by {grown_mb} MB"  # not the 200+ MB of the line
     assert time.monotonic() - started < 20
-    with pytest.raises(ReportError, match="line 1 is over"):
-        read_records(path)
+    if reader == "samples":
+        with pytest.raises(ReportError, match="line 1 is over"):
+            read_records(path)

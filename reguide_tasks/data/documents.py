@@ -313,6 +313,9 @@ def write_documents(docs: Iterable[Mapping], path: str | os.PathLike) -> Path:
     return path
 
 
+MAX_DOCUMENT_LINE = 1024 * 1024
+
+
 def read_documents(path: str | os.PathLike, root: Path | None = None) -> list[dict]:
     """Read a JSON-lines document file; a relative path is taken under the data root."""
     import gzip
@@ -332,8 +335,12 @@ def read_documents(path: str | os.PathLike, root: Path | None = None) -> list[di
         )
     opener = gzip.open if path.name.endswith(".gz") else open
     docs = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with opener(path, "rt", encoding="utf-8-sig") as handle:
+        # lines read with a length limit: a document is a few hundred characters, and a file with a
+        # 200 MB line is refused without holding it in memory
+        for number, line in enumerate(iter(lambda: handle.readline(MAX_DOCUMENT_LINE + 1), ""), 1):
+            if len(line) > MAX_DOCUMENT_LINE:
+                raise DataError(f"{path}:{number}: over {MAX_DOCUMENT_LINE // 2**20} M characters, not one document: is this a document file?")
             if not line.strip():
                 continue
             try:
