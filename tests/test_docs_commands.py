@@ -322,6 +322,33 @@ def test_readme_is_the_front_door() -> None:
         assert f"](docs/{page.name})" in text, f"README.md does not link docs/{page.name}"
 
 
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    outside_code = re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+    return {heading_anchor(match) for match in re.findall(r"^#+ (.+)$", outside_code, flags=re.MULTILINE)}
+
+
+def test_links_between_the_pages_resolve() -> None:
+    """Every relative link of README.md and docs/*.md names a file that exists, and its #anchor a
+    heading of that file (a moved section breaks no link silently)."""
+    broken = []
+    for path, text in read_pages():
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            if not linked.exists():
+                broken.append(f"{path.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text(encoding="utf-8")):
+                broken.append(f"{path.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
 def tagged_blocks() -> list[Block]:
     return [block for path, text in read_pages() for block in code_blocks(text, path) if block.run]
 
