@@ -276,6 +276,10 @@ def test_a_renamed_flag_is_reported() -> None:
     problems, _ = unknown_flags(renamed, options)
     assert any("reguide-eval: --dry-run is not one of its options (did you mean --dry_run?)" in p for p in problems), problems
     assert any("reguide-report: --rank_by is not one of its options (did you mean --rank-by?)" in p for p in problems), problems
+    # the same rename on the code's side: the real pages against a reguide-eval whose --dry_run is --dry-run
+    renamed_code = {**options, REGUIDE_EVAL: (options[REGUIDE_EVAL] - {"--dry_run"}) | {"--dry-run"}}
+    problems, _ = unknown_flags(pages, renamed_code)
+    assert any(p.startswith("README.md:") and "reguide-eval: --dry_run is not one of its options (did you mean --dry-run?)" in p for p in problems), problems
 
 
 def test_the_checker_reads_shell_as_written() -> None:
