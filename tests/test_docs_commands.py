@@ -22,6 +22,8 @@ Conventions (for whoever writes a docs page):
   and bare ``x`` both work; the environment is offline (``cli_runs.offline_env``), with no
   ``REGUIDE_*`` / ``OPENAI_*`` variables. Tag only quick blocks (the whole file stays under a minute):
   the replay ``--limit`` trial, ``--dry_run``, ``--tasks list``, a report on the trial's output.
+- ``<!-- docs-test: output -->`` before the block right after a run block (a ``text`` block): every
+  line of it must be one the run printed (spacing ignored), so quoted figures cannot rot either.
   docs/usage.md's "Try it without a GPU" block is run by tests/test_readme.py instead (a server in the
   background, figures compared).
 """
@@ -48,6 +50,7 @@ from cli_runs import offline_env
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 RUN_TAG = "<!-- docs-test: run -->"
+OUTPUT_TAG = "<!-- docs-test: output -->"
 SHELL_INFO = ("bash", "sh", "shell", "console")
 LMMS_EVAL = "lmms-eval"
 REGUIDE_EVAL = "reguide-eval"
@@ -70,7 +73,11 @@ class Block:
     line: int  # of the opening fence, 1-based
     info: str
     text: str
-    run: bool
+    tag: str  # the docs-test comment on the line before the fence, or ""
+
+    @property
+    def run(self) -> bool:
+        return self.tag == RUN_TAG
 
     @property
     def where(self) -> str:
@@ -102,7 +109,8 @@ def code_blocks(text: str, path: Path) -> list[Block]:
         while end < len(lines) and not lines[end].strip().startswith(fence[0] * len(fence)):
             body.append(lines[end][indent:] if lines[end][:indent].isspace() else lines[end].lstrip())
             end += 1
-        blocks.append(Block(path, index + 1, opening["info"].strip(), "\n".join(body) + "\n", before == RUN_TAG))
+        tag = before if before.startswith("<!-- docs-test:") else ""
+        blocks.append(Block(path, index + 1, opening["info"].strip(), "\n".join(body) + "\n", tag))
         index = end + 1
     return blocks
 
@@ -315,6 +323,13 @@ def test_the_checker_reads_shell_as_written() -> None:
     ], problems
 
 
+def test_an_output_block_must_be_printed() -> None:
+    """A quoted figure that the run no longer prints is reported (spacing ignored, blank lines skipped)."""
+    quoted = Block(README, 1, "text", "task  docs  ID acc\nreguide_x   400    86.8\n\n  note: n/a\n", OUTPUT_TAG)
+    assert missing_lines(quoted, "task docs ID acc\nreguide_x 400 86.8\nnote: n/a\n") == []
+    assert missing_lines(quoted, "task docs ID acc\nreguide_x 400 86.9\nnote: n/a\n") == ["reguide_x   400    86.8"]
+
+
 def test_readme_is_the_front_door() -> None:
     """Short, the two commands CI runs verbatim, and a link to every docs page."""
     text = README.read_text(encoding="utf-8")
@@ -353,18 +368,41 @@ def test_links_between_the_pages_resolve() -> None:
     assert not broken, "\n".join(broken)
 
 
-def tagged_blocks() -> list[Block]:
-    return [block for path, text in read_pages() for block in code_blocks(text, path) if block.run]
+def tagged_blocks() -> list[tuple[Block, Block | None]]:
+    """The run blocks in order, each with the output block that follows it (if the next block is one)."""
+    tagged: list[tuple[Block, Block | None]] = []
+    for path, text in read_pages():
+        blocks = code_blocks(text, path)
+        unknown = [block.where for block in blocks if block.tag not in ("", RUN_TAG, OUTPUT_TAG)]
+        assert not unknown, f"docs-test comments other than {RUN_TAG} / {OUTPUT_TAG}: {unknown}"
+        for index, block in enumerate(blocks):
+            if block.run:
+                after = blocks[index + 1] if index + 1 < len(blocks) else None
+                tagged.append((block, after if after is not None and after.tag == OUTPUT_TAG else None))
+            elif block.tag == OUTPUT_TAG:
+                assert index and blocks[index - 1].run, f"{block.where}: an output block follows no run block"
+    return tagged
 
 
+def missing_lines(expected: Block, output: str) -> list[str]:
+    """The lines of an output block the run did not print (spacing ignored)."""
+    printed = {" ".join(line.split()) for line in output.splitlines()}
+    return [line for line in expected.text.splitlines() if line.strip() and " ".join(line.split()) not in printed]
+
+
+@pytest.mark.e2e
 def test_tagged_blocks_run(tmp_path: Path) -> None:
-    blocks = tagged_blocks()
+    tagged = tagged_blocks()
+    blocks = [block for block, _ in tagged]
     assert all(block.is_shell for block in blocks), [block.where for block in blocks if not block.is_shell]
     assert len(blocks) >= 4, [block.where for block in blocks]
     bin_dir = Path(sys.executable).parent
     (tmp_path / ".venv").symlink_to(bin_dir.parent, target_is_directory=True)
     env = offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_", "LMMS_IMAGE_"), PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    for block in blocks:  # in order: a block may read what an earlier one wrote
+    for block, expected in tagged:  # in order: a block may read what an earlier one wrote
         done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.text], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
         assert done.returncode == 0, f"{block.where} exited {done.returncode}:\n{block.text}\n--- output (tail)\n{done.stdout[-3000:]}"
+        if expected is not None:
+            missing = missing_lines(expected, done.stdout)
+            assert not missing, f"{expected.where}: lines {block.where} did not print: {missing}\n--- output (tail)\n{done.stdout[-3000:]}"
