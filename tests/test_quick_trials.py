@@ -32,7 +32,7 @@ from reguide_tasks.report.ties import TIE_MARK, tie_columns, tie_flagged
 
 BIN = Path(sys.executable).parent
 TASK = "reguide_baseline_imagenet200_5pct"
-REGUIDE_TASK = "reguide_imagenet200_5pct"
+REGUIDE_TASK = "reguide_imagenet200_5pct"  # the --dry_run tests
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_figures_57cdb84.json").read_text(encoding="utf-8"))
 RELEASED_OOD = ("ninco", "inaturalist", "textures", "openimage_o")  # the 5% sample has no SSB-hard answers
@@ -128,11 +128,11 @@ QWEN_ON_5PCT = "model=qwen,run=imagenet200-25%,missing=skip"  # the 25% release 
 
 @pytest.fixture(scope="module")
 def shipped_runs(tmp_path_factory) -> Path:
-    """Runs of the shipped sample on the 5% ImageNet200 documents: the GPT-4o baseline, Qwen's 25%
-    baseline answers replayed on the same documents (5% is inside 25%), and the GPT-4o ReGuide run;
-    one output folder, and its report with default flags."""
+    """Runs of the shipped sample on the 5% ImageNet200 documents: the GPT-4o baseline and Qwen's 25%
+    baseline answers replayed on the same documents (5% is inside 25%); one output folder, and its
+    report with default flags."""
     tmp = tmp_path_factory.mktemp("shipped")
-    for name, task, args in (("gpt", TASK, "model=gpt,missing=skip"), ("qwen", TASK, QWEN_ON_5PCT), ("reguide", REGUIDE_TASK, "model=gpt,missing=skip")):
+    for name, task, args in (("gpt", TASK, "model=gpt,missing=skip"), ("qwen", TASK, QWEN_ON_5PCT)):
         _eval(tmp, tmp / "out" / name, "--model", "reguide_replay", "--model_args", args, "--tasks", task)
     done = subprocess.run([str(BIN / "reguide-report"), str(tmp / "out"), "--out", str(tmp / "report"), "--no-plots", "--no-html"],
                           capture_output=True, text=True, timeout=600, env=offline_env(tmp))
@@ -143,6 +143,10 @@ def shipped_runs(tmp_path_factory) -> Path:
 def _board(folder: Path) -> dict[str, dict]:
     with open(folder / "imagenet200_leaderboard.csv", newline="", encoding="utf-8") as handle:
         return {"qwen" if "qwen" in row["model"] else row["task"]: row for row in csv.DictReader(handle)}
+
+
+def _rank(row: dict) -> int | None:
+    return int(float(row["rank"])) if row["rank"] else None
 
 
 def test_full_run_figures_are_exactly_those_before_the_interleaving(shipped_runs):
@@ -159,18 +163,15 @@ def test_default_leaderboard_falls_back_and_ranks_the_shipped_sample(shipped_run
     assert heading == ("### Leaderboard (fallback: AUROC near and AUROC far n/a in some run; "
                        "ranked by mean AUROC over ninco, inaturalist)"), heading
     board = _board(shipped_runs / "report")
-    gpt, qwen, reguide = board[TASK], board["qwen"], board[REGUIDE_TASK]
-    assert gpt["documents"] == qwen["documents"] == reguide["documents"] == "A (4,170)"
-    assert {gpt["rank"], qwen["rank"]} == {"1.0", "2.0"}
+    gpt, qwen = board[TASK], board["qwen"]
+    assert gpt["documents"] == qwen["documents"] == "A (4,170)"
+    assert {_rank(gpt), _rank(qwen)} == {1, 2}
     for row in (gpt, qwen):
         assert (row["ranked_by"], row["ranked_over"], row["passed_over"]) == ("auroc_mean", "ninco,inaturalist", "auroc_near,auroc_far")
-    first = gpt if gpt["rank"] == "1.0" else qwen
+    first = gpt if _rank(gpt) == 1 else qwen
     # DeLong's paired CI of the difference, on the documents both kept
     assert first["vs_next"].startswith("+") and first["vs_next"].count("[") == 1, first["vs_next"]
     assert math.isfinite(float(first["p_holm"]))
-    # the ReGuide run has stage-2 answers for NINCO only, none for ID images: no AUROC, listed
-    # unranked, and it does not stop the others from ranking
-    assert reguide["rank"] == ""
 
 
 def test_rank_by_still_forces_one_metric(shipped_runs, tmp_path):
@@ -178,21 +179,39 @@ def test_rank_by_still_forces_one_metric(shipped_runs, tmp_path):
                            "--rank-by", "auroc_far"], capture_output=True, text=True, timeout=600, env=offline_env(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     board = _board(tmp_path)
-    assert board[TASK]["rank"] == "1.0" and board["qwen"]["rank"] == ""  # Qwen has no far: unranked
+    assert _rank(board[TASK]) == 1 and _rank(board["qwen"]) is None  # Qwen has no far: unranked
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "### Leaderboard\n" in report and "Ranked by AUROC far (--rank-by, best first)" in report
+
+
+class _Entry:
+    """A leaderboard entry as choose_ranking reads it: the run's benchmark and its table row."""
+
+    def __init__(self, benchmark: str, **row: float):
+        self.run = type("R", (), {"benchmark": benchmark})()
+        self.row = row
+
+
+def test_a_run_without_any_auroc_does_not_stop_the_others_ranking():
+    """The shipped ReGuide 5% run has stage-2 answers for NINCO only, none for ID images: no AUROC at
+    all. Beside a baseline run of the same documents, the set is still ranked by AUROC far."""
+    from reguide_tasks.report.leaderboard import choose_ranking
+
+    baseline = _Entry("imagenet200", auroc_far=96.4, auroc_ninco=94.2, auroc_textures=94.2)
+    reguide = _Entry("imagenet200")
+    ranking = choose_ranking([baseline, reguide], None)
+    assert (ranking.key, ranking.passed_over) == ("auroc_far", ("auroc_near",))
+    assert math.isnan(ranking.value(reguide)) and ranking.value(baseline) == 96.4
+    shared = choose_ranking([baseline, _Entry("imagenet200", auroc_ninco=60.0, auroc_textures=55.0)], None)
+    assert (shared.key, shared.datasets) == ("auroc_mean", ("ninco", "textures"))
+    assert shared.value(baseline) == pytest.approx(94.2)
 
 
 def test_a_run_set_where_nothing_ranks_says_why(tmp_path):
     """CIFAR10 25%: only ID answers are released, so no OoD set has an AUROC."""
     from reguide_tasks.report.leaderboard import choose_ranking
 
-    class Row:  # a leaderboard entry as choose_ranking reads it
-        def __init__(self):
-            self.run = type("R", (), {"benchmark": "cifar10"})()
-            self.row = {}
-
-    ranking = choose_ranking([Row()], None)
+    ranking = choose_ranking([_Entry("cifar10")], None)
     assert ranking.key == "" and ranking.passed_over == ("auroc_near", "auroc_far", "auroc_mean")
     assert ranking.why_none.startswith("no run of this document set has an AUROC")
 
