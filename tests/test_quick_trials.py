@@ -91,33 +91,51 @@ def test_every_task_of_ours_interleaves_its_documents(monkeypatch):
 
 
 # ------------------------------------------------------------------ --limit runs
-def test_limit_60_measures_every_released_dataset_and_explains_the_rest(tmp_path):
-    done = _eval(tmp_path, tmp_path / "out", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip",
-                 "--tasks", TASK, "--limit", "60")
-    metrics = read_metrics(tmp_path / "out", TASK)
+@pytest.fixture(scope="module")
+def limited_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """reguide-eval --limit 60 on the 5% ImageNet200 baseline replay: its output folder and process."""
+    tmp = tmp_path_factory.mktemp("limited")
+    done = _eval(tmp, tmp / "out", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK, "--limit", "60")
+    return tmp / "out", done
+
+
+def test_limit_60_measures_every_released_dataset_and_explains_the_rest(limited_run):
+    out, done = limited_run
+    metrics = read_metrics(out, TASK)
     for dataset in RELEASED_OOD:
         assert math.isfinite(metrics[f"auroc_{dataset}"]), dataset
     assert math.isfinite(metrics["auroc_far"]) and math.isfinite(metrics["id_acc"])
-    assert len(read_samples(tmp_path / "out", TASK)) == 60
+    assert len(read_samples(out, TASK)) == 60
     # SSB-hard has no released answer: n/a, and the summary says why (and what near needs).
     assert "ssb_hard: AUROC, FPR@95, FPR@95TPR, AUPR n/a: its" in done.stdout
     assert "ssb_hard documents have no released answer" in done.stdout
     assert "near: n/a: the mean over ssb_hard, ninco needs every one (ssb_hard n/a)" in done.stdout
 
 
-def test_a_limit_too_small_for_a_dataset_is_explained(tmp_path):
-    done = _eval(tmp_path, tmp_path / "out", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip",
-                 "--tasks", TASK, "--limit", "3")
-    assert "no textures document in this run" in done.stdout
-    assert "--limit kept 3 of the task's 4,170 documents" in done.stdout
+def test_a_limit_too_small_for_a_dataset_is_explained(limited_run):
+    """The first 3 of the run's records, read as a 3-document run would be: what the summary says."""
+    from reguide_tasks.data.benchmarks import get_benchmark
+    from reguide_tasks.report.files import read_records
+    from reguide_tasks.report.runs import Run
+    from reguide_tasks.report.samples import scores_from_records
+    from reguide_tasks.report.unmeasured import unmeasured_lines
+
+    samples = next(limited_run[0].rglob(f"*_samples_{TASK}.jsonl"))
+    records = read_records(samples)[:3]
+    assert "textures" not in {r["dataset"] for r in records}
+    scores = scores_from_records(records, get_benchmark("imagenet200"))
+    run = Run(task=TASK, benchmark="imagenet200", model="reguide_replay", model_args="", date="", results_path=samples,
+              samples_path=samples, metrics={}, n_docs=3, n_docs_of_task=4170)
+    lines = unmeasured_lines(run, scores)
+    assert any(line.startswith("textures: AUROC") and "no textures document in this run" in line for line in lines), lines
+    assert lines[-1].startswith("(--limit kept 3 of the task's 4,170 documents")
 
 
-def test_plain_lmms_eval_gets_the_same_interleaved_prefix(tmp_path):
+def test_plain_lmms_eval_gets_the_same_interleaved_prefix(limited_run, tmp_path):
     """The order lives in the task's process_docs hook: lmms-eval's own CLI with --include_path gets it."""
-    _eval(tmp_path, tmp_path / "ours", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK, "--limit", "40")
     _eval(tmp_path, tmp_path / "plain", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK,
-          "--limit", "40", "--include_path", str(REPO / "tasks_yaml"), program="lmms-eval")
-    ours, plain = (read_samples(tmp_path / name, TASK) for name in ("ours", "plain"))
+          "--limit", "60", "--include_path", str(REPO / "tasks_yaml"), program="lmms-eval")
+    ours, plain = read_samples(limited_run[0], TASK), read_samples(tmp_path / "plain", TASK)
     assert [s["oodd"]["image"] for s in ours] == [s["oodd"]["image"] for s in plain]
     assert len({s["oodd"]["dataset"] for s in plain}) == 6
 
