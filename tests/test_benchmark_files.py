@@ -205,3 +205,15 @@ def test_imagenet1k_prompt_lists_every_class_and_answers_with_quotes_are_read() 
         doc = {"doc_key": f"imagenet/{label}.png", "image": "x.png", "benchmark": "imagenet1k", "dataset": "imagenet", "role": "id", "label": bench.classes.index(label), "label_name": label}
         record = hooks._score_baseline(doc, _classification_answer(doc, options, scripted_score(doc["doc_key"], "id"), []), "max_id", "exclude")
         assert (record["status"], record["correct"], record["ood_score"]) == ("ok", True, scripted_score(doc["doc_key"], "id")), label
+
+
+def test_the_example_file_of_the_readme_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Your own benchmark", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_bench.yaml").write_text(block, encoding="utf-8")
+    (tmp_path / "classes.txt").write_text("bolt\nnut\nwasher\n", encoding="utf-8")
+    (tmp_path / "lists").mkdir()
+    for name in ("parts", "scrap", "sky", "worn_parts"):
+        (tmp_path / "lists" / f"test_{name}.txt").write_text("a.png 0\n", encoding="utf-8")
+    bench = load_benchmark_file(tmp_path / "my_bench.yaml")
+    assert (bench.name, bench.id_dataset, bench.near, bench.far, bench.shifted) == ("mybench", "parts", ("scrap",), ("sky",), ("worn_parts",))
