@@ -84,3 +84,108 @@ class ServedRun:
 
     def entries(self, stage: str) -> list:
         return [entry for entry in self.server.log if entry.stage == stage]
+
+
+# ---------------------------------------------------------------- forked CLI runs
+FORKED_PROGRAMS = ("reguide-eval", "lmms-eval", "reguide-report")
+
+
+def _forked_main(program: str, argv: list[str]) -> int:
+    """The program's entry point, called as its console script would (``sys.argv`` set)."""
+    sys.argv = [program, *argv]
+    if program == "reguide-eval":
+        from reguide_tasks.lmms.cli import main
+
+        main(argv)
+        return 0
+    if program == "lmms-eval":
+        from lmms_eval.__main__ import cli_evaluate
+
+        cli_evaluate()
+        return 0
+    from reguide_tasks.report.cli import main as report_main
+
+    return int(report_main(argv) or 0)
+
+
+def _take_environment(env: dict[str, str]) -> None:
+    """In the child: ``env`` as the process environment, and the offline / cache settings that
+    huggingface_hub, datasets and transformers read once at import pointed at it as well."""
+    os.environ.clear()
+    os.environ.update(env)
+    import datasets
+    import huggingface_hub.constants
+    import torch
+
+    offline = lambda name: env.get(name, "").upper() in ("1", "ON", "YES", "TRUE")  # noqa: E731
+    huggingface_hub.constants.HF_HUB_OFFLINE = offline("HF_HUB_OFFLINE")
+    datasets.config.HF_DATASETS_OFFLINE = offline("HF_DATASETS_OFFLINE") or offline("HF_HUB_OFFLINE")
+    if env.get("HF_DATASETS_CACHE"):
+        datasets.config.HF_DATASETS_CACHE = Path(env["HF_DATASETS_CACHE"])
+    torch.set_num_threads(int(env.get("OMP_NUM_THREADS") or 1))
+
+
+def run_cli(program: str, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600):
+    """One of our CLIs run as a fork of this test process, where lmms-eval, torch and our package are
+    imported once: what ``subprocess.run([program, *argv], capture_output=True, text=True)`` returns,
+    without paying the imports (about 6 s of CPU) for every run.
+
+    For tests of what a run does, not of how it starts: a test of start-up (what is imported before
+    lmms-eval, the console script itself, several processes) keeps a real subprocess. The child gets
+    its own environment, working folder, ``sys.argv`` and standard streams, and ends with
+    ``os._exit``: nothing it changes reaches this process.
+    """
+    import signal
+    import subprocess
+    import tempfile
+    import time
+    import traceback
+
+    if program not in FORKED_PROGRAMS:
+        raise ValueError(f"run_cli runs {', '.join(FORKED_PROGRAMS)}, not {program!r}")
+    import lmms_eval.__main__  # noqa: F401  the point: imported here, once per test process
+    import torch  # noqa: F401
+
+    import reguide_tasks.lmms.cli  # noqa: F401
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1)
+                sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)
+                os.setsid()  # a timeout kills the child's own children too
+                if cwd is not None:
+                    os.chdir(cwd)
+                _take_environment(dict(os.environ) if env is None else env)
+                code = _forked_main(program, list(argv))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:  # noqa: BLE001 - reported as a console script would
+                traceback.print_exc()
+                code = 1
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired([program, *argv], timeout)
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess([program, *argv], os.waitstatus_to_exitcode(status),
+                                           out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import run_cli
 
 from reguide_tasks.testing.fixtures import make_fixture
 
@@ -19,9 +20,8 @@ TASK = "reguide_baseline_cifar10_custom"
 
 
 def _run(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [REGUIDE_EVAL, "--model", "reguide_scripted", "--tasks", TASK, "--data_root", str(root),
-               "--output_path", str(out), "--log_samples", *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    command = ["--model", "reguide_scripted", "--tasks", TASK, "--data_root", str(root), "--output_path", str(out), "--log_samples", *extra]
+    return run_cli("reguide-eval", command)
 
 
 def _last_line(done: subprocess.CompletedProcess) -> str:
@@ -80,11 +80,9 @@ def test_a_corrupt_image_can_be_recorded_and_excluded(data, tmp_path):
 
 def test_an_unknown_task_and_an_unknown_model_exit_non_zero(data, tmp_path):
     root, _ = data
-    done = subprocess.run([REGUIDE_EVAL, "--model", "reguide_scripted", "--tasks", "reguide_no_such_task", "--data_root", str(root)],
-                          capture_output=True, text=True, timeout=300)
+    done = run_cli("reguide-eval", ["--model", "reguide_scripted", "--tasks", "reguide_no_such_task", "--data_root", str(root)], timeout=300)
     assert done.returncode == 1 and _last_line(done).startswith("reguide-eval: error:")
-    done = subprocess.run([REGUIDE_EVAL, "--model", "no_such_model", "--tasks", TASK, "--data_root", str(root)],
-                          capture_output=True, text=True, timeout=300)
+    done = run_cli("reguide-eval", ["--model", "no_such_model", "--tasks", TASK, "--data_root", str(root)], timeout=300)
     assert done.returncode == 1 and _last_line(done).startswith("reguide-eval: error:")
 
 
@@ -92,8 +90,7 @@ def test_lmms_eval_dummy_model_runs_end_to_end(data, tmp_path):
     """lmms-eval's own `dummy` model answers 'A' to everything: the run completes, writes its results
     JSON, and every answer is an honest failure (counted, not a crash and not a fake number)."""
     root, _ = data
-    done = subprocess.run([REGUIDE_EVAL, "--model", "dummy", "--tasks", TASK, "--data_root", str(root), "--output_path", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=600)
+    done = run_cli("reguide-eval", ["--model", "dummy", "--tasks", TASK, "--data_root", str(root), "--output_path", str(tmp_path / "out")])
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())["results"][TASK]
     assert results["fail_rate_cifar10,none"] == 100.0 and results["oodd,none"] == 0

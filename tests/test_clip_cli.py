@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import run_cli
 from sklearn.metrics import roc_auc_score
 
 from reguide_tasks.data.benchmarks import get_benchmark
@@ -32,9 +33,8 @@ TASK = "reguide_baseline_cifar10_custom"
 
 def _eval(fixture_data, out: Path, model: str, model_args: str) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    done = subprocess.run([str(BIN / "reguide-eval"), "--model", model, "--model_args", model_args, "--tasks", TASK,
-                           "--data_root", str(fixture_data.root), "--output_path", str(out), "--log_samples", "--batch_size", "4"],
-                          capture_output=True, text=True, timeout=600, env=env)
+    done = run_cli("reguide-eval", ["--model", model, "--model_args", model_args, "--tasks", TASK, "--data_root", str(fixture_data.root),
+                                    "--output_path", str(out), "--log_samples", "--batch_size", "4"], env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -59,8 +59,7 @@ def test_clip_ood_runs_through_the_cli_and_sits_beside_lvlm_runs_in_the_report(f
         assert metrics[f"auroc_{dataset}"] == pytest.approx(expected, abs=1e-9)
     assert all(0.0 <= s <= 1.0 for s in id_scores)  # MCM: a softmax probability
 
-    report = subprocess.run([str(BIN / "reguide-report"), str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-plots"],
-                            capture_output=True, text=True, timeout=300)
+    report = run_cli("reguide-report", [str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-plots"], timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     table = (tmp_path / "report" / "report.md").read_text()
     assert "clip_ood" in table and "reguide_scripted" in table

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runs import offline_env, read_metrics, read_samples
+from cli_runs import offline_env, read_metrics, read_samples, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,8 +39,7 @@ RELEASED_OOD = ("ninco", "inaturalist", "textures", "openimage_o")  # the 5% sam
 
 
 def _eval(tmp_path: Path, out: Path, *args: str, program: str = "reguide-eval") -> subprocess.CompletedProcess:
-    done = subprocess.run([str(BIN / program), *args, "--output_path", str(out), "--log_samples"],
-                          capture_output=True, text=True, timeout=600, env=offline_env(tmp_path), cwd=tmp_path)
+    done = run_cli(program, [*args, "--output_path", str(out), "--log_samples"], env=offline_env(tmp_path), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -152,8 +151,7 @@ def shipped_runs(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("shipped")
     for name, task, args in (("gpt", TASK, "model=gpt,missing=skip"), ("qwen", TASK, QWEN_ON_5PCT)):
         _eval(tmp, tmp / "out" / name, "--model", "reguide_replay", "--model_args", args, "--tasks", task)
-    done = subprocess.run([str(BIN / "reguide-report"), str(tmp / "out"), "--out", str(tmp / "report"), "--no-plots", "--no-html"],
-                          capture_output=True, text=True, timeout=600, env=offline_env(tmp))
+    done = run_cli("reguide-report", [str(tmp / "out"), "--out", str(tmp / "report"), "--no-plots", "--no-html"], env=offline_env(tmp))
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp
 
@@ -193,8 +191,8 @@ def test_default_leaderboard_falls_back_and_ranks_the_shipped_sample(shipped_run
 
 
 def test_rank_by_still_forces_one_metric(shipped_runs, tmp_path):
-    done = subprocess.run([str(BIN / "reguide-report"), str(shipped_runs / "out"), "--out", str(tmp_path), "--no-plots", "--no-html",
-                           "--rank-by", "auroc_far"], capture_output=True, text=True, timeout=600, env=offline_env(tmp_path))
+    done = run_cli("reguide-report", [str(shipped_runs / "out"), "--out", str(tmp_path), "--no-plots", "--no-html", "--rank-by", "auroc_far"],
+                   env=offline_env(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     board = _board(tmp_path)
     assert _rank(board[TASK]) == 1 and _rank(board["qwen"]) is None  # Qwen has no far: unranked

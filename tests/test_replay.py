@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_runs import run_cli
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.prompts.render import (
@@ -25,8 +26,7 @@ REGUIDE_EVAL = str(Path(sys.executable).with_name("reguide-eval"))
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([REGUIDE_EVAL, *args, "--output_path", str(tmp_path / "out"), "--log_samples", "--data_root", str(tmp_path / "no_images")],
-                          capture_output=True, text=True, timeout=600)
+    return run_cli("reguide-eval", [*args, "--output_path", str(tmp_path / "out"), "--log_samples", "--data_root", str(tmp_path / "no_images")])
 
 
 def _results(tmp_path: Path, task: str) -> dict:
