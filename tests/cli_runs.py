@@ -110,7 +110,7 @@ def _forked_main(program: str, argv: list[str]) -> int:
 
 def _take_environment(env: dict[str, str]) -> None:
     """In the child: ``env`` as the process environment, and the offline / cache settings that
-    huggingface_hub, datasets and transformers read once at import pointed at it as well."""
+    huggingface_hub (which transformers asks) and datasets read once at import pointed at it as well."""
     os.environ.clear()
     os.environ.update(env)
     import datasets

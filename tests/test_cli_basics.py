@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytz
+from cli_runs import run_cli
 
 from reguide_tasks.lmms.cli import local_timezone_name
 
@@ -64,11 +65,8 @@ def test_local_timezone_name_reads_tz_and_falls_back_to_a_real_zone(monkeypatch)
 def test_result_files_are_named_in_local_time(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "America/New_York")
     before = datetime.datetime.now(pytz.timezone("America/New_York")).replace(tzinfo=None)
-    done = subprocess.run(
-        [EVAL, "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks",
-         "reguide_baseline_imagenet200_5pct", "--limit", "4", "--output_path", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    done = run_cli("reguide-eval", ["--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks",
+                                    "reguide_baseline_imagenet200_5pct", "--limit", "4", "--output_path", str(tmp_path)])
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"reguide-report {tmp_path} --out {tmp_path}/report" in done.stdout  # what to run next
     (results,) = tmp_path.rglob("*_results.json")
@@ -84,7 +82,7 @@ def test_result_files_are_named_in_local_time(tmp_path, monkeypatch):
 
 def _eval(*args: str, env_extra: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([EVAL, *args], capture_output=True, text=True, timeout=600, check=False, env=env, cwd=cwd)
+    return run_cli("reguide-eval", list(args), env=env, cwd=cwd)
 
 
 def test_a_typo_in_our_models_args_stops_the_run_and_says_what_was_meant(tmp_path):
