@@ -141,6 +141,7 @@ def run_cli(program: str, argv: list[str], *, env: dict[str, str] | None = None,
     import time
     import traceback
 
+    program = Path(program).name  # a console script's path names its program
     if program not in FORKED_PROGRAMS:
         raise ValueError(f"run_cli runs {', '.join(FORKED_PROGRAMS)}, not {program!r}")
     import lmms_eval.__main__  # noqa: F401  the point: imported here, once per test process

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_runs import console_script, offline_env
+from cli_runs import console_script, offline_env, run_cli
 
 from reguide_tasks.lmms.output_guard import (
     LOCK_NAME,
@@ -77,8 +77,7 @@ def test_reguide_eval_refuses_an_output_path_in_use(tmp_path) -> None:
     try:
         argv = [console_script("reguide-eval"), "--model", "openai", "--model_args", "model=m,base_url=http://127.0.0.1:9/v1",
                 "--tasks", "reguide_baseline_cifar10_custom", "--data_root", str(data), "--output_path", str(output)]
-        done = subprocess.run(argv, cwd=tmp_path, env=offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x"),
-                              capture_output=True, text=True, timeout=180, check=False)
+        done = run_cli(argv[0], argv[1:], cwd=tmp_path, env=offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x"), timeout=180)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
@@ -249,8 +248,7 @@ def test_a_full_disk_under_output_path_fails_the_run_and_keeps_earlier_results(s
     try:
         argv = [console_script("reguide-eval"), "--model", "openai", "--model_args", f"model=m,base_url={server.url}", "--tasks", "reguide_baseline_cifar10_custom",
                 "--data_root", str(data), "--output_path", str(output), "--log_samples", "--no_answer_cache"]
-        done = subprocess.run(argv, cwd=tmp_path, env=offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x"),
-                              capture_output=True, text=True, timeout=180, check=False)
+        done = run_cli(argv[0], argv[1:], cwd=tmp_path, env=offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x"), timeout=180)
     finally:
         server.stop()
     listing = sorted(str(p.relative_to(small_disk)) for p in small_disk.rglob("*"))

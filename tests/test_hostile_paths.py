@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_runs import console_script, offline_env
+from cli_runs import console_script, offline_env, run_cli
 
 from reguide_tasks.data.documents import (
     DataError,
@@ -120,8 +120,7 @@ def test_reguide_eval_refuses_a_model_name_that_leaves_the_output_folder(tmp_pat
     output = tmp_path / "deep" / "output"
     argv = [console_script("reguide-eval"), "--model", "openai", "--model_args", "model=..,base_url=http://127.0.0.1:9/v1",
             "--tasks", "reguide_baseline_cifar10_custom", "--data_root", str(data), "--output_path", str(output), "--log_samples"]
-    done = subprocess.run(argv, cwd=tmp_path, env=offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x"),
-                          capture_output=True, text=True, timeout=180, check=False)
+    done = run_cli(argv[0], argv[1:], cwd=tmp_path, env=offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x"), timeout=180)
     assert done.returncode == 1, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith("reguide-eval: error: lmms-eval would write this run's results into the folder '..'")
     assert not list((tmp_path / "deep").rglob("*.json"))  # nothing written beside or inside the output folder

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_runs import console_script, offline_env, read_metrics, read_samples
+from cli_runs import console_script, offline_env, read_metrics, read_samples, run_cli
 
 from reguide_tasks.testing.fixtures import make_fixture
 from reguide_tasks.testing.server import OoDDTestServer
@@ -74,12 +74,11 @@ def served(tmp_path_factory) -> Served:
     env = offline_env(run_dir, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY=ENV_KEY)
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, cwd=run_dir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+        done = run_cli(argv[0], argv[1:], cwd=run_dir, env=env, timeout=RUN_TIMEOUT_S)
     finally:
         server.stop()
     seconds = time.monotonic() - started
-    shown = subprocess.run([console_script("reguide-report"), str(output), "--out", str(report), "--bootstrap", "0", "--no-plots"],
-                           cwd=run_dir, env=env, capture_output=True, text=True, timeout=120, check=False)
+    shown = run_cli("reguide-report", [str(output), "--out", str(report), "--bootstrap", "0", "--no-plots"], cwd=run_dir, env=env, timeout=120)
     log = done.stdout + done.stderr + shown.stdout + shown.stderr
     (run_dir / "console.log").write_text(log, encoding="utf-8")
     assert shown.returncode == 0, log[-3000:]

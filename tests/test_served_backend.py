@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runs import ServedRun
+from cli_runs import ServedRun, run_cli
 
 from reguide_tasks.answers.parsing import parse_answer
 from reguide_tasks.answers.suggestions import filter_suggestions, parse_suggestions
@@ -292,7 +292,7 @@ def _execute(name: str, root: Path, workdir: Path) -> ServedRun:
             "--data_root", str(root), "--output_path", str(output), "--log_samples", *extra]
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, cwd=run_dir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = run_cli(argv[0], argv[1:], cwd=run_dir, env=env, timeout=RUN_TIMEOUT_S)
         returncode, log = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as exc:  # subprocess.run has killed it
         streams = [s.decode(errors="replace") if isinstance(s, bytes) else (s or "") for s in (exc.stdout, exc.stderr)]

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from cli_runs import ServedRun, console_script, offline_env, read_samples
+from cli_runs import ServedRun, console_script, offline_env, read_samples, run_cli
 from PIL import Image
 
 from reguide_tasks.answers.parsing import parse_answer
@@ -190,7 +190,7 @@ def _run(quality: float, root: Path, workdir: Path) -> ServedRun:
             "--tasks", f"{BASELINE},{REGUIDE}", "--data_root", str(root), "--output_path", str(output), "--log_samples"]
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, cwd=run_dir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+        done = run_cli(argv[0], argv[1:], cwd=run_dir, env=env, timeout=RUN_TIMEOUT_S)
         returncode, log = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired:
         returncode, log = -9, f"timed out after {RUN_TIMEOUT_S}s"
