@@ -87,21 +87,24 @@ class ServedRun:
 
 
 # ---------------------------------------------------------------- forked CLI runs
-FORKED_PROGRAMS = ("reguide-eval", "lmms-eval", "reguide-report")
+# Plain lmms-eval is not among them: this process may hold patches an in-process test installed,
+# and a plain run must not see them.
+FORKED_PROGRAMS = ("reguide-eval", "reguide-report")
 
 
 def _forked_main(program: str, argv: list[str]) -> int:
-    """The program's entry point, called as its console script would (``sys.argv`` set)."""
+    """The program's entry point, called as its console script would (``sys.argv`` set), from the
+    state a fresh process starts in: no run state, and lmms-eval's own agentic loop (reguide-eval
+    installs its batched runner itself, unless --sequential)."""
     sys.argv = [program, *argv]
     if program == "reguide-eval":
+        from reguide_tasks.lmms import runtime
         from reguide_tasks.lmms.cli import main
+        from reguide_tasks.lmms.run_state import RUN
 
+        RUN.reset()
+        runtime.uninstall_batched_agentic_runner()
         main(argv)
-        return 0
-    if program == "lmms-eval":
-        from lmms_eval.__main__ import cli_evaluate
-
-        cli_evaluate()
         return 0
     from reguide_tasks.report.cli import main as report_main
 
