@@ -6,8 +6,9 @@ dataset. Treat it as read-only: a test that needs to break the data makes its ow
 ``tiny_llava_dir`` / ``tiny_qwen2_vl_dir``: random-weight LLaVA / Qwen2-VL checkpoints with their
 processors, saved with ``save_pretrained`` (see ``tiny_models``).
 
-Marker ``e2e``: end-to-end tests that run lmms-eval in subprocesses (minutes, not seconds);
-deselect with ``-m "not e2e"``.
+Marker ``e2e``: end-to-end tests that run lmms-eval (minutes, not seconds); deselect with
+``-m "not e2e"``. Most run our CLIs through ``cli_runs.run_cli``, a fork of the test process with
+lmms-eval imported once; ``processes`` marks those whose subject is the processes themselves.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ if str(TESTS_DIR) not in sys.path:  # test helpers (tiny_models, cli_runs) impor
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: end-to-end runs of lmms-eval in subprocesses (slow)")
+    config.addinivalue_line("markers", "e2e: end-to-end runs of lmms-eval (slow)")
     config.addinivalue_line("markers", "hostile: adversarial inputs and shared outputs (docs/security.md); run alone with -m hostile")
     config.addinivalue_line("markers", "slow: a test over ~10 s of its own")
+    config.addinivalue_line("markers", "processes: starts processes on purpose (several ranks, a kill and a restart): "
+                            "kept as real subprocesses, not cli_runs.run_cli forks; -m processes runs them alone")
 
 
 @dataclass(frozen=True)

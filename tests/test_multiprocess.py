@@ -51,7 +51,7 @@ from reguide_tasks.data.documents import subset_documents, write_documents
 from reguide_tasks.models.scripted import scripted_fails, scripted_score
 from reguide_tasks.testing.fixtures import FORMATS, custom_documents_file, fixture_image
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.processes]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = "cifar10"
