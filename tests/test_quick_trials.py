@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 from collections import Counter
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,22 @@ def test_a_limit_too_small_for_a_dataset_is_explained(limited_run):
     assert lines[-1].startswith("(--limit kept 3 of the task's 4,170 documents")
 
 
+def test_a_run_without_output_path_still_explains_its_na(tmp_path):
+    """The usual smoke test writes nothing: the summary comes from the results in memory (no samples:
+    the reasons from the metrics)."""
+    args = ["--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK, "--limit", "3"]
+    done = run_cli("reguide-eval", args, env=offline_env(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"n/a in {TASK}:" in done.stdout
+    # the first 3 documents: two SSB-hard (no released answer) and one OpenImage-O image
+    assert "textures: AUROC, FPR@95, FPR@95TPR, AUPR n/a: no imagenet200 document in this run; no textures document in this run" in done.stdout
+    assert "openimage_o: AUROC, FPR@95, FPR@95TPR, AUPR n/a: no imagenet200 document in this run\n" in done.stdout
+    assert "ssb_hard: AUROC, FPR@95, FPR@95TPR, AUPR n/a: no imagenet200 document in this run; 2 ssb_hard documents have no released answer" in done.stdout
+    assert "(--limit kept 3 of the task's 4,170 documents" in done.stdout
+    assert "results: not written (no --output_path)" in done.stdout
+    assert not list(tmp_path.rglob("*_results.json"))
+
+
 def test_plain_lmms_eval_gets_the_same_interleaved_prefix(limited_run, tmp_path):
     """The order lives in the task's process_docs hook: lmms-eval's own CLI with --include_path gets it."""
     _eval(tmp_path, tmp_path / "plain", "--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK,
@@ -155,7 +172,7 @@ def shipped_runs(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("shipped")
     for name, task, args in (("gpt", TASK, "model=gpt,missing=skip"), ("qwen", TASK, QWEN_ON_5PCT)):
         _eval(tmp, tmp / "out" / name, "--model", "reguide_replay", "--model_args", args, "--tasks", task)
-    done = run_cli("reguide-report", [str(tmp / "out"), "--out", str(tmp / "report"), "--no-plots", "--no-html"], env=offline_env(tmp))
+    done = run_cli("reguide-report", [str(tmp / "out"), "--out", str(tmp / "report"), "--no-plots"], env=offline_env(tmp))
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp
 
@@ -194,6 +211,22 @@ def test_default_leaderboard_falls_back_and_ranks_the_shipped_sample(shipped_run
     assert math.isfinite(float(first["p_holm"]))
 
 
+def test_every_fpr_column_has_its_legend_and_the_html_its_fallback(shipped_runs):
+    from reguide_tasks.report.render import FPR_LEGEND
+    from reguide_tasks.report.ties import tie_legend
+
+    report = (shipped_runs / "report" / "report.md").read_text(encoding="utf-8")
+    html = (shipped_runs / "report" / "report.html").read_text(encoding="utf-8")
+    legends = [*FPR_LEGEND, tie_legend()]
+    assert legends[0].startswith("FPR@95 (OpenOOD v1.5 rule)") and legends[1].startswith("FPR@95TPR (classic")
+    for legend in legends:
+        assert f"- {legend}" in report
+        assert f"<li>{escape(legend)}</li>" in html
+    assert "<h3>Leaderboard (fallback: AUROC near and AUROC far n/a in some run;" in html
+    # the GPT-4o NINCO cell of the release rests on a wide tie block (docs/report.md quotes it)
+    assert TIE_MARK in report
+
+
 def test_rank_by_still_forces_one_metric(shipped_runs, tmp_path):
     done = run_cli("reguide-report", [str(shipped_runs / "out"), "--out", str(tmp_path), "--no-plots", "--no-html", "--rank-by", "auroc_far"],
                    env=offline_env(tmp_path))
@@ -202,6 +235,19 @@ def test_rank_by_still_forces_one_metric(shipped_runs, tmp_path):
     assert _rank(board[TASK]) == 1 and _rank(board["qwen"]) is None  # Qwen has no far: unranked
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "### Leaderboard\n" in report and "Ranked by AUROC far (--rank-by, best first)" in report
+
+
+def test_runs_without_samples_files_say_why_nothing_ranks(tmp_path):
+    args = ["--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK, "--limit", "60"]
+    done = run_cli("reguide-eval", [*args, "--output_path", str(tmp_path / "out")], env=offline_env(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli("reguide-report", [str(tmp_path / "out"), "--out", str(tmp_path / "report"), "--no-plots", "--no-html"],
+                   env=offline_env(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    heading = next(line for line in report.splitlines() if line.startswith("### Leaderboard"))
+    assert heading == "### Leaderboard (not ranked: no run has a samples file (run with --log_samples))", heading
+    assert "Ranked by AUROC near" not in report
 
 
 class _Entry:

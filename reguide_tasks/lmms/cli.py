@@ -369,6 +369,12 @@ def run(argv: Sequence[str]) -> None:
             print(summary, flush=True)
         if getattr(args, "use_cache", None):
             print(f"answers kept in {args.use_cache}: the same command resumes from them (start clean: delete that folder, or --no_answer_cache)", flush=True)
+    elif _is_main_process():  # no --output_path: nothing written, the summary from the results in memory
+        from reguide_tasks.report.run_summary import unsaved_run_summary
+
+        summary = unsaved_run_summary([results for results, _ in outcomes])
+        if summary:
+            print(summary, flush=True)
 
 
 def _is_main_process() -> bool:

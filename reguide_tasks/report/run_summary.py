@@ -9,8 +9,9 @@ two never disagree (``failed %`` is the report's "Fail all").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.report.files import RESULTS_SUFFIX, ReportError, read_results_json
@@ -18,6 +19,8 @@ from reguide_tasks.report.runs import Run, runs_from_results
 from reguide_tasks.report.samples import load_scores
 from reguide_tasks.report.tables import overall_fail_rate
 from reguide_tasks.report.unmeasured import unmeasured_lines
+
+NOT_SAVED = Path("(not saved)")  # the results path of a run that wrote no file
 
 COLUMNS = (
     ("ID acc", "id_acc"),
@@ -83,6 +86,18 @@ def run_summary(output_path: str | Path, since: float) -> str | None:
         except ReportError:  # reguide-report explains an unreadable file; the run itself worked
             continue
         runs.extend(found)
+    return summary_text(runs, output_path)
+
+
+def unsaved_run_summary(results: Sequence[Mapping[str, Any]]) -> str | None:
+    """The end-of-run text of a run without ``--output_path``, from lmms-eval's results in memory (no
+    samples: the n/a reasons come from the metrics alone); None when none of them is a task of ours."""
+    runs = [run for data in results for run in runs_from_results(NOT_SAVED, data)[0]]
+    return summary_text(runs, None)
+
+
+def summary_text(runs: Sequence[Run], output_path: str | Path | None) -> str | None:
+    """The table, the reasons for every n/a, and where the files are (``output_path`` None: none)."""
     if not runs:
         return None
     lines = ["", "reguide-eval summary (percent; near / far: OpenOOD means; n/a: no scores):", format_table(summary_rows(runs)), ""]
@@ -92,6 +107,9 @@ def run_summary(output_path: str | Path, since: float) -> str | None:
             lines.append(f"n/a in {run.task}:")
             lines.extend(f"  {line}" for line in explained)
             lines.append("")
+    if output_path is None:
+        lines.append("results: not written (no --output_path); add --output_path DIR --log_samples to keep them for reguide-report")
+        return "\n".join(lines)
     for path in dict.fromkeys(run.results_path for run in runs):
         lines.append(f"results: {path}")
     lines.extend(f"samples: {run.samples_path}" for run in runs if run.samples_path)

@@ -24,11 +24,15 @@ def _missing(metrics: Mapping[str, float], key: str) -> bool:
 
 def why_no_scores(dataset: str, scores: RunScores | None, metrics: Mapping[str, float]) -> str:
     """Why ``dataset`` has no scored answer in the run, from its samples (or its metrics without them)."""
-    if scores is None:
-        absent = metrics.get(f"not_in_release_{dataset}")
+    if scores is None:  # the metrics alone: not_in_release_<d> exists exactly when the run held a <d> document
+        if _missing(metrics, f"not_in_release_{dataset}"):
+            return f"no {dataset} document in this run"
+        absent = metrics[f"not_in_release_{dataset}"]
+        if not _missing(metrics, f"fail_rate_{dataset}") and metrics[f"fail_rate_{dataset}"] < 100.0:
+            return ""  # some of its answers were scored: the other side is what is missing
         if absent:
             return f"{int(absent)} {dataset} documents have no released answer"
-        return f"no scored {dataset} answer (run with --log_samples for the per-dataset counts)"
+        return f"no scored {dataset} answer (--output_path with --log_samples keeps the per-dataset counts)"
     kept = len(scores.scores.get(dataset, ()))
     answered = scores.n_total.get(dataset, 0)
     absent = scores.n_not_in_release.get(dataset, 0)
@@ -42,13 +46,23 @@ def why_no_scores(dataset: str, scores: RunScores | None, metrics: Mapping[str, 
     return f"all {answered} {dataset} answers lack a usable score ({failed} failed; failure policy {scores.failure_policy})"
 
 
+def _absent(dataset: str, scores: RunScores | None, metrics: Mapping[str, float]) -> bool:
+    """Whether the run held no document of ``dataset`` at all."""
+    if scores is None:
+        return _missing(metrics, f"not_in_release_{dataset}")
+    return not scores.n_total.get(dataset) and not scores.n_not_in_release.get(dataset)
+
+
 def unmeasured_lines(run: Run, scores: RunScores | None) -> list[str]:
     """One line per OoD dataset or group whose AUROC is n/a in ``run``, saying why; [] when all exist."""
     bench = get_benchmark(run.benchmark)
     metrics = run.metrics
     lines = []
-    # Without samples the ID side cannot be told apart: the dataset's own reason is all there is.
-    id_reason = why_no_scores(bench.id_dataset, scores, metrics) if scores is not None else ""
+    # Without samples the metrics tell only whether the ID set had a document at all.
+    if scores is not None:
+        id_reason = why_no_scores(bench.id_dataset, scores, metrics)
+    else:
+        id_reason = f"no {bench.id_dataset} document in this run" if _absent(bench.id_dataset, None, metrics) else ""
     unmeasured = []
     for dataset in bench.ood_datasets:
         if not _missing(metrics, f"auroc_{dataset}"):
@@ -61,9 +75,6 @@ def unmeasured_lines(run: Run, scores: RunScores | None) -> list[str]:
             lacking = [d for d in members if d in unmeasured] or list(members)
             lines.append(f"{group}: n/a: the mean over {', '.join(members)} needs every one ({', '.join(lacking)} n/a)")
     limited = run.n_docs is not None and run.n_docs_of_task and run.n_docs < run.n_docs_of_task
-    left_out = scores is not None and any(
-        not scores.n_total.get(d) and not scores.n_not_in_release.get(d) for d in (bench.id_dataset, *unmeasured)
-    )
-    if limited and left_out:
+    if limited and any(_absent(d, scores, metrics) for d in (bench.id_dataset, *unmeasured)):
         lines.append(f"(--limit kept {run.n_docs:,} of the task's {run.n_docs_of_task:,} documents, datasets in proportion: a larger --limit reaches every dataset)")
     return lines
