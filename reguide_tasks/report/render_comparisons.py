@@ -46,6 +46,9 @@ def ranking_heading(table: pd.DataFrame, primary: str | None) -> tuple[str, str]
     """(heading suffix, legend sentence) saying what each document set was ranked by, and, when the
     requested metric was passed over, that it was and why."""
     sets = _set_rankings(table)
+    if not sets and len(table):  # every row is a run without a samples file: nothing could be ranked
+        why = "no run has a samples file (run with --log_samples)"
+        return f" (not ranked: {why})", f"Not ranked: {why}; a rank needs every image's score"
     if primary is not None:
         return "", f"Ranked by {ranking_label(primary, next((str(r['ranked_over']) for r in sets.values()), ''))} (--rank-by, best first)"
     parts, passed = [], set()
