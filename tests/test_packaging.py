@@ -20,6 +20,7 @@ import pytest
 from cli_runs import offline_env, read_metrics, read_samples
 from test_e2e_llava import expected_scripted_baseline
 
+from reguide_tasks.data.documents import interleave_by_dataset
 from reguide_tasks.lmms.task_yamls import task_variants
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +137,8 @@ def test_plain_lmms_eval_finds_our_tasks_through_lmms_eval_plugins(venv: Path, t
     docs = fixture_data.documents["imagenet200"]
     samples = read_samples(out, FIXTURE_TASK, _describe(done))
     assert sorted(s["oodd"]["image"] for s in samples) == sorted(d["image"] for d in docs)
+    # in the task's interleaved order on this route too (what a --limit prefix takes)
+    assert [s["oodd"]["image"] for s in samples] == [d["image"] for d in interleave_by_dataset(docs)]
     metrics = read_metrics(out, FIXTURE_TASK)
     expected = expected_scripted_baseline(docs, "imagenet200")
     wrong = {key: (metrics.get(key), value) for key, value in expected.items() if metrics.get(key) != pytest.approx(value, abs=1e-9)}
