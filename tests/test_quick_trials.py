@@ -347,6 +347,26 @@ def test_dry_run_from_the_cli(tmp_path):
     assert not list(tmp_path.rglob("*_results.json"))
 
 
+def test_dry_run_of_an_image_model_checks_images_exist_and_opens_none(tmp_path, fixture_data, tiny_llava_dir):
+    """A model that reads images (lmms-eval's llava_hf, the tiny random LLaVA offline): the prompt tokens
+    come from its tokenizer; an image that would not decode does not matter (nothing is opened), a
+    missing one stops the run naming it."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(fixture_data.root, root)
+    docs = fixture_data.documents["imagenet200"]
+    (root / docs[0]["image"]).write_bytes(b"not an image")
+    argv = ["--model", "llava_hf", "--model_args", f"pretrained={tiny_llava_dir}", "--tasks", "reguide_imagenet200_custom",
+            "--data_root", str(root), "--dry_run"]
+    done = run_cli("reguide-eval", argv, env=offline_env(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"{len(docs)} documents x 2 requests per document" in done.stdout and "tokenizer of" in done.stdout
+    (root / docs[1]["image"]).unlink()
+    done = run_cli("reguide-eval", argv, env=offline_env(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1 and docs[1]["image"] in done.stderr, done.stderr[-2000:]
+
+
 def test_dry_run_bad_price_fails_before_anything(tmp_path):
     done = subprocess.run([str(BIN / "reguide-eval"), "--model", "reguide_replay", "--tasks", REGUIDE_TASK, "--dry_run", "--price", "cheap"],
                           capture_output=True, text=True, timeout=300, env=offline_env(tmp_path), cwd=tmp_path)
