@@ -278,3 +278,49 @@ def test_a_kill_between_the_last_state_and_its_context_file_is_finished_by_the_r
     rerun = train(config, tmp_path, data_root=data_root, device="cpu", progress=False)
     assert not rerun.already_done and rerun.resumed_from == 2 and len(rerun.history) == 2
     assert (tmp_path / CONTEXT_FILE).is_file() and rerun.accuracy == pytest.approx(first.accuracy)
+
+
+def test_a_kill_inside_the_final_save_leaves_an_older_context_and_the_rerun_redoes_the_save(
+        clip_dir: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """With epochs > save_every an older context file always exists: a kill after the final
+    train_state.pt (epoch E) and before the final context leaves epoch E-1's context (epochs_done E-1,
+    no accuracy). The rerun through the CLI must not call that finished; it redoes the final save."""
+    from reguide_tasks.models import clip_train
+    from reguide_tasks.models.clip_train_cli import main, percent
+
+    kept: dict[int, bytes] = {}  # each checkpoint's context file, as it was on disk after that save
+    original_save = clip_train._Trainer._save
+
+    def save_and_keep(self, epochs_done, *args, **kwargs):
+        path = original_save(self, epochs_done, *args, **kwargs)
+        kept[epochs_done] = path.read_bytes()
+        return path
+
+    monkeypatch.setattr(clip_train._Trainer, "_save", save_and_keep)
+    out = tmp_path / "run"
+    config = TrainConfig(clip_dir, "cifar10", epochs=2, augment="none", **FAST)
+    first = train(config, out, data_root=data_root, device="cpu", save_every=1, progress=False)
+    assert sorted(kept) == [1, 2]
+    (out / CONTEXT_FILE).write_bytes(kept[1])  # the state a kill inside the final save leaves
+    older = load_context(out / CONTEXT_FILE, 32).config
+    assert older["epochs_done"] == 1 and older["accuracy"] is None
+    assert torch.load(out / STATE_FILE, weights_only=True)["epoch"] == 2
+
+    assert main(_cli(clip_dir, data_root, out, "--epochs", "2", "--augment", "none")[1:]) == 0
+    printed = capsys.readouterr().out
+    assert "already trained" not in printed and "final save was interrupted: redone" in printed
+    redone = load_context(out / CONTEXT_FILE, 32)
+    assert redone.config["epochs_done"] == 2 and redone.config["accuracy"] == pytest.approx(first.accuracy)
+    (tmp_path / "uninterrupted.safetensors").write_bytes(kept[2])
+    assert torch.equal(redone.ctx, load_context(tmp_path / "uninterrupted.safetensors", 32).ctx)
+    assert f"learned {percent(first.accuracy)}" in printed
+    # now it is finished: the same command is a no-op
+    assert main(_cli(clip_dir, data_root, out, "--epochs", "2", "--augment", "none")[1:]) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
+def test_an_accuracy_not_recorded_prints_as_not_measured() -> None:
+    from reguide_tasks.models.clip_train_cli import percent
+
+    assert (percent(0.4567), percent(None), percent(float("nan"))) == ("45.7%", "not measured", "not measured")
+

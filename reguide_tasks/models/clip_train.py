@@ -80,6 +80,24 @@ def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | 
     return state
 
 
+def _finished_context(output_dir: Path, state: dict[str, Any] | None, config: TrainConfig) -> dict[str, Any] | None:
+    """The config stored in the context file when it is this run's final product, else None.
+
+    The final save replaces ``train_state.pt`` (epoch E) before ``context.safetensors``: a kill between
+    the two leaves the previous checkpoint's context (epochs_done < E, no accuracy), which must not count
+    as finished; the rerun then redoes the final save.
+    """
+    if state is None or int(state["epoch"]) < config.epochs:
+        return None
+    try:
+        stored = load_context(output_dir / CONTEXT_FILE, int(state["ctx"].shape[-1])).config or {}
+    except (OSError, ValueError):  # absent or unreadable: the final save is redone
+        return None
+    if stored.get("epochs_done") != int(state["epoch"]) or stored.get("accuracy") is None:
+        return None
+    return stored
+
+
 def _initial_context(config: TrainConfig, model, tokenizer, n_classes: int, hidden: int, classes: Sequence[str]) -> torch.Tensor:
     if config.init_context:
         try:
@@ -157,7 +175,8 @@ class _Trainer:
         self.docs = sample_k_shot(docs, self.classes, config.shots, config.seed)
         require_images(self.docs, Path(data_root) if data_root else None)
         self.state = _check_resumable(output_dir, config)
-        if self.state is not None and self.state["epoch"] >= config.epochs and (output_dir / CONTEXT_FILE).is_file():
+        self.finished = _finished_context(output_dir, self.state, config)
+        if self.finished is not None:
             return
         self._setup_model(device, mixed_precision)
 
@@ -301,10 +320,11 @@ class _Trainer:
         config, out = self.config, self.output_dir
         (out / IMAGES_FILE).parent.mkdir(parents=True, exist_ok=True)
         (out / IMAGES_FILE).write_text("".join(f"{d['image']} {d['label']}\n" for d in self.docs), encoding="utf-8")
-        if not hasattr(self, "model"):  # finished earlier: nothing to do
-            saved = load_context(out / CONTEXT_FILE, int(self.state["ctx"].shape[-1]))
-            meta = saved.config or {}
-            return TrainResult(out, out / CONTEXT_FILE, json.loads(self.state["history"]), meta.get("zero_shot_accuracy", math.nan), meta.get("accuracy", math.nan), int(self.state["epoch"]), True)
+        if self.finished is not None:  # finished earlier: nothing to do
+            meta = self.finished
+            zero_shot = meta.get("zero_shot_accuracy")
+            return TrainResult(out, out / CONTEXT_FILE, json.loads(self.state["history"]), math.nan if zero_shot is None else float(zero_shot),
+                               float(meta["accuracy"]), int(self.state["epoch"]), True)
         clean = self._clean_features()
         if self.state is None:
             zero_shot_text = normalize(encode_texts(self.model, self.tokenizer, [ZERO_SHOT_TEMPLATE.format(c) for c in self.classes], self.max_length).float())
@@ -320,7 +340,7 @@ class _Trainer:
             if (epoch + 1) % save_every == 0 and epoch + 1 < config.epochs:
                 self._save(epoch + 1, history, zero_shot)
         bar.close()
-        with torch.no_grad():  # the final save also covers a kill between the last state and its context file
+        with torch.no_grad():  # a rerun after a kill inside the final save gets here with no epoch left, and redoes it
             accuracy = self._accuracy(clean[0], clean[2], self._class_features())
         self._save(config.epochs, history, zero_shot, accuracy)
         return TrainResult(out, out / CONTEXT_FILE, history, zero_shot, accuracy, start)

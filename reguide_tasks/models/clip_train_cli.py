@@ -13,6 +13,7 @@ to resume from the last saved epoch. See docs/clip_finetuning.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from reguide_tasks.data.benchmarks import (
@@ -76,6 +77,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{**values, "benchmark": benchmark_name(args.benchmark)})
 
 
+def percent(fraction: float | None) -> str:
+    """An accuracy for the summary line; one not recorded (None, NaN) is said so."""
+    if fraction is None or math.isnan(fraction):
+        return "not measured"
+    return f"{100 * fraction:.1f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -91,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if result.already_done:
         print(f"{result.context_path}: already trained ({config.epochs} epochs); nothing to do")
+    elif result.resumed_from >= config.epochs:
+        print(f"all {config.epochs} epochs were done but the final save was interrupted: redone")
     elif result.resumed_from:
         print(f"resumed after epoch {result.resumed_from} of {config.epochs}")
     last = result.history[-1] if result.history else {}
     print(f"{config.method} {config.shots}-shot on {config.benchmark}: loss {last.get('loss', float('nan')):.4f}; "
-          f"k-shot accuracy zero-shot {100 * result.zero_shot_accuracy:.1f}% -> learned {100 * result.accuracy:.1f}%")
+          f"k-shot accuracy zero-shot {percent(result.zero_shot_accuracy)} -> learned {percent(result.accuracy)}")
     print(f"context: {result.context_path}")
     own = f" --benchmark {args.benchmark}" if args.benchmark.endswith((".yaml", ".yml")) else ""
     print(f"evaluate: reguide-eval --model clip_ood --model_args pretrained={config.pretrained},prompt_context={result.context_path},score=mcm "
