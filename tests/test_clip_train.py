@@ -324,3 +324,29 @@ def test_an_accuracy_not_recorded_prints_as_not_measured() -> None:
 
     assert (percent(0.4567), percent(None), percent(float("nan"))) == ("45.7%", "not measured", "not measured")
 
+
+def test_a_precision_the_device_cannot_run_is_refused_before_training(
+        clip_dir: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """accelerate runs fp16 only on a GPU: on the CPU it would train in fp32 and say nothing."""
+    from reguide_tasks.models.clip_train_cli import main
+
+    out = tmp_path / "fp16"
+    assert main(_cli(clip_dir, data_root, out, "--epochs", "1", "--augment", "none", "--device", "cpu", "--mixed_precision", "fp16")[1:]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("reguide-clip-train: error: --mixed_precision fp16 with --device cpu")
+    assert "use --mixed_precision bf16 (CPU autocast) or no" in error[0]
+    assert not out.exists()
+    with pytest.raises(TrainError, match="--mixed_precision must be one of no, fp16, bf16, not 'fp8'"):
+        train(TrainConfig(clip_dir, "cifar10", epochs=1, augment="none", **FAST), out, data_root=data_root, device="cpu", mixed_precision="fp8")
+
+
+def test_a_precision_accelerate_refuses_is_a_train_error(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    """accelerate keeps one precision per process: a second run in this process asking for another is
+    refused by accelerate (a real refusal, not a mock), and reaches the user as a TrainError."""
+    from accelerate import Accelerator
+
+    Accelerator(cpu=True, mixed_precision="no")  # what every other run in this test process set up
+    with pytest.raises(TrainError, match=r"accelerate refused --mixed_precision bf16 with --device cpu \(.*already been initialized.*\); use --mixed_precision no"):
+        train(TrainConfig(clip_dir, "cifar10", epochs=1, augment="none", **FAST), tmp_path / "bf16", data_root=data_root, device="cpu", mixed_precision="bf16")
+    assert not (tmp_path / "bf16" / STATE_FILE).exists()
+

@@ -185,9 +185,10 @@ class _Trainer:
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         config = self.config
-        if mixed_precision not in MIXED_PRECISION:
-            raise TrainError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+        try:
+            self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+        except ValueError as exc:  # e.g. bf16 on a GPU without it; another precision set earlier in this process
+            raise TrainError(f"accelerate refused --mixed_precision {mixed_precision} with --device {device} ({exc}); use --mixed_precision no") from None
         if self.accelerator.num_processes > 1:
             raise TrainError("reguide-clip-train runs in one process (a prompt context is small): start it with python / reguide-clip-train, not accelerate launch with several processes")
         self.model = CLIPModel.from_pretrained(config.pretrained).to(self.accelerator.device).eval().requires_grad_(False)
@@ -346,6 +347,17 @@ class _Trainer:
         return TrainResult(out, out / CONTEXT_FILE, history, zero_shot, accuracy, start)
 
 
+def _check_precision(mixed_precision: str, device: str) -> None:
+    """Refuse a precision the device cannot run, before any work (accelerate would run fp16 on CPU as fp32)."""
+    if mixed_precision not in MIXED_PRECISION:
+        raise TrainError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, not {mixed_precision!r}")
+    gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    if mixed_precision == "fp16" and (device == "cpu" or not gpu):
+        why = "with --device cpu:" if device == "cpu" else "needs a GPU and torch sees none here:"
+        raise TrainError(f"--mixed_precision fp16 {why} accelerate runs fp16 only on a GPU (on the CPU it would silently train in fp32): "
+                         "use --mixed_precision bf16 (CPU autocast) or no" + (", or --device cuda" if device == "cpu" and torch.cuda.is_available() else ""))
+
+
 def train(
     config: TrainConfig,
     output_dir: str | os.PathLike,
@@ -369,6 +381,7 @@ def train(
         raise TrainError(f"--device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA device is visible to torch here (use --device cpu, or auto)")
+    _check_precision(mixed_precision, device)
     try:
         trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress)
     except DataError as exc:
