@@ -350,3 +350,23 @@ def test_a_precision_accelerate_refuses_is_a_train_error(clip_dir: str, data_roo
         train(TrainConfig(clip_dir, "cifar10", epochs=1, augment="none", **FAST), tmp_path / "bf16", data_root=data_root, device="cpu", mixed_precision="bf16")
     assert not (tmp_path / "bf16" / STATE_FILE).exists()
 
+
+def test_an_unreadable_training_image_is_refused_before_training(
+        clip_dir: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    from reguide_tasks.models.clip_train_cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    kshot = sample_k_shot(train_documents("cifar10", root), CIFAR, SHOTS, seed=1)
+    truncated, garbage = root / kshot[0]["image"], root / kshot[13]["image"]
+    truncated.write_bytes(truncated.read_bytes()[:len(truncated.read_bytes()) // 2])  # a copy cut short
+    garbage.write_bytes(b"not an image at all")
+    load_image(kshot[5], root)  # the others still open
+    out = tmp_path / "out"
+    assert main(_cli(clip_dir, str(root), out, "--epochs", "1", "--augment", "none")[1:]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"reguide-clip-train: error: 2 of {10 * SHOTS} k-shot training images cannot be read: ")
+    assert str(truncated) in error[0] and str(garbage) in error[0] and "Replace these files" in error[0]
+    assert not (out / STATE_FILE).exists() and not (out / CONTEXT_FILE).exists()

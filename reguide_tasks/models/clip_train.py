@@ -39,7 +39,11 @@ from tqdm import tqdm
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.data.documents import DataError, load_image, require_images
-from reguide_tasks.data.train_lists import sample_k_shot, train_documents
+from reguide_tasks.data.train_lists import (
+    require_readable,
+    sample_k_shot,
+    train_documents,
+)
 from reguide_tasks.models.clip_context import load_context, save_context
 from reguide_tasks.models.clip_features import (
     context_prompts,
@@ -178,6 +182,7 @@ class _Trainer:
         self.finished = _finished_context(output_dir, self.state, config)
         if self.finished is not None:
             return
+        require_readable(self.docs, data_root)  # a corrupt image: one error naming it, not a crash mid-epoch
         self._setup_model(device, mixed_precision)
 
     def _setup_model(self, device: str, mixed_precision: str) -> None:
@@ -384,9 +389,9 @@ def train(
     _check_precision(mixed_precision, device)
     try:
         trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress)
-    except DataError as exc:
+        return trainer.run(save_every)
+    except DataError as exc:  # checked before training; an image that breaks during it lands here too
         raise TrainError(str(exc)) from None
-    return trainer.run(save_every)
 
 
 __all__ = ["CONTEXT_FILE", "STATE_FILE", "TrainConfig", "TrainError", "TrainResult", "train"]
