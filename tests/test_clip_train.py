@@ -370,3 +370,41 @@ def test_an_unreadable_training_image_is_refused_before_training(
     assert len(error) == 1 and error[0].startswith(f"reguide-clip-train: error: 2 of {10 * SHOTS} k-shot training images cannot be read: ")
     assert str(truncated) in error[0] and str(garbage) in error[0] and "Replace these files" in error[0]
     assert not (out / STATE_FILE).exists() and not (out / CONTEXT_FILE).exists()
+
+
+def _entropy_by_hand(logits: list[float]) -> float:
+    import math
+
+    exps = [math.exp(v) for v in logits]
+    probs = [e / sum(exps) for e in exps]
+    return -sum(p * math.log(p) for p in probs)
+
+
+def test_locoop_takes_as_background_the_patches_whose_top_k_misses_the_class() -> None:
+    """LoCoOp's selection on a hand-made [B=2, P=3, K=4] tensor, top-2: the selected patches and the
+    entropy are checked against a hand computation (an inverted mask, a label broadcast across the wrong
+    image or a top-k over the patches would select other patches and give another entropy)."""
+    from reguide_tasks.models.clip_locoop import background_entropy, background_patches, default_top_k
+
+    local_logits = torch.tensor([
+        [[4.0, 3.0, 0.0, 0.0],   # image 0 (class 1): top-2 {0, 1} holds 1 -> object
+         [3.0, 0.0, 2.0, 1.0],   # top-2 {0, 2} -> background
+         [0.0, 1.0, 3.0, 2.0]],  # top-2 {2, 3} -> background
+        [[0.0, 0.0, 1.0, 5.0],   # image 1 (class 3): top-2 {3, 2} -> object
+         [1.0, 2.0, 3.0, 0.0],   # top-2 {2, 1} -> background
+         [0.0, 5.0, 0.0, 4.0]],  # top-2 {1, 3} -> object
+    ])
+    labels = torch.tensor([1, 3])
+    selected = [[False, True, True], [False, True, False]]
+    assert background_patches(local_logits, labels, 2).tolist() == selected
+    rows = local_logits.tolist()
+    background = [rows[b][p] for b in range(2) for p in range(3) if selected[b][p]]
+    objects = [rows[b][p] for b in range(2) for p in range(3) if not selected[b][p]]
+    expected = sum(map(_entropy_by_hand, background)) / len(background)
+    assert expected != pytest.approx(sum(map(_entropy_by_hand, objects)) / len(objects), abs=1e-3)  # the inverse gives another value
+    assert float(background_entropy(local_logits, labels, 2)) == pytest.approx(expected, rel=1e-6)
+    # a wider top-k takes fewer patches ([0, 1, 3, 2] now holds class 1); top-K = every class: no term
+    assert background_patches(local_logits, labels, 3).tolist() == [[False, True, False], [False, True, False]]
+    assert background_entropy(local_logits, labels, 4) is None
+    # the default K keeps the paper's proportion: 200 of ImageNet-1K's 1,000 classes
+    assert [default_top_k(k) for k in (1000, 200, 100, 10, 2)] == [200, 40, 20, 2, 1]

@@ -5,7 +5,8 @@ CLIP stays frozen; only the context vectors in front of each class name learn (u
 by cross-entropy of CLIP's logits ``logit_scale * cos(image, class prompt)`` against the image's
 class. Optionally LoCoOp's OoD regularisation: on each image's local (patch) features, the patches
 whose top-``locoop_top_k`` classes miss the image's class are taken as background, and their
-class-probability entropy is maximised (loss ``CE - locoop_lambda * mean entropy``).
+class-probability entropy is maximised (loss ``CE - locoop_lambda * mean entropy``; see
+:mod:`reguide_tasks.models.clip_locoop`; default ``K``: LoCoOp's 20 % of the classes).
 
 Defaults follow CoOp's ImageNet recipe: 16 context vectors, random init (std 0.02), SGD lr 0.002,
 momentum 0.9, weight decay 5e-4, batch 32, 50 epochs, cosine schedule after one warm-up epoch at
@@ -51,6 +52,7 @@ from reguide_tasks.models.clip_features import (
     encode_with_context,
     image_features,
 )
+from reguide_tasks.models.clip_locoop import background_entropy, default_top_k
 from reguide_tasks.models.clip_scores import normalize
 from reguide_tasks.models.clip_train_config import (
     DEFAULT_N_CTX,
@@ -222,7 +224,7 @@ class _Trainer:
 
     @property
     def top_k(self) -> int:
-        return self.config.locoop_top_k or max(1, len(self.classes) // 2)
+        return self.config.locoop_top_k or default_top_k(len(self.classes))
 
     # -------------------------------------------------------------- features
 
@@ -266,12 +268,8 @@ class _Trainer:
         logits = self.logit_scale * image @ text.T
         loss = torch.nn.functional.cross_entropy(logits, labels)
         if patches is not None:  # LoCoOp: background patches (class not in their top k) pushed to high entropy
-            local_logits = self.logit_scale * patches @ text.T  # [B, P, K]
-            top = local_logits.topk(self.top_k, dim=-1).indices
-            background = ~top.eq(labels[:, None, None]).any(-1)  # [B, P]
-            if background.any():
-                probs = local_logits[background].softmax(-1)
-                entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
+            entropy = background_entropy(self.logit_scale * patches @ text.T, labels, self.top_k)  # local logits [B, P, K]
+            if entropy is not None:
                 loss = loss - self.config.locoop_lambda * entropy
         return loss, logits.argmax(-1).eq(labels).float().sum()
 

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup_lr", type=float, default=d.warmup_lr)
     p.add_argument("--augment", choices=AUGMENTS, default=d.augment, help="flip_crop (CoOp's random resized crop + flip, default) or none (image features computed once)")
     p.add_argument("--locoop_lambda", type=float, default=d.locoop_lambda, help="LoCoOp's OoD regularisation weight (0 = off; LoCoOp uses 0.25)")
-    p.add_argument("--locoop_top_k", type=int, default=d.locoop_top_k, help="LoCoOp: a patch is background when the image's class is not in its top k (0 = half the classes; LoCoOp uses 200 of 1000)")
+    p.add_argument("--locoop_top_k", type=int, default=d.locoop_top_k, help="LoCoOp: a patch is background when the image's class is not in its top k (default 0 = LoCoOp's proportion, 20%% of the classes: its 200 of ImageNet-1K's 1000; CIFAR-10 2, ImageNet200 40)")
     p.add_argument("--local_features", choices=("value", "tokens"), default=d.local_features, help="LoCoOp's local features (as clip_ood's GL-MCM)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
     p.add_argument("--mixed_precision", choices=MIXED_PRECISION, default="no", help="accelerate's mixed precision (default no)")
