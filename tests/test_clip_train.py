@@ -138,6 +138,7 @@ def _cli(clip_dir: str, data_root: Path, out: Path, *extra: str) -> list[str]:
             "--warmup_epochs", "0", "--quiet", *extra]
 
 
+@pytest.mark.processes  # a real console-script process, SIGKILLed and restarted
 def test_killed_run_resumes_from_its_last_checkpoint(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
     """SIGKILL right after the first checkpoint, rerun the same command: it resumes there and ends
     where an uninterrupted run ends (augmentation on: the draws of each epoch are seeded)."""
