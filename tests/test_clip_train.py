@@ -409,3 +409,30 @@ def test_locoop_takes_as_background_the_patches_whose_top_k_misses_the_class() -
     assert background_entropy(local_logits, labels, 4) is None
     # the default K keeps the paper's proportion: 200 of ImageNet-1K's 1,000 classes
     assert [default_top_k(k) for k in (1000, 200, 100, 10, 2)] == [200, 40, 20, 2, 1]
+
+
+def test_a_context_learned_on_another_clip_of_the_same_width_is_refused(
+        trained, clip_dir: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two tiny CLIPs alike in every shape, built from different seeds (as ViT-B/32 and ViT-B/16 share
+    the text width 512): a context learned on one is refused by the other, naming both, unless the
+    user says allow_other_clip; the same CLIP loaded in bfloat16 still accepts it."""
+    from reguide_tasks.models.clip_context import PROBE_KEY
+    from reguide_tasks.models.clip_train_cli import main
+
+    _, result = trained
+    other = str(build_tiny_clip(tmp_path / "other_clip", [*CIFAR, "a photo of a {}."], seed=1))
+    assert len(load_context(result.context_path, 32).config[PROBE_KEY]) == 64
+    with pytest.raises(ValueError, match=rf"learned on another CLIP \({clip_dir}\) than this one \({other}\).*allow_other_clip=true"):
+        ClipOoD(pretrained=other, prompt_context=str(result.context_path), device="cpu")
+    assert ClipOoD(pretrained=other, prompt_context=str(result.context_path), device="cpu", allow_other_clip="true").prompt_context is not None
+    assert ClipOoD(pretrained=clip_dir, prompt_context=str(result.context_path), device="cpu", dtype="bfloat16").prompt_context is not None
+
+    # --init_context in the trainer: refused before training, through the CLI; accepted with --allow_other_clip
+    command = _cli(other, data_root, tmp_path / "init", "--epochs", "1", "--augment", "none", "--init_context", str(result.context_path))[1:]
+    capsys.readouterr()
+    assert main(command) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' loading bars: the model is needed to compare
+    assert error.startswith(f"reguide-clip-train: error: --init_context {result.context_path}: learned on another CLIP ({clip_dir}) than this one ({other})")
+    assert error.endswith("pass --allow_other_clip to use it anyway") and not (tmp_path / "init" / STATE_FILE).exists()
+    assert main([*command, "--allow_other_clip"]) == 0
+    assert load_context(tmp_path / "init" / CONTEXT_FILE, 32).config["pretrained"] == other

@@ -45,7 +45,13 @@ from reguide_tasks.data.train_lists import (
     sample_k_shot,
     train_documents,
 )
-from reguide_tasks.models.clip_context import load_context, save_context
+from reguide_tasks.models.clip_context import (
+    PROBE_KEY,
+    check_model,
+    load_context,
+    save_context,
+    text_probe,
+)
 from reguide_tasks.models.clip_features import (
     context_prompts,
     encode_texts,
@@ -104,12 +110,14 @@ def _finished_context(output_dir: Path, state: dict[str, Any] | None, config: Tr
     return stored
 
 
-def _initial_context(config: TrainConfig, model, tokenizer, n_classes: int, hidden: int, classes: Sequence[str]) -> torch.Tensor:
+def _initial_context(config: TrainConfig, model, tokenizer, n_classes: int, hidden: int, classes: Sequence[str], allow_other_clip: bool = False) -> torch.Tensor:
     if config.init_context:
         try:
             context = load_context(config.init_context, hidden, classes)
+            if not allow_other_clip:
+                check_model(context, text_probe(model), config.pretrained, f"--init_context {config.init_context}", "--allow_other_clip")
         except ValueError as exc:
-            raise TrainError(f"--init_context: {exc}") from None
+            raise TrainError(str(exc) if str(exc).startswith("--init_context") else f"--init_context: {exc}") from None
         ctx = context.ctx
         if context.class_specific != config.class_specific or (config.n_ctx is not None and context.n_ctx != config.n_ctx):
             raise TrainError(
@@ -171,8 +179,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 class _Trainer:
     """One training run; :func:`train` is the entry point."""
 
-    def __init__(self, config: TrainConfig, output_dir: Path, data_root: str | os.PathLike | None, device: str, mixed_precision: str, num_workers: int, progress: bool) -> None:
-        self.config, self.output_dir, self.data_root = config, output_dir, data_root
+    def __init__(self, config: TrainConfig, output_dir: Path, data_root: str | os.PathLike | None, device: str, mixed_precision: str, num_workers: int, progress: bool,
+                 allow_other_clip: bool = False) -> None:
+        self.config, self.output_dir, self.data_root, self.allow_other_clip = config, output_dir, data_root, allow_other_clip
         self.num_workers, self.progress = num_workers, progress
         bench = get_benchmark(config.benchmark)
         self.classes = bench.classes
@@ -207,7 +216,7 @@ class _Trainer:
         n_classes = len(self.classes)
         if config.locoop_lambda > 0 and not 1 <= self.top_k < n_classes:
             raise TrainError(f"--locoop_top_k must be in 1..{n_classes - 1} for {n_classes} classes, not {self.top_k}")
-        ctx = _initial_context(config, self.model, self.tokenizer, n_classes, hidden, self.classes)
+        ctx = _initial_context(config, self.model, self.tokenizer, n_classes, hidden, self.classes, self.allow_other_clip)
         if self.state is not None:
             saved = self.state["ctx"]
             if tuple(saved.shape) != tuple(ctx.shape):
@@ -308,7 +317,7 @@ class _Trainer:
             "method": self.config.method, "classes": list(self.classes), "n_classes": len(self.classes),
             "n_ctx": int(ctx.shape[-2]), "hidden_size": int(ctx.shape[-1]), "epochs_done": epochs_done,
             "kshot_images_sha256": _sha256([d["image"] for d in self.docs]), "zero_shot_accuracy": zero_shot,
-            "accuracy": accuracy, "final_loss": history[-1]["loss"] if history else None,
+            "accuracy": accuracy, "final_loss": history[-1]["loss"] if history else None, PROBE_KEY: text_probe(self.model),
         }
 
     def _save(self, epochs_done: int, history: list[dict[str, float]], zero_shot: float, accuracy: float | None = None) -> Path:
@@ -371,11 +380,13 @@ def train(
     num_workers: int = 0,
     save_every: int = 1,
     progress: bool = True,
+    allow_other_clip: bool = False,
 ) -> TrainResult:
     """Train (or resume, or find finished) the context of ``config`` into ``output_dir``.
 
     Every check of the input (config values, the training list, the shot count against the smallest
     class, the images, a saved state or ``init_context`` that does not fit) runs before training.
+    ``allow_other_clip``: start from an ``init_context`` learned on another CLIP of the same width.
     """
     config.check()
     if save_every < 1:
@@ -386,7 +397,7 @@ def train(
         raise TrainError("--device cuda: no CUDA device is visible to torch here (use --device cpu, or auto)")
     _check_precision(mixed_precision, device)
     try:
-        trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress)
+        trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress, allow_other_clip)
         return trainer.run(save_every)
     except DataError as exc:  # checked before training; an image that breaks during it lands here too
         raise TrainError(str(exc)) from None

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class_specific", action="store_true", help="one context per class (CoOp's CSC) instead of one shared context")
     p.add_argument("--ctx_init", default=d.ctx_init, help="initialize the context from these words, e.g. 'a photo of a' (default: random, std 0.02)")
     p.add_argument("--init_context", default=d.init_context, help="initialize from a saved context file (context.safetensors or a CoOp checkpoint)")
+    p.add_argument("--allow_other_clip", action="store_true", help="accept an --init_context learned on another CLIP of the same width (refused by default)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         result = train(config, args.output_dir, data_root=args.data_root, device=args.device, mixed_precision=args.mixed_precision,
-                       num_workers=args.num_workers, save_every=args.save_every, progress=not args.quiet)
+                       num_workers=args.num_workers, save_every=args.save_every, progress=not args.quiet, allow_other_clip=args.allow_other_clip)
     except TrainError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
