@@ -436,3 +436,25 @@ def test_a_context_learned_on_another_clip_of_the_same_width_is_refused(
     assert error.endswith("pass --allow_other_clip to use it anyway") and not (tmp_path / "init" / STATE_FILE).exists()
     assert main([*command, "--allow_other_clip"]) == 0
     assert load_context(tmp_path / "init" / CONTEXT_FILE, 32).config["pretrained"] == other
+
+
+def test_a_run_is_not_resumed_on_other_k_shot_images(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    """Same settings, another training list (here: another data root whose list lost one drawn image):
+    the k-shot draw differs, so the saved run is not resumed on it."""
+    import shutil
+
+    config = TrainConfig(clip_dir, "cifar10", epochs=1, augment="none", **FAST)
+    out = tmp_path / "run"
+    train(config, out, data_root=data_root, device="cpu", progress=False)
+    other = tmp_path / "other_data"
+    shutil.copytree(data_root, other)
+    drawn = sample_k_shot(train_documents("cifar10", other), CIFAR, SHOTS, config.seed)[0]["image"]
+    list_path = train_list_path(get_benchmark("cifar10"), other)
+    lines = list_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    list_path.write_text("".join(line for line in lines if not drawn.endswith(line.split()[0])), encoding="utf-8")
+    assert len(list_path.read_text(encoding="utf-8").splitlines()) == len(lines) - 1
+    before = (out / STATE_FILE).read_bytes()
+    with pytest.raises(TrainError, match=r"trained on other k-shot images .*kshot_images\.txt.*the training list changed"):
+        train(config, out, data_root=other, device="cpu", progress=False)
+    assert (out / STATE_FILE).read_bytes() == before
+    assert train(config, out, data_root=data_root, device="cpu", progress=False).already_done

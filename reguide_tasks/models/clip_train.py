@@ -75,8 +75,8 @@ ZERO_SHOT_TEMPLATE = "a photo of a {}."
 CONTEXT_FILE, STATE_FILE, IMAGES_FILE = "context.safetensors", "train_state.pt", "kshot_images.txt"
 
 
-def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The saved state in ``output_dir`` when it was made with ``config``; TrainError when it was not."""
+def _check_resumable(output_dir: Path, config: TrainConfig, kshot_sha256: str) -> dict[str, Any] | None:
+    """The saved state in ``output_dir`` when it was made with ``config`` on the same k-shot images; TrainError when not."""
     state_path = output_dir / STATE_FILE
     if not state_path.is_file():
         return None
@@ -89,6 +89,9 @@ def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | 
     differ = [f"{k}: {stored.get(k)!r} there, {v!r} here" for k, v in ours.items() if stored.get(k) != v]
     if differ:
         raise TrainError(f"{output_dir} holds a training run with other settings ({'; '.join(differ)}): use another --output_dir, or rerun with those settings to resume it")
+    if state.get("kshot_images_sha256", kshot_sha256) != kshot_sha256:  # same settings, another training list or data root
+        raise TrainError(f"{output_dir} holds a run trained on other k-shot images (its list: {output_dir / IMAGES_FILE}): the training list changed; "
+                         "use another --output_dir, or restore the list to resume it")
     return state
 
 
@@ -189,7 +192,8 @@ class _Trainer:
         docs = train_documents(config.benchmark, data_root, config.train_list or None)
         self.docs = sample_k_shot(docs, self.classes, config.shots, config.seed)
         require_images(self.docs, Path(data_root) if data_root else None)
-        self.state = _check_resumable(output_dir, config)
+        self.kshot_sha256 = _sha256([d["image"] for d in self.docs])
+        self.state = _check_resumable(output_dir, config, self.kshot_sha256)
         self.finished = _finished_context(output_dir, self.state, config)
         if self.finished is not None:
             return
@@ -316,7 +320,7 @@ class _Trainer:
             **config_fields(self.config),
             "method": self.config.method, "classes": list(self.classes), "n_classes": len(self.classes),
             "n_ctx": int(ctx.shape[-2]), "hidden_size": int(ctx.shape[-1]), "epochs_done": epochs_done,
-            "kshot_images_sha256": _sha256([d["image"] for d in self.docs]), "zero_shot_accuracy": zero_shot,
+            "kshot_images_sha256": self.kshot_sha256, "zero_shot_accuracy": zero_shot,
             "accuracy": accuracy, "final_loss": history[-1]["loss"] if history else None, PROBE_KEY: text_probe(self.model),
         }
 
@@ -325,7 +329,7 @@ class _Trainer:
         scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
         state = {"ctx": self.ctx.detach().float().cpu(), "optimizer": self.optimizer.state_dict(), "scaler": scaler,
                  "epoch": epochs_done, "history": json.dumps(history), "zero_shot_accuracy": zero_shot,
-                 "config": json.dumps(config_fields(self.config))}
+                 "config": json.dumps(config_fields(self.config)), "kshot_images_sha256": self.kshot_sha256}
         _atomic_torch_save(state, self.output_dir / STATE_FILE)  # the resume point first, then the product
         return save_context(self.output_dir / CONTEXT_FILE, self.ctx, self._metadata(epochs_done, history, zero_shot, accuracy))
 
