@@ -385,7 +385,11 @@ def test_locoop_takes_as_background_the_patches_whose_top_k_misses_the_class() -
     """LoCoOp's selection on a hand-made [B=2, P=3, K=4] tensor, top-2: the selected patches and the
     entropy are checked against a hand computation (an inverted mask, a label broadcast across the wrong
     image or a top-k over the patches would select other patches and give another entropy)."""
-    from reguide_tasks.models.clip_locoop import background_entropy, background_patches, default_top_k
+    from reguide_tasks.models.clip_locoop import (
+        background_entropy,
+        background_patches,
+        default_top_k,
+    )
 
     local_logits = torch.tensor([
         [[4.0, 3.0, 0.0, 0.0],   # image 0 (class 1): top-2 {0, 1} holds 1 -> object
