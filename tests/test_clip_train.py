@@ -138,6 +138,7 @@ def _cli(clip_dir: str, data_root: Path, out: Path, *extra: str) -> list[str]:
             "--warmup_epochs", "0", "--quiet", *extra]
 
 
+@pytest.mark.processes  # a real console-script process, SIGKILLed and restarted
 def test_killed_run_resumes_from_its_last_checkpoint(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
     """SIGKILL right after the first checkpoint, rerun the same command: it resumes there and ends
     where an uninterrupted run ends (augmentation on: the draws of each epoch are seeded)."""
@@ -278,3 +279,186 @@ def test_a_kill_between_the_last_state_and_its_context_file_is_finished_by_the_r
     rerun = train(config, tmp_path, data_root=data_root, device="cpu", progress=False)
     assert not rerun.already_done and rerun.resumed_from == 2 and len(rerun.history) == 2
     assert (tmp_path / CONTEXT_FILE).is_file() and rerun.accuracy == pytest.approx(first.accuracy)
+
+
+def test_a_kill_inside_the_final_save_leaves_an_older_context_and_the_rerun_redoes_the_save(
+        clip_dir: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """With epochs > save_every an older context file always exists: a kill after the final
+    train_state.pt (epoch E) and before the final context leaves epoch E-1's context (epochs_done E-1,
+    no accuracy). The rerun through the CLI must not call that finished; it redoes the final save."""
+    from reguide_tasks.models import clip_train
+    from reguide_tasks.models.clip_train_cli import main, percent
+
+    kept: dict[int, bytes] = {}  # each checkpoint's context file, as it was on disk after that save
+    original_save = clip_train._Trainer._save
+
+    def save_and_keep(self, epochs_done, *args, **kwargs):
+        path = original_save(self, epochs_done, *args, **kwargs)
+        kept[epochs_done] = path.read_bytes()
+        return path
+
+    monkeypatch.setattr(clip_train._Trainer, "_save", save_and_keep)
+    out = tmp_path / "run"
+    config = TrainConfig(clip_dir, "cifar10", epochs=2, augment="none", **FAST)
+    first = train(config, out, data_root=data_root, device="cpu", save_every=1, progress=False)
+    assert sorted(kept) == [1, 2]
+    (out / CONTEXT_FILE).write_bytes(kept[1])  # the state a kill inside the final save leaves
+    older = load_context(out / CONTEXT_FILE, 32).config
+    assert older["epochs_done"] == 1 and older["accuracy"] is None
+    assert torch.load(out / STATE_FILE, weights_only=True)["epoch"] == 2
+
+    assert main(_cli(clip_dir, data_root, out, "--epochs", "2", "--augment", "none")[1:]) == 0
+    printed = capsys.readouterr().out
+    assert "already trained" not in printed and "final save was interrupted: redone" in printed
+    redone = load_context(out / CONTEXT_FILE, 32)
+    assert redone.config["epochs_done"] == 2 and redone.config["accuracy"] == pytest.approx(first.accuracy)
+    (tmp_path / "uninterrupted.safetensors").write_bytes(kept[2])
+    assert torch.equal(redone.ctx, load_context(tmp_path / "uninterrupted.safetensors", 32).ctx)
+    assert f"learned {percent(first.accuracy)}" in printed
+    # now it is finished: the same command is a no-op
+    assert main(_cli(clip_dir, data_root, out, "--epochs", "2", "--augment", "none")[1:]) == 0
+    assert "already trained" in capsys.readouterr().out
+
+
+def test_an_accuracy_not_recorded_prints_as_not_measured() -> None:
+    from reguide_tasks.models.clip_train_cli import percent
+
+    assert (percent(0.4567), percent(None), percent(float("nan"))) == ("45.7%", "not measured", "not measured")
+
+
+def test_a_precision_the_device_cannot_run_is_refused_before_training(
+        clip_dir: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """accelerate runs fp16 only on a GPU: on the CPU it would train in fp32 and say nothing."""
+    from reguide_tasks.models.clip_train_cli import main
+
+    out = tmp_path / "fp16"
+    assert main(_cli(clip_dir, data_root, out, "--epochs", "1", "--augment", "none", "--device", "cpu", "--mixed_precision", "fp16")[1:]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("reguide-clip-train: error: --mixed_precision fp16 with --device cpu")
+    assert "use --mixed_precision bf16 (CPU autocast) or no" in error[0]
+    assert not out.exists()
+    with pytest.raises(TrainError, match="--mixed_precision must be one of no, fp16, bf16, not 'fp8'"):
+        train(TrainConfig(clip_dir, "cifar10", epochs=1, augment="none", **FAST), out, data_root=data_root, device="cpu", mixed_precision="fp8")
+
+
+def test_a_precision_accelerate_refuses_is_a_train_error(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    """accelerate keeps one precision per process: a second run in this process asking for another is
+    refused by accelerate (a real refusal, not a mock), and reaches the user as a TrainError."""
+    from accelerate import Accelerator
+
+    Accelerator(cpu=True, mixed_precision="no")  # what every other run in this test process set up
+    with pytest.raises(TrainError, match=r"accelerate refused --mixed_precision bf16 with --device cpu \(.*already been initialized.*\); use --mixed_precision no"):
+        train(TrainConfig(clip_dir, "cifar10", epochs=1, augment="none", **FAST), tmp_path / "bf16", data_root=data_root, device="cpu", mixed_precision="bf16")
+    assert not (tmp_path / "bf16" / STATE_FILE).exists()
+
+
+def test_an_unreadable_training_image_is_refused_before_training(
+        clip_dir: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    from reguide_tasks.models.clip_train_cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    kshot = sample_k_shot(train_documents("cifar10", root), CIFAR, SHOTS, seed=1)
+    truncated, garbage = root / kshot[0]["image"], root / kshot[13]["image"]
+    truncated.write_bytes(truncated.read_bytes()[:len(truncated.read_bytes()) // 2])  # a copy cut short
+    garbage.write_bytes(b"not an image at all")
+    load_image(kshot[5], root)  # the others still open
+    out = tmp_path / "out"
+    assert main(_cli(clip_dir, str(root), out, "--epochs", "1", "--augment", "none")[1:]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"reguide-clip-train: error: 2 of {10 * SHOTS} k-shot training images cannot be read: ")
+    assert str(truncated) in error[0] and str(garbage) in error[0] and "Replace these files" in error[0]
+    assert not (out / STATE_FILE).exists() and not (out / CONTEXT_FILE).exists()
+
+
+def _entropy_by_hand(logits: list[float]) -> float:
+    import math
+
+    exps = [math.exp(v) for v in logits]
+    probs = [e / sum(exps) for e in exps]
+    return -sum(p * math.log(p) for p in probs)
+
+
+def test_locoop_takes_as_background_the_patches_whose_top_k_misses_the_class() -> None:
+    """LoCoOp's selection on a hand-made [B=2, P=3, K=4] tensor, top-2: the selected patches and the
+    entropy are checked against a hand computation (an inverted mask, a label broadcast across the wrong
+    image or a top-k over the patches would select other patches and give another entropy)."""
+    from reguide_tasks.models.clip_locoop import (
+        background_entropy,
+        background_patches,
+        default_top_k,
+    )
+
+    local_logits = torch.tensor([
+        [[4.0, 3.0, 0.0, 0.0],   # image 0 (class 1): top-2 {0, 1} holds 1 -> object
+         [3.0, 0.0, 2.0, 1.0],   # top-2 {0, 2} -> background
+         [0.0, 1.0, 3.0, 2.0]],  # top-2 {2, 3} -> background
+        [[0.0, 0.0, 1.0, 5.0],   # image 1 (class 3): top-2 {3, 2} -> object
+         [1.0, 2.0, 3.0, 0.0],   # top-2 {2, 1} -> background
+         [0.0, 5.0, 0.0, 4.0]],  # top-2 {1, 3} -> object
+    ])
+    labels = torch.tensor([1, 3])
+    selected = [[False, True, True], [False, True, False]]
+    assert background_patches(local_logits, labels, 2).tolist() == selected
+    rows = local_logits.tolist()
+    background = [rows[b][p] for b in range(2) for p in range(3) if selected[b][p]]
+    objects = [rows[b][p] for b in range(2) for p in range(3) if not selected[b][p]]
+    expected = sum(map(_entropy_by_hand, background)) / len(background)
+    assert expected != pytest.approx(sum(map(_entropy_by_hand, objects)) / len(objects), abs=1e-3)  # the inverse gives another value
+    assert float(background_entropy(local_logits, labels, 2)) == pytest.approx(expected, rel=1e-6)
+    # a wider top-k takes fewer patches ([0, 1, 3, 2] now holds class 1); top-K = every class: no term
+    assert background_patches(local_logits, labels, 3).tolist() == [[False, True, False], [False, True, False]]
+    assert background_entropy(local_logits, labels, 4) is None
+    # the default K keeps the paper's proportion: 200 of ImageNet-1K's 1,000 classes
+    assert [default_top_k(k) for k in (1000, 200, 100, 10, 2)] == [200, 40, 20, 2, 1]
+
+
+def test_a_context_learned_on_another_clip_of_the_same_width_is_refused(
+        trained, clip_dir: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two tiny CLIPs alike in every shape, built from different seeds (as ViT-B/32 and ViT-B/16 share
+    the text width 512): a context learned on one is refused by the other, naming both, unless the
+    user says allow_other_clip; the same CLIP loaded in bfloat16 still accepts it."""
+    from reguide_tasks.models.clip_context import PROBE_KEY
+    from reguide_tasks.models.clip_train_cli import main
+
+    _, result = trained
+    other = str(build_tiny_clip(tmp_path / "other_clip", [*CIFAR, "a photo of a {}."], seed=1))
+    assert len(load_context(result.context_path, 32).config[PROBE_KEY]) == 64
+    with pytest.raises(ValueError, match=rf"learned on another CLIP \({clip_dir}\) than this one \({other}\).*allow_other_clip=true"):
+        ClipOoD(pretrained=other, prompt_context=str(result.context_path), device="cpu")
+    assert ClipOoD(pretrained=other, prompt_context=str(result.context_path), device="cpu", allow_other_clip="true").prompt_context is not None
+    assert ClipOoD(pretrained=clip_dir, prompt_context=str(result.context_path), device="cpu", dtype="bfloat16").prompt_context is not None
+
+    # --init_context in the trainer: refused before training, through the CLI; accepted with --allow_other_clip
+    command = _cli(other, data_root, tmp_path / "init", "--epochs", "1", "--augment", "none", "--init_context", str(result.context_path))[1:]
+    capsys.readouterr()
+    assert main(command) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' loading bars: the model is needed to compare
+    assert error.startswith(f"reguide-clip-train: error: --init_context {result.context_path}: learned on another CLIP ({clip_dir}) than this one ({other})")
+    assert error.endswith("pass --allow_other_clip to use it anyway") and not (tmp_path / "init" / STATE_FILE).exists()
+    assert main([*command, "--allow_other_clip"]) == 0
+    assert load_context(tmp_path / "init" / CONTEXT_FILE, 32).config["pretrained"] == other
+
+
+def test_a_run_is_not_resumed_on_other_k_shot_images(clip_dir: str, data_root: Path, tmp_path: Path) -> None:
+    """Same settings, another training list (here: another data root whose list lost one drawn image):
+    the k-shot draw differs, so the saved run is not resumed on it."""
+    import shutil
+
+    config = TrainConfig(clip_dir, "cifar10", epochs=1, augment="none", **FAST)
+    out = tmp_path / "run"
+    train(config, out, data_root=data_root, device="cpu", progress=False)
+    other = tmp_path / "other_data"
+    shutil.copytree(data_root, other)
+    drawn = sample_k_shot(train_documents("cifar10", other), CIFAR, SHOTS, config.seed)[0]["image"]
+    list_path = train_list_path(get_benchmark("cifar10"), other)
+    lines = list_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    list_path.write_text("".join(line for line in lines if not drawn.endswith(line.split()[0])), encoding="utf-8")
+    assert len(list_path.read_text(encoding="utf-8").splitlines()) == len(lines) - 1
+    before = (out / STATE_FILE).read_bytes()
+    with pytest.raises(TrainError, match=r"trained on other k-shot images .*kshot_images\.txt.*the training list changed"):
+        train(config, out, data_root=other, device="cpu", progress=False)
+    assert (out / STATE_FILE).read_bytes() == before
+    assert train(config, out, data_root=data_root, device="cpu", progress=False).already_done

@@ -25,6 +25,7 @@ from reguide_tasks.data.benchmarks import Benchmark, get_benchmark
 from reguide_tasks.data.documents import (
     DataError,
     data_root,
+    image_file,
     make_document,
     parse_imglist_line,
 )
@@ -82,3 +83,31 @@ def sample_k_shot(docs: Sequence[dict], classes: Sequence[str], shots: int, seed
         )
     rng = random.Random(seed)
     return [doc for images in per_class for doc in rng.sample(images, shots)]
+
+
+def require_readable(docs: Sequence[dict], root: str | os.PathLike | None = None) -> None:
+    """Decode every image of ``docs`` (the k-shot draw: few); DataError naming each file that fails.
+
+    Run before training, so a corrupt or truncated file is one clear error, not a crash mid-epoch.
+    Truncated files count as unreadable even where PIL was told to pad them (lmms-eval sets
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` on import): a half-grey image is no training image.
+    """
+    from PIL import Image, ImageFile
+
+    base = data_root(root)
+    bad = []
+    tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        for doc in docs:
+            path = image_file(base, doc)
+            try:
+                with Image.open(path) as image:
+                    image.convert("RGB")  # a full decode: a truncated file opens fine and fails here
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                bad.append(f"{path} ({exc})")
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{len(bad)} of {len(docs)} k-shot training images cannot be read: {shown}. "
+                        "Replace these files, or take them off the training list (the draw then picks others)")

@@ -21,6 +21,7 @@ import torch
 
 CONFIG_KEY = "reguide_config"
 CONTEXT_TENSOR = "ctx"
+PROBE_KEY = "token_embedding_probe"  # in the config: which CLIP the context was learned on (see text_probe)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,31 @@ def load_context(path: str | os.PathLike, hidden_size: int, classes: Sequence[st
     if classes is not None:
         check_classes(context, classes, path)
     return context
+
+
+def text_probe(model) -> list[float]:
+    """A cheap fingerprint of a CLIP's text encoder: the first 8 values of its first 8 token embeddings.
+
+    A context lives in the token-embedding space of the CLIP it was learned on; two CLIPs of the same
+    width (ViT-B/32 and ViT-B/16, both 512) accept each other's contexts by shape alone.
+    """
+    return model.text_model.embeddings.token_embedding.weight[:8, :8].detach().float().cpu().flatten().tolist()
+
+
+def check_model(context: LearnedContext, probe: Sequence[float], model_name: str, where: str | os.PathLike, override: str) -> None:
+    """Refuse a context learned on another CLIP, when its config recorded which (files without a probe
+    pass). The tolerance admits the same weights loaded in float16 / bfloat16; ``override`` names the
+    option that skips this check."""
+    stored = (context.config or {}).get(PROBE_KEY)
+    if stored is None:
+        return
+    if len(stored) == len(probe) and torch.allclose(torch.tensor(stored), torch.tensor(list(probe)), rtol=2e-2, atol=1e-4):
+        return
+    trained = (context.config or {}).get("pretrained") or "a CLIP not named in the file"
+    raise ValueError(
+        f"{where}: learned on another CLIP ({trained}) than this one ({model_name}): their token embeddings differ, "
+        f"so the context means something else here. Use it with {trained}, or pass {override} to use it anyway"
+    )
 
 
 def check_classes(context: LearnedContext, classes: Sequence[str], where: str | os.PathLike = "prompt context") -> None:

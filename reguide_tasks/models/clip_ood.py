@@ -43,7 +43,9 @@ Model args (``--model_args k=v,...``):
   :mod:`reguide_tasks.models.clip_context`). The class text is then
   ``[SOS] ctx_1..ctx_n <class-name tokens> [EOS]`` fed as embeddings through the causal text
   encoder (:mod:`reguide_tasks.models.clip_features`). A class-specific context answers only the
-  class list it was trained for. Excludes ``template`` / ``prompt_ensemble``.
+  class list it was trained for. Excludes ``template`` / ``prompt_ensemble``. A context whose
+  config records another CLIP (a token-embedding fingerprint that differs: ViT-B/32 and ViT-B/16
+  have the same width) is refused unless ``allow_other_clip=true``.
 - ``batch_size`` (images per forward, default 64; NOTE the lmms-eval CLI passes its own
   ``--batch_size``, default 1, so set that flag, e.g. ``--batch_size 64``), ``device`` (default
   ``cuda`` if available else ``cpu``), ``dtype`` (``float32`` default, ``float16``, ``bfloat16``),
@@ -73,7 +75,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from reguide_tasks.data.benchmarks import get_benchmark
-from reguide_tasks.models.clip_context import check_classes, load_context
+from reguide_tasks.models.clip_context import (
+    check_classes,
+    check_model,
+    load_context,
+    text_probe,
+)
 from reguide_tasks.models.clip_features import (
     LOCAL_FEATURES,
     context_prompts,
@@ -182,6 +189,7 @@ class ClipOoD(lmms):
         template: str = DEFAULT_TEMPLATE,
         prompt_ensemble: bool | str = False,
         prompt_context: str | None = None,
+        allow_other_clip: bool | str = False,
         batch_size: int | str | None = 64,
         device: str | None = None,
         dtype: str | torch.dtype | None = "float32",
@@ -235,6 +243,8 @@ class ClipOoD(lmms):
         self.max_text_length = int(text_config.max_position_embeddings)
         self.prompt_context_path = str(prompt_context) if prompt_context else None
         self.prompt_context = load_context(prompt_context, text_config.hidden_size) if prompt_context else None
+        if self.prompt_context is not None and not as_bool(allow_other_clip):
+            check_model(self.prompt_context, text_probe(self.model), pretrained, self.prompt_context_path, "allow_other_clip=true")
         if self.prompt_context is not None and self.prompt_context.n_ctx + 3 > self.max_text_length:
             raise ValueError(f"{self.prompt_context.n_ctx} context vectors leave no room for a class name in {self.max_text_length} positions")
 

@@ -5,7 +5,8 @@ CLIP stays frozen; only the context vectors in front of each class name learn (u
 by cross-entropy of CLIP's logits ``logit_scale * cos(image, class prompt)`` against the image's
 class. Optionally LoCoOp's OoD regularisation: on each image's local (patch) features, the patches
 whose top-``locoop_top_k`` classes miss the image's class are taken as background, and their
-class-probability entropy is maximised (loss ``CE - locoop_lambda * mean entropy``).
+class-probability entropy is maximised (loss ``CE - locoop_lambda * mean entropy``; see
+:mod:`reguide_tasks.models.clip_locoop`; default ``K``: LoCoOp's 20 % of the classes).
 
 Defaults follow CoOp's ImageNet recipe: 16 context vectors, random init (std 0.02), SGD lr 0.002,
 momentum 0.9, weight decay 5e-4, batch 32, 50 epochs, cosine schedule after one warm-up epoch at
@@ -39,14 +40,25 @@ from tqdm import tqdm
 
 from reguide_tasks.data.benchmarks import get_benchmark
 from reguide_tasks.data.documents import DataError, load_image, require_images
-from reguide_tasks.data.train_lists import sample_k_shot, train_documents
-from reguide_tasks.models.clip_context import load_context, save_context
+from reguide_tasks.data.train_lists import (
+    require_readable,
+    sample_k_shot,
+    train_documents,
+)
+from reguide_tasks.models.clip_context import (
+    PROBE_KEY,
+    check_model,
+    load_context,
+    save_context,
+    text_probe,
+)
 from reguide_tasks.models.clip_features import (
     context_prompts,
     encode_texts,
     encode_with_context,
     image_features,
 )
+from reguide_tasks.models.clip_locoop import background_entropy, default_top_k
 from reguide_tasks.models.clip_scores import normalize
 from reguide_tasks.models.clip_train_config import (
     DEFAULT_N_CTX,
@@ -63,8 +75,8 @@ ZERO_SHOT_TEMPLATE = "a photo of a {}."
 CONTEXT_FILE, STATE_FILE, IMAGES_FILE = "context.safetensors", "train_state.pt", "kshot_images.txt"
 
 
-def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The saved state in ``output_dir`` when it was made with ``config``; TrainError when it was not."""
+def _check_resumable(output_dir: Path, config: TrainConfig, kshot_sha256: str) -> dict[str, Any] | None:
+    """The saved state in ``output_dir`` when it was made with ``config`` on the same k-shot images; TrainError when not."""
     state_path = output_dir / STATE_FILE
     if not state_path.is_file():
         return None
@@ -77,15 +89,38 @@ def _check_resumable(output_dir: Path, config: TrainConfig) -> dict[str, Any] | 
     differ = [f"{k}: {stored.get(k)!r} there, {v!r} here" for k, v in ours.items() if stored.get(k) != v]
     if differ:
         raise TrainError(f"{output_dir} holds a training run with other settings ({'; '.join(differ)}): use another --output_dir, or rerun with those settings to resume it")
+    if state.get("kshot_images_sha256", kshot_sha256) != kshot_sha256:  # same settings, another training list or data root
+        raise TrainError(f"{output_dir} holds a run trained on other k-shot images (its list: {output_dir / IMAGES_FILE}): the training list changed; "
+                         "use another --output_dir, or restore the list to resume it")
     return state
 
 
-def _initial_context(config: TrainConfig, model, tokenizer, n_classes: int, hidden: int, classes: Sequence[str]) -> torch.Tensor:
+def _finished_context(output_dir: Path, state: dict[str, Any] | None, config: TrainConfig) -> dict[str, Any] | None:
+    """The config stored in the context file when it is this run's final product, else None.
+
+    The final save replaces ``train_state.pt`` (epoch E) before ``context.safetensors``: a kill between
+    the two leaves the previous checkpoint's context (epochs_done < E, no accuracy), which must not count
+    as finished; the rerun then redoes the final save.
+    """
+    if state is None or int(state["epoch"]) < config.epochs:
+        return None
+    try:
+        stored = load_context(output_dir / CONTEXT_FILE, int(state["ctx"].shape[-1])).config or {}
+    except (OSError, ValueError):  # absent or unreadable: the final save is redone
+        return None
+    if stored.get("epochs_done") != int(state["epoch"]) or stored.get("accuracy") is None:
+        return None
+    return stored
+
+
+def _initial_context(config: TrainConfig, model, tokenizer, n_classes: int, hidden: int, classes: Sequence[str], allow_other_clip: bool = False) -> torch.Tensor:
     if config.init_context:
         try:
             context = load_context(config.init_context, hidden, classes)
+            if not allow_other_clip:
+                check_model(context, text_probe(model), config.pretrained, f"--init_context {config.init_context}", "--allow_other_clip")
         except ValueError as exc:
-            raise TrainError(f"--init_context: {exc}") from None
+            raise TrainError(str(exc) if str(exc).startswith("--init_context") else f"--init_context: {exc}") from None
         ctx = context.ctx
         if context.class_specific != config.class_specific or (config.n_ctx is not None and context.n_ctx != config.n_ctx):
             raise TrainError(
@@ -147,8 +182,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 class _Trainer:
     """One training run; :func:`train` is the entry point."""
 
-    def __init__(self, config: TrainConfig, output_dir: Path, data_root: str | os.PathLike | None, device: str, mixed_precision: str, num_workers: int, progress: bool) -> None:
-        self.config, self.output_dir, self.data_root = config, output_dir, data_root
+    def __init__(self, config: TrainConfig, output_dir: Path, data_root: str | os.PathLike | None, device: str, mixed_precision: str, num_workers: int, progress: bool,
+                 allow_other_clip: bool = False) -> None:
+        self.config, self.output_dir, self.data_root, self.allow_other_clip = config, output_dir, data_root, allow_other_clip
         self.num_workers, self.progress = num_workers, progress
         bench = get_benchmark(config.benchmark)
         self.classes = bench.classes
@@ -156,9 +192,12 @@ class _Trainer:
         docs = train_documents(config.benchmark, data_root, config.train_list or None)
         self.docs = sample_k_shot(docs, self.classes, config.shots, config.seed)
         require_images(self.docs, Path(data_root) if data_root else None)
-        self.state = _check_resumable(output_dir, config)
-        if self.state is not None and self.state["epoch"] >= config.epochs and (output_dir / CONTEXT_FILE).is_file():
+        self.kshot_sha256 = _sha256([d["image"] for d in self.docs])
+        self.state = _check_resumable(output_dir, config, self.kshot_sha256)
+        self.finished = _finished_context(output_dir, self.state, config)
+        if self.finished is not None:
             return
+        require_readable(self.docs, data_root)  # a corrupt image: one error naming it, not a crash mid-epoch
         self._setup_model(device, mixed_precision)
 
     def _setup_model(self, device: str, mixed_precision: str) -> None:
@@ -166,9 +205,10 @@ class _Trainer:
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         config = self.config
-        if mixed_precision not in MIXED_PRECISION:
-            raise TrainError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+        try:
+            self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+        except ValueError as exc:  # e.g. bf16 on a GPU without it; another precision set earlier in this process
+            raise TrainError(f"accelerate refused --mixed_precision {mixed_precision} with --device {device} ({exc}); use --mixed_precision no") from None
         if self.accelerator.num_processes > 1:
             raise TrainError("reguide-clip-train runs in one process (a prompt context is small): start it with python / reguide-clip-train, not accelerate launch with several processes")
         self.model = CLIPModel.from_pretrained(config.pretrained).to(self.accelerator.device).eval().requires_grad_(False)
@@ -180,7 +220,7 @@ class _Trainer:
         n_classes = len(self.classes)
         if config.locoop_lambda > 0 and not 1 <= self.top_k < n_classes:
             raise TrainError(f"--locoop_top_k must be in 1..{n_classes - 1} for {n_classes} classes, not {self.top_k}")
-        ctx = _initial_context(config, self.model, self.tokenizer, n_classes, hidden, self.classes)
+        ctx = _initial_context(config, self.model, self.tokenizer, n_classes, hidden, self.classes, self.allow_other_clip)
         if self.state is not None:
             saved = self.state["ctx"]
             if tuple(saved.shape) != tuple(ctx.shape):
@@ -197,7 +237,7 @@ class _Trainer:
 
     @property
     def top_k(self) -> int:
-        return self.config.locoop_top_k or max(1, len(self.classes) // 2)
+        return self.config.locoop_top_k or default_top_k(len(self.classes))
 
     # -------------------------------------------------------------- features
 
@@ -241,12 +281,8 @@ class _Trainer:
         logits = self.logit_scale * image @ text.T
         loss = torch.nn.functional.cross_entropy(logits, labels)
         if patches is not None:  # LoCoOp: background patches (class not in their top k) pushed to high entropy
-            local_logits = self.logit_scale * patches @ text.T  # [B, P, K]
-            top = local_logits.topk(self.top_k, dim=-1).indices
-            background = ~top.eq(labels[:, None, None]).any(-1)  # [B, P]
-            if background.any():
-                probs = local_logits[background].softmax(-1)
-                entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
+            entropy = background_entropy(self.logit_scale * patches @ text.T, labels, self.top_k)  # local logits [B, P, K]
+            if entropy is not None:
                 loss = loss - self.config.locoop_lambda * entropy
         return loss, logits.argmax(-1).eq(labels).float().sum()
 
@@ -284,8 +320,8 @@ class _Trainer:
             **config_fields(self.config),
             "method": self.config.method, "classes": list(self.classes), "n_classes": len(self.classes),
             "n_ctx": int(ctx.shape[-2]), "hidden_size": int(ctx.shape[-1]), "epochs_done": epochs_done,
-            "kshot_images_sha256": _sha256([d["image"] for d in self.docs]), "zero_shot_accuracy": zero_shot,
-            "accuracy": accuracy, "final_loss": history[-1]["loss"] if history else None,
+            "kshot_images_sha256": self.kshot_sha256, "zero_shot_accuracy": zero_shot,
+            "accuracy": accuracy, "final_loss": history[-1]["loss"] if history else None, PROBE_KEY: text_probe(self.model),
         }
 
     def _save(self, epochs_done: int, history: list[dict[str, float]], zero_shot: float, accuracy: float | None = None) -> Path:
@@ -293,7 +329,7 @@ class _Trainer:
         scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
         state = {"ctx": self.ctx.detach().float().cpu(), "optimizer": self.optimizer.state_dict(), "scaler": scaler,
                  "epoch": epochs_done, "history": json.dumps(history), "zero_shot_accuracy": zero_shot,
-                 "config": json.dumps(config_fields(self.config))}
+                 "config": json.dumps(config_fields(self.config)), "kshot_images_sha256": self.kshot_sha256}
         _atomic_torch_save(state, self.output_dir / STATE_FILE)  # the resume point first, then the product
         return save_context(self.output_dir / CONTEXT_FILE, self.ctx, self._metadata(epochs_done, history, zero_shot, accuracy))
 
@@ -301,10 +337,11 @@ class _Trainer:
         config, out = self.config, self.output_dir
         (out / IMAGES_FILE).parent.mkdir(parents=True, exist_ok=True)
         (out / IMAGES_FILE).write_text("".join(f"{d['image']} {d['label']}\n" for d in self.docs), encoding="utf-8")
-        if not hasattr(self, "model"):  # finished earlier: nothing to do
-            saved = load_context(out / CONTEXT_FILE, int(self.state["ctx"].shape[-1]))
-            meta = saved.config or {}
-            return TrainResult(out, out / CONTEXT_FILE, json.loads(self.state["history"]), meta.get("zero_shot_accuracy", math.nan), meta.get("accuracy", math.nan), int(self.state["epoch"]), True)
+        if self.finished is not None:  # finished earlier: nothing to do
+            meta = self.finished
+            zero_shot = meta.get("zero_shot_accuracy")
+            return TrainResult(out, out / CONTEXT_FILE, json.loads(self.state["history"]), math.nan if zero_shot is None else float(zero_shot),
+                               float(meta["accuracy"]), int(self.state["epoch"]), True)
         clean = self._clean_features()
         if self.state is None:
             zero_shot_text = normalize(encode_texts(self.model, self.tokenizer, [ZERO_SHOT_TEMPLATE.format(c) for c in self.classes], self.max_length).float())
@@ -320,10 +357,21 @@ class _Trainer:
             if (epoch + 1) % save_every == 0 and epoch + 1 < config.epochs:
                 self._save(epoch + 1, history, zero_shot)
         bar.close()
-        with torch.no_grad():  # the final save also covers a kill between the last state and its context file
+        with torch.no_grad():  # a rerun after a kill inside the final save gets here with no epoch left, and redoes it
             accuracy = self._accuracy(clean[0], clean[2], self._class_features())
         self._save(config.epochs, history, zero_shot, accuracy)
         return TrainResult(out, out / CONTEXT_FILE, history, zero_shot, accuracy, start)
+
+
+def _check_precision(mixed_precision: str, device: str) -> None:
+    """Refuse a precision the device cannot run, before any work (accelerate would run fp16 on CPU as fp32)."""
+    if mixed_precision not in MIXED_PRECISION:
+        raise TrainError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, not {mixed_precision!r}")
+    gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    if mixed_precision == "fp16" and (device == "cpu" or not gpu):
+        why = "with --device cpu:" if device == "cpu" else "needs a GPU and torch sees none here:"
+        raise TrainError(f"--mixed_precision fp16 {why} accelerate runs fp16 only on a GPU (on the CPU it would silently train in fp32): "
+                         "use --mixed_precision bf16 (CPU autocast) or no" + (", or --device cuda" if device == "cpu" and torch.cuda.is_available() else ""))
 
 
 def train(
@@ -336,11 +384,13 @@ def train(
     num_workers: int = 0,
     save_every: int = 1,
     progress: bool = True,
+    allow_other_clip: bool = False,
 ) -> TrainResult:
     """Train (or resume, or find finished) the context of ``config`` into ``output_dir``.
 
     Every check of the input (config values, the training list, the shot count against the smallest
     class, the images, a saved state or ``init_context`` that does not fit) runs before training.
+    ``allow_other_clip``: start from an ``init_context`` learned on another CLIP of the same width.
     """
     config.check()
     if save_every < 1:
@@ -349,11 +399,12 @@ def train(
         raise TrainError(f"--device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA device is visible to torch here (use --device cpu, or auto)")
+    _check_precision(mixed_precision, device)
     try:
-        trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress)
-    except DataError as exc:
+        trainer = _Trainer(config, Path(output_dir), data_root, device, mixed_precision, num_workers, progress, allow_other_clip)
+        return trainer.run(save_every)
+    except DataError as exc:  # checked before training; an image that breaks during it lands here too
         raise TrainError(str(exc)) from None
-    return trainer.run(save_every)
 
 
 __all__ = ["CONTEXT_FILE", "STATE_FILE", "TrainConfig", "TrainError", "TrainResult", "train"]

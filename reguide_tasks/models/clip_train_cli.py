@@ -13,6 +13,7 @@ to resume from the last saved epoch. See docs/clip_finetuning.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from reguide_tasks.data.benchmarks import (
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class_specific", action="store_true", help="one context per class (CoOp's CSC) instead of one shared context")
     p.add_argument("--ctx_init", default=d.ctx_init, help="initialize the context from these words, e.g. 'a photo of a' (default: random, std 0.02)")
     p.add_argument("--init_context", default=d.init_context, help="initialize from a saved context file (context.safetensors or a CoOp checkpoint)")
+    p.add_argument("--allow_other_clip", action="store_true", help="accept an --init_context learned on another CLIP of the same width (refused by default)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"SGD learning rate (default {d.lr})")
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup_lr", type=float, default=d.warmup_lr)
     p.add_argument("--augment", choices=AUGMENTS, default=d.augment, help="flip_crop (CoOp's random resized crop + flip, default) or none (image features computed once)")
     p.add_argument("--locoop_lambda", type=float, default=d.locoop_lambda, help="LoCoOp's OoD regularisation weight (0 = off; LoCoOp uses 0.25)")
-    p.add_argument("--locoop_top_k", type=int, default=d.locoop_top_k, help="LoCoOp: a patch is background when the image's class is not in its top k (0 = half the classes; LoCoOp uses 200 of 1000)")
+    p.add_argument("--locoop_top_k", type=int, default=d.locoop_top_k, help="LoCoOp: a patch is background when the image's class is not in its top k (default 0 = LoCoOp's proportion, 20%% of the classes: its 200 of ImageNet-1K's 1000; CIFAR-10 2, ImageNet200 40)")
     p.add_argument("--local_features", choices=("value", "tokens"), default=d.local_features, help="LoCoOp's local features (as clip_ood's GL-MCM)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cuda or cpu")
     p.add_argument("--mixed_precision", choices=MIXED_PRECISION, default="no", help="accelerate's mixed precision (default no)")
@@ -76,6 +78,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{**values, "benchmark": benchmark_name(args.benchmark)})
 
 
+def percent(fraction: float | None) -> str:
+    """An accuracy for the summary line; one not recorded (None, NaN) is said so."""
+    if fraction is None or math.isnan(fraction):
+        return "not measured"
+    return f"{100 * fraction:.1f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -85,17 +94,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         result = train(config, args.output_dir, data_root=args.data_root, device=args.device, mixed_precision=args.mixed_precision,
-                       num_workers=args.num_workers, save_every=args.save_every, progress=not args.quiet)
+                       num_workers=args.num_workers, save_every=args.save_every, progress=not args.quiet, allow_other_clip=args.allow_other_clip)
     except TrainError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     if result.already_done:
         print(f"{result.context_path}: already trained ({config.epochs} epochs); nothing to do")
+    elif result.resumed_from >= config.epochs:
+        print(f"all {config.epochs} epochs were done but the final save was interrupted: redone")
     elif result.resumed_from:
         print(f"resumed after epoch {result.resumed_from} of {config.epochs}")
     last = result.history[-1] if result.history else {}
     print(f"{config.method} {config.shots}-shot on {config.benchmark}: loss {last.get('loss', float('nan')):.4f}; "
-          f"k-shot accuracy zero-shot {100 * result.zero_shot_accuracy:.1f}% -> learned {100 * result.accuracy:.1f}%")
+          f"k-shot accuracy zero-shot {percent(result.zero_shot_accuracy)} -> learned {percent(result.accuracy)}")
     print(f"context: {result.context_path}")
     own = f" --benchmark {args.benchmark}" if args.benchmark.endswith((".yaml", ".yml")) else ""
     print(f"evaluate: reguide-eval --model clip_ood --model_args pretrained={config.pretrained},prompt_context={result.context_path},score=mcm "

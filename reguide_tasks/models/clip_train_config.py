@@ -45,7 +45,7 @@ class TrainConfig:
     warmup_lr: float = 1e-5
     augment: str = "flip_crop"
     locoop_lambda: float = 0.0
-    locoop_top_k: int = 0  # 0: half the classes
+    locoop_top_k: int = 0  # 0: LoCoOp's proportion, 20% of the classes (200 of ImageNet-1K's 1,000)
     local_features: str = "value"
     train_list: str = ""  # default: <data root>/benchmark_imglist/<benchmark>/train_<id>.txt
 
