@@ -129,7 +129,12 @@ def test_fault_schedule_and_specs() -> None:
     assert parse_fault("status:429,first=3,retry_after_ms=1") == Fault("status", first=3, status=429, retry_after_ms=1.0)
     assert parse_fault("sleep:2.5, every=4, stage=stage2") == Fault("sleep", every=4, stage="stage2", seconds=2.5)
     assert parse_fault("empty,per=image,after=1,first=2") == Fault("empty", first=2, after=1, per="image")
-    for bad in ("teapot", "status:429,frist=3", "drop,stage=stage3", "drop,per=doc", "drop,first", "drop,first=-1"):
+    # attempts=1: the first attempt of the 2nd and 3rd images to arrive, whatever the order of the rest
+    from reguide_tasks.testing.server import _Rule
+    rule = _Rule(parse_fault("reset,per=image,after=1,first=2,attempts=1"))
+    arrivals = ["a", "b", "a", "b", "c", "b", "c", "d", "c"]
+    assert [rule.fires("baseline", image) for image in arrivals] == [False, True, False, False, True, False, False, False, False]
+    for bad in ("teapot", "status:429,frist=3", "drop,stage=stage3", "drop,per=doc", "drop,first", "drop,first=-1", "drop,attempts=1", "drop,per=image,attempts=-1"):
         with pytest.raises(ValueError):
             parse_fault(bad)
 
