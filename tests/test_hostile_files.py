@@ -105,6 +105,48 @@ def test_release_duplicates_and_paths_out_of_the_root(tmp_path) -> None:
     load_answers.cache_clear()
 
 
+# ----------------------------------------------------------------------------- document files (image lists)
+
+DOC = {"doc_key": "cifar10/test/a.png", "image": "images_classic/cifar10/test/a.png", "benchmark": "cifar10",
+       "dataset": "cifar10", "role": "id", "label": 3, "label_name": "cat"}
+DOC_LINE = json.dumps(DOC).encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("corrupt.jsonl.gz", b"\x1f\x8b\x08\x00garbage" * 10, "cannot be read after line 0"),
+        ("truncated.jsonl.gz", gzip.compress(DOC_LINE * 50)[:-12], "cannot be read after line"),
+        ("latin1.jsonl", DOC_LINE + DOC_LINE.replace(b'"cat"', b'"caf\xe9"'), ":2: not UTF-8 text"),
+        ("ff_fe.jsonl", b"\xff\xfe\n", ":1: not UTF-8 text"),
+        ("null.jsonl", DOC_LINE + b"null\n", ":2: a JSON NoneType, not a document"),
+        ("number.jsonl", b"5\n", ":1: a JSON int, not a document"),
+        ("list.jsonl", DOC_LINE + b"\n[]\n", ":3: a JSON list, not a document"),
+        ("label_text.jsonl", json.dumps({**DOC, "label": "3"}).encode(), ":1: 'label' is str"),
+        ("image_null.jsonl", json.dumps({**DOC, "image": None}).encode(), ":1: 'image' is NoneType"),
+        ("truncated.jsonl", DOC_LINE[:-20], ":1: not a JSON document"),
+    ],
+)
+def test_broken_document_files_are_data_errors(tmp_path, name, data, message) -> None:
+    """Image lists (custom tasks, --benchmark lists, the pre-flight) end in a DataError naming the
+    file and line and saying what to do; reguide-eval prints DataErrors as one line and exits 1."""
+    from reguide_tasks.data.documents import DataError, read_documents
+
+    path = _write(tmp_path / name, data)
+    with pytest.raises(DataError) as caught:
+        read_documents(path)
+    text = str(caught.value)
+    assert str(path) in text and message in text, text
+    assert "again" in text or "fix" in text or "save it" in text  # says what to do
+
+
+def test_document_file_with_bom_and_blank_lines_reads_correctly(tmp_path) -> None:
+    from reguide_tasks.data.documents import read_documents
+
+    path = _write(tmp_path / "bom.jsonl.gz", gzip.compress(b"\xef\xbb\xbf" + DOC_LINE + b"\n" + DOC_LINE.replace(b"a.png", b"b.png")))
+    assert read_documents(path) == [DOC, {**DOC, "doc_key": "cifar10/test/b.png", "image": "images_classic/cifar10/test/b.png"}]
+
+
 # ----------------------------------------------------------------------------- lmms-eval output folders
 
 
