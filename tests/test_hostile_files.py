@@ -180,6 +180,35 @@ def test_results_json_broken_or_of_wrong_types_is_one_clear_error(one_run, tmp_p
     assert len(report.tables["cifar10"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("damage", "key"),
+    [
+        (lambda data, task: data["n-samples"].update({task: 5}), "'n-samples' -> 'reguide_baseline_cifar10' is int"),
+        (lambda data, task: data["results"].update({task: "x"}), "'results' -> 'reguide_baseline_cifar10' is str"),
+        (lambda data, task: data["configs"].update({task: ["not", "a", "dict"]}), "'configs' -> 'reguide_baseline_cifar10' is list"),
+        (lambda data, task: data.update({"configs": "x"}), "'configs' is str"),
+    ],
+    ids=["n-samples of a task", "results of a task", "config of a task", "configs"],
+)
+def test_results_json_with_wrong_types_inside_is_a_clear_error(one_run, tmp_path, capsys, damage, key) -> None:
+    out, results, _ = one_run
+    data = json.loads(results.read_text(encoding="utf-8"))
+    data.setdefault("n-samples", {})
+    data.setdefault("configs", {})
+    damage(data, "reguide_baseline_cifar10")
+    results.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ReportError) as caught:
+        _report(out, tmp_path)
+    assert str(results) in str(caught.value) and key in str(caught.value), caught.value
+    assert "run the task again" in str(caught.value)
+    # and through reguide-report: its one-line error, exit 1
+    from reguide_tasks.report.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([str(out), "--out", str(tmp_path / "cli"), "--no-plots", "--bootstrap", "0"])
+    assert exited.value.code == 1 and key in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def _lines(samples: Path) -> list[str]:
     return samples.read_text(encoding="utf-8").splitlines()
 
