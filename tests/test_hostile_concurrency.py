@@ -87,6 +87,82 @@ def test_reguide_eval_refuses_an_output_path_in_use(tmp_path) -> None:
     assert sorted(p.name for p in output.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing there
 
 
+@pytest.mark.e2e
+def test_a_refused_run_changes_none_of_the_running_runs_files_and_a_failed_write_is_one_line(tmp_path) -> None:
+    """A second reguide-eval with --benchmark and a stratified task (both write files under
+    --output_path: the benchmark copy and task folders, the subset's document list) is refused
+    before it writes any of them; then, with the lock free, a folder it cannot write to (a file in
+    the way: the same OSError as a full or read-only disk) is one error line, exit 1."""
+    from test_user_benchmark import write_user_benchmark
+
+    from reguide_tasks.data.benchmarks import BENCHMARKS
+    from reguide_tasks.testing.make_fixtures import main as make_fixtures
+
+    bench_file = write_user_benchmark(tmp_path)
+    try:
+        assert make_fixtures(["--data_root", str(tmp_path / "data"), "--benchmark", str(bench_file), "--per-dataset", "100"]) == 0
+    finally:
+        BENCHMARKS.pop("mybench", None)
+        BENCHMARKS.pop("mybench_fsood", None)
+    output = tmp_path / "output"
+    running = {  # what the running run wrote there (other contents than this run would write)
+        "benchmarks/mybench.yaml": "the running run's benchmark copy\n",
+        "benchmark_tasks/reguide_mybench/note.txt": "the running run's task folder\n",
+        "document_lists/reguide_baseline_mybench_5pct.jsonl": "the running run's list\n",
+    }
+    for name, text in running.items():
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_text(text, encoding="utf-8")
+    argv = ["--benchmark", str(bench_file), "--model", "openai", "--model_args", "model=m,base_url=http://127.0.0.1:9/v1",
+            "--tasks", "reguide_baseline_mybench_5pct", "--data_root", str(tmp_path / "data"), "--output_path", str(output)]
+    env = offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x")
+    before = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    holder = _hold(output)
+    try:
+        done = run_cli("reguide-eval", argv, cwd=tmp_path, env=env, timeout=180)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert done.returncode == 1 and "is in use by" in done.stderr.strip().splitlines()[-1], done.stderr[-3000:]
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == sorted([*before, LOCK_NAME])
+    for name, text in running.items():
+        assert (output / name).read_text(encoding="utf-8") == text, name
+
+    # the lock is free now; the document list's folder is a file: the write fails after the lock
+    for folder in ("benchmarks", "benchmark_tasks", "document_lists"):
+        subprocess.run(["rm", "-rf", str(output / folder)], check=True)
+    (output / "document_lists").write_text("in the way\n", encoding="utf-8")
+    done = run_cli("reguide-eval", argv, cwd=tmp_path, env=env, timeout=180)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert last.startswith(f"reguide-eval: error: cannot write {output / 'document_lists'}") and "give another --output_path" in last, last
+
+
+def test_output_writes_that_fail_are_output_guard_errors(tmp_path) -> None:
+    """The OSError of a full or read-only disk (here: a file where a folder goes) as one clear error."""
+    from test_user_benchmark import write_user_benchmark
+
+    from reguide_tasks.data.benchmarks import BENCHMARKS
+    from reguide_tasks.lmms.task_yamls import task_variants
+    from reguide_tasks.lmms.user_benchmarks import register_benchmarks, write_benchmarks, write_document_lists
+
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        benches = register_benchmarks([str(write_user_benchmark(tmp_path))])
+        (out / "benchmark_tasks").write_text("a file in the way", encoding="utf-8")
+        with pytest.raises(OutputGuardError, match="cannot write .*benchmark_tasks.*give another --output_path"):
+            write_benchmarks(benches, str(out))
+        (out / "document_lists").write_text("a file in the way", encoding="utf-8")
+        stratified = [v for v in task_variants() if v.name == "reguide_baseline_mybench_5pct"]
+        assert stratified and stratified[0].subset.startswith("stratified")
+        with pytest.raises(OutputGuardError, match="cannot write .*document_lists.*give another --output_path"):
+            write_document_lists(stratified, str(out))
+    finally:
+        BENCHMARKS.pop("mybench", None)
+        BENCHMARKS.pop("mybench_fsood", None)
+
+
 # ----------------------------------------------------------------------------- the answer cache's audit log
 
 

@@ -300,16 +300,21 @@ def load_image(doc: Mapping, root: Path | None = None):
 
 
 def write_documents(docs: Iterable[Mapping], path: str | os.PathLike) -> Path:
-    """Write documents as JSON lines (gzipped when the name ends in .gz)."""
+    """Write documents as JSON lines (gzipped when the name ends in .gz); the file is replaced whole."""
     import gzip
     import json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wt", encoding="utf-8") as handle:
-        for doc in docs:
-            handle.write(json.dumps({field: doc[field] for field in DOCUMENT_FIELDS}, ensure_ascii=False) + "\n")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # renamed over path when complete
+    try:
+        with opener(partial, "wt", encoding="utf-8") as handle:
+            for doc in docs:
+                handle.write(json.dumps({field: doc[field] for field in DOCUMENT_FIELDS}, ensure_ascii=False) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
