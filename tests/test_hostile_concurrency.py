@@ -31,7 +31,7 @@ from reguide_tasks.lmms.output_guard import (
 )
 from reguide_tasks.testing.fixtures import make_fixture
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.hostile_concurrency]
 
 _HOLDER = textwrap.dedent(
     """
@@ -50,6 +50,7 @@ def _hold(*folders: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.processes  # a lock-holding process
 def test_a_second_run_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_lock(tmp_path) -> None:
     output, cache = tmp_path / "output", tmp_path / "cache"
     holder = _hold(output, cache)
@@ -69,6 +70,7 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
 
 
 @pytest.mark.e2e
+@pytest.mark.processes  # a lock-holding process
 def test_reguide_eval_refuses_an_output_path_in_use(tmp_path) -> None:
     data = tmp_path / "data"
     make_fixture(data, "cifar10", 1)
@@ -88,6 +90,7 @@ def test_reguide_eval_refuses_an_output_path_in_use(tmp_path) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.processes  # a lock-holding process
 def test_a_refused_run_changes_none_of_the_running_runs_files_and_a_failed_write_is_one_line(tmp_path) -> None:
     """A second reguide-eval with --benchmark and a stratified task (both write files under
     --output_path: the benchmark copy and task folders, the subset's document list) is refused

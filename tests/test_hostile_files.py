@@ -34,7 +34,7 @@ from reguide_tasks.report.files import (
 )
 from reguide_tasks.report.make import make_report
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.hostile_files]
 
 BASELINE = {"Which class?": {"./data/images_classic/cifar10/test/a.png": "Prediction: cat", "/data/openood/images_classic/cifar10/test/b.png": "Prediction: dog"}}
 

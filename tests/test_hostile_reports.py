@@ -23,7 +23,7 @@ from reguide_tasks.report.escape import csv_cell, latex_escape, md_text
 from reguide_tasks.report.html import _SCRIPT, markdown_to_html
 from reguide_tasks.report.make import make_report
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.hostile_reports]
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'

@@ -88,6 +88,7 @@ def served(tmp_path_factory) -> Served:
     return Served(done.returncode, log, seconds, run_dir, output, report, server)
 
 
+@pytest.mark.hostile_secrets
 def test_no_written_file_or_log_holds_a_key(served) -> None:
     assert served.returncode == 0, served.describe()
     written = [p for p in served.run_dir.rglob("*") if p.is_file() and "hf_datasets" not in p.parts]
@@ -101,6 +102,7 @@ def test_no_written_file_or_log_holds_a_key(served) -> None:
     assert {e.authorization for e in served.server.log} == {f"Bearer {ARG_KEY}"}
 
 
+@pytest.mark.hostile_served
 def test_faults_are_retried_within_bounds_and_exhausted_requests_are_failed_records(served) -> None:
     assert served.returncode == 0, served.describe()
     rows = read_samples(served.output, TASK)
@@ -137,6 +139,7 @@ def test_faults_are_retried_within_bounds_and_exhausted_requests_are_failed_reco
     assert served.seconds < RUN_TIMEOUT_S
 
 
+@pytest.mark.hostile_served
 def test_failed_records_are_counted_in_the_report(served) -> None:
     metrics = read_metrics(served.output, TASK)
     records = [row["oodd"] for row in read_samples(served.output, TASK)]
@@ -151,6 +154,7 @@ def test_failed_records_are_counted_in_the_report(served) -> None:
     assert "Fail" in markdown and "50.0" in markdown  # one of the two documents of a dataset failed
 
 
+@pytest.mark.hostile_secrets
 def test_secret_model_args_are_split_out_of_the_command_line() -> None:
     from reguide_tasks.lmms.secrets import split_secret_model_args, with_secrets
 

@@ -121,6 +121,8 @@ def test_answers_every_stage_of_our_prompts(benchmark: str) -> None:
     assert len(kept) == 37  # scripted suggestions: 40 names, two ID classes and a duplicate dropped
 
 
+@pytest.mark.hostile
+@pytest.mark.hostile_served  # issue 29 group 6
 def test_fault_schedule_and_specs() -> None:
     assert [Fault("drop", first=2).hits(n) for n in range(1, 5)] == [True, True, False, False]
     assert [Fault("drop", every=3).hits(n) for n in range(1, 7)] == [False, False, True, False, False, True]
@@ -139,6 +141,8 @@ def test_fault_schedule_and_specs() -> None:
             parse_fault(bad)
 
 
+@pytest.mark.hostile
+@pytest.mark.hostile_served  # issue 29 group 6
 def test_http_faults_counters_and_models_endpoint() -> None:
     prompt = render_baseline(list(get_benchmark("cifar10").classes), load_examples("cifar10"))
     faults = [
@@ -382,6 +386,8 @@ def test_sequential_route_one_request_at_a_time_same_answers(served, fixture_dat
 
 
 @pytest.mark.e2e
+@pytest.mark.hostile
+@pytest.mark.hostile_served  # issue 29 group 6
 def test_transient_faults_are_retried_away(served, fixture_data) -> None:
     run = _ok(served, "transient")
     docs = fixture_data.documents["imagenet200"]
@@ -398,6 +404,8 @@ def test_transient_faults_are_retried_away(served, fixture_data) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.hostile
+@pytest.mark.hostile_served  # issue 29 group 6
 def test_openai_model_does_not_apply_its_timeout_arg(served) -> None:
     """lmms-eval 0.7.3's ``openai`` stores ``timeout`` but never gives it to the client (SDK default
     600 s): a 1.5 s answer under ``timeout=1`` arrives without a retry. If this fails, lmms-eval now
@@ -410,6 +418,8 @@ def test_openai_model_does_not_apply_its_timeout_arg(served) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.hostile
+@pytest.mark.hostile_served  # issue 29 group 6
 def test_persistent_faults_become_failed_records_with_reasons(served, fixture_data) -> None:
     run = _ok(served, "persistent")
     docs = fixture_data.documents["cifar10"]
@@ -439,6 +449,8 @@ def test_persistent_faults_become_failed_records_with_reasons(served, fixture_da
 
 
 @pytest.mark.e2e
+@pytest.mark.hostile
+@pytest.mark.hostile_served  # issue 29 group 6
 def test_async_openai_applies_timeout_and_runs_concurrently(served, fixture_data) -> None:
     run = _ok(served, "async_timeouts")
     docs = fixture_data.documents["cifar10"]
