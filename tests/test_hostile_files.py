@@ -147,6 +147,35 @@ def test_document_file_with_bom_and_blank_lines_reads_correctly(tmp_path) -> Non
     assert read_documents(path) == [DOC, {**DOC, "doc_key": "cifar10/test/b.png", "image": "images_classic/cifar10/test/b.png"}]
 
 
+def test_released_answers_for_images_not_in_the_list_are_ignored_and_counted(tmp_path) -> None:
+    """A release whose run folder also answers images the task does not list: the task's documents
+    get the same answers as from a release without them (so the same metrics), and the extra answers
+    are counted (ReplayModel.unlisted, logged once per task and stage). The model is the real
+    reguide_replay; lmms-eval's request objects are stood in for by their ``args``."""
+    from types import SimpleNamespace
+
+    from reguide_tasks.data.benchmarks import get_benchmark
+    from reguide_tasks.models.replay import ReplayModel
+    from reguide_tasks.prompts.render import load_examples, render_baseline
+
+    task, split = "reguide_baseline_cifar10_custom", "test"
+    docs = [{**DOC, "doc_key": f"images_classic/cifar10/test/{n}.png", "image": f"images_classic/cifar10/test/{n}.png"} for n in range(3)]
+    listed = {d["doc_key"]: f"Prediction: cat {n}" for n, d in enumerate(docs)}
+    extra = {"images_classic/cifar10/test/not_listed.png": "Prediction: dog", "images_classic/tin/test/x.png": "Prediction: frog"}
+    prompt = render_baseline(get_benchmark("cifar10").classes, load_examples("cifar10"))
+    requests = [SimpleNamespace(args=(prompt, {}, None, n, task, split)) for n in range(3)]
+    answers = {}
+    for name, release in (("plain", listed), ("extra", {**listed, **extra})):
+        _write(tmp_path / name / "baseline" / "cifar10-5%" / "gpt" / "cifar10.jsonl", json.dumps({prompt: release}).encode())
+        load_answers.cache_clear()
+        model = ReplayModel(responses=str(tmp_path / name), run="cifar10-5%")
+        model.task_dict = {task: {split: docs}}
+        answers[name] = model.generate_until(requests)
+        assert model.unlisted == {(task, split, "baseline"): len(release) - 3}
+    assert answers["extra"] == answers["plain"] == list(listed.values())
+    load_answers.cache_clear()
+
+
 # ----------------------------------------------------------------------------- lmms-eval output folders
 
 
@@ -244,6 +273,22 @@ def test_records_of_datasets_not_in_the_benchmark_are_left_out_and_counted(one_r
     assert any("4 records" in n and "not_a_dataset: 4" in n for n in report.notes), report.notes
     scores, plain = report.loaded[0][1], baseline.loaded[0][1]
     assert set(scores.scores) == set(plain.scores) and scores.fail_rate_all == plain.fail_rate_all
+
+
+def test_samples_of_images_not_in_the_run_omit_their_cis_with_a_note(one_run, tmp_path) -> None:
+    """A record of a known dataset whose image is none of the run's documents (the results JSON
+    counted n; the file has n + 1): the figures of that file are not the run's. The results-JSON
+    metrics are kept, the CIs and plots omitted, and a note says why. So is a file with a record lost."""
+    out, results, samples = one_run
+    lines = _lines(samples)
+    extra = json.loads(lines[0])
+    extra["oodd"] = {**extra["oodd"], "image": "images_classic/cifar10/test/not_in_the_list.png", "ood_score": 0.0}
+    for damaged in ([*lines, json.dumps(extra)], lines[1:]):
+        samples.write_text("\n".join(damaged) + "\n", encoding="utf-8")
+        report = _report(out, tmp_path)
+        n = len(damaged)
+        assert any(f"has {n} records of cifar10's datasets but {results.name} counted {len(lines)} documents" in note for note in report.notes), report.notes
+        assert report.loaded[0][1] is None and len(report.tables["cifar10"]) == 1
 
 
 def test_runs_of_two_benchmarks_in_one_folder_stay_apart(tmp_path) -> None:
