@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,6 +309,78 @@ def test_a_full_disk_fails_the_report_clearly_and_keeps_the_previous_one(small_d
     with pytest.raises(SystemExit) as exited:
         report_main([str(runs), "--out", str(out), "--bootstrap", "30", "--no-plots"])
     assert exited.value.code == 1 and _snapshot(out) == before
+
+
+def _earlier_report(out: Path) -> dict[str, bytes]:
+    (out / "plots").mkdir(parents=True)
+    (out / "report.md").write_text("the earlier report\n", encoding="utf-8")
+    (out / "plots" / "roc.png").write_bytes(b"earlier plot")
+    return _snapshot(out)
+
+
+def _write_new_report(staging: Path) -> None:
+    for name in ("report.md", "report.tex", "plots/roc.png", "plots/new/hist.png"):
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_text(f"new {name}", encoding="utf-8")
+
+
+def _failing_replace(monkeypatch, fail_on: set[int]) -> None:
+    """os.replace raising ENOSPC on the given calls (1-based): a failure in the middle of moving the
+    report into place, which a tmpfs cannot be made to produce on cue."""
+    import errno
+
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) in fail_on:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_failure_while_moving_the_report_into_place_puts_the_earlier_one_back(tmp_path, monkeypatch) -> None:
+    from reguide_tasks.report.files import ReportError
+    from reguide_tasks.report.staging import staged
+
+    out = tmp_path / "report"
+    before = _earlier_report(out)
+    # moves: report.md aside (1), new report.md in (2), roc.png aside (3), new roc.png in (4),
+    # new/hist.png in (5: fails) -> every step undone
+    _failing_replace(monkeypatch, {5})
+    with pytest.raises(ReportError, match="No space left on device.*the files there before are untouched"):
+        with staged(out) as staging:
+            _write_new_report(staging)
+    monkeypatch.undo()
+    assert _snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["plots", "report.md"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["roc.png"]  # the new folder removed
+
+    # the undo fails as well: the message says so and where the earlier files are
+    _failing_replace(monkeypatch, {5, 6})
+    with pytest.raises(ReportError, match="partly replaced report; the replaced files are in (?P<kept>.*)$") as caught:
+        with staged(out) as staging:
+            _write_new_report(staging)
+    monkeypatch.undo()
+    kept = Path(str(caught.value).rsplit(" are in ", 1)[1])
+    assert kept == out / f".replaced-{os.getpid()}"  # (the roc.png move back was the one that failed)
+    assert (kept / "report.md").read_text(encoding="utf-8") == "the earlier report\n" and (kept / "plots" / "roc.png").read_bytes() == b"earlier plot"
+
+
+def test_a_staging_folder_that_cannot_be_made_is_a_report_error(tmp_path, monkeypatch) -> None:
+    """ENOSPC from making the staging folder (on ext4 / xfs a new folder needs a free block)."""
+    import errno
+
+    from reguide_tasks.report.files import ReportError
+    from reguide_tasks.report.staging import staged
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space)
+    with pytest.raises(ReportError, match="cannot write into .*No space left on device"):
+        with staged(tmp_path / "report"):
+            raise AssertionError("not reached")
 
 
 @pytest.mark.e2e
