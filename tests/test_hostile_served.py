@@ -163,3 +163,23 @@ def test_secret_model_args_are_split_out_of_the_command_line() -> None:
     assert kept == ["--model", "openai", "--model_args", "model=m,max_new_tokens=9,key_reading=strict", "--model_args=x=1"]
     assert secrets == {"api_key": "sk-1", "hf_token": "t", "password": "p"}
     assert with_secrets("model=m", {"api_key": "sk-1"}) == "model=m,api_key=sk-1" and with_secrets("", {"k": "v"}) == "k=v"
+
+
+@pytest.mark.hostile_secrets
+def test_an_abbreviated_model_args_flag_does_not_carry_a_secret_past_the_split(monkeypatch) -> None:
+    """lmms-eval's argparse accepts abbreviations: --model_arg / --model_a=... are --model_args to it."""
+    import sys
+
+    import lmms_eval.__main__ as lmms_main
+
+    from reguide_tasks.lmms.secrets import split_secret_model_args
+
+    for argv in (["--model", "openai", "--model_arg", "model=m,api_key=sk-1"], ["--model", "openai", "--model_a=model=m,api_key=sk-1"]):
+        monkeypatch.setattr(sys, "argv", ["lmms-eval", *argv])
+        assert lmms_main.parse_eval_args()[1].model_args == "model=m,api_key=sk-1"  # what lmms-eval would have written
+        kept, secrets = split_secret_model_args(argv)
+        assert secrets == {"api_key": "sk-1"} and "sk-1" not in " ".join(kept)
+        monkeypatch.setattr(sys, "argv", ["lmms-eval", *kept])
+        assert lmms_main.parse_eval_args()[1].model_args == "model=m"
+    # --model is the model's name, not an abbreviation of --model_args
+    assert split_secret_model_args(["--model", "api_key=x"]) == (["--model", "api_key=x"], {})
