@@ -27,12 +27,34 @@ if str(TESTS_DIR) not in sys.path:  # test helpers (tiny_models, cli_runs) impor
     sys.path.insert(0, str(TESTS_DIR))
 
 
+# issue 29's six groups of hostile-input tests: each test carries `hostile` and its group's marker
+HOSTILE_GROUPS = {
+    "reports": "1: report injection",
+    "files": "2: malformed release, result and document files",
+    "paths": "3: paths that leave the data root or the output folder",
+    "concurrency": "4: two runs at once, kill and resume, corrupted caches, a full disk",
+    "secrets": "5: API keys in no written file",
+    "served": "6: served-backend faults, retried within bounds",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end runs of lmms-eval (slow)")
     config.addinivalue_line("markers", "hostile: adversarial inputs and shared outputs (docs/security.md); run alone with -m hostile")
+    for group, what in HOSTILE_GROUPS.items():
+        config.addinivalue_line("markers", f"hostile_{group}: hostile inputs, {what} (docs/security.md); run this group alone with -m hostile_{group}")
     config.addinivalue_line("markers", "slow: a test over ~10 s of its own")
     config.addinivalue_line("markers", "processes: starts processes on purpose (several ranks, a kill and a restart): "
                             "kept as real subprocesses, not cli_runs.run_cli forks; -m processes runs them alone")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``hostile`` names its group too, so that ``-m hostile_<group>`` finds it."""
+    for item in items:
+        groups = [g for g in HOSTILE_GROUPS if item.get_closest_marker(f"hostile_{g}")]
+        if item.get_closest_marker("hostile") and len(groups) != 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked hostile with {len(groups)} group markers; give it one of "
+                                    f"{', '.join('hostile_' + g for g in HOSTILE_GROUPS)} (tests/conftest.py)")
 
 
 @dataclass(frozen=True)

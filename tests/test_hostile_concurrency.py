@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from reguide_tasks.lmms.output_guard import (
 )
 from reguide_tasks.testing.fixtures import make_fixture
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.hostile_concurrency]
 
 _HOLDER = textwrap.dedent(
     """
@@ -50,6 +51,7 @@ def _hold(*folders: Path) -> subprocess.Popen:
     return holder
 
 
+@pytest.mark.processes  # a lock-holding process
 def test_a_second_run_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_lock(tmp_path) -> None:
     output, cache = tmp_path / "output", tmp_path / "cache"
     holder = _hold(output, cache)
@@ -69,6 +71,7 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_killed_holder_leaves_no
 
 
 @pytest.mark.e2e
+@pytest.mark.processes  # a lock-holding process
 def test_reguide_eval_refuses_an_output_path_in_use(tmp_path) -> None:
     data = tmp_path / "data"
     make_fixture(data, "cifar10", 1)
@@ -85,6 +88,83 @@ def test_reguide_eval_refuses_an_output_path_in_use(tmp_path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"reguide-eval: error: {os.path.realpath(output)} is in use by reguide-eval pid {holder.pid}"), last
     assert sorted(p.name for p in output.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing there
+
+
+@pytest.mark.e2e
+@pytest.mark.processes  # a lock-holding process
+def test_a_refused_run_changes_none_of_the_running_runs_files_and_a_failed_write_is_one_line(tmp_path) -> None:
+    """A second reguide-eval with --benchmark and a stratified task (both write files under
+    --output_path: the benchmark copy and task folders, the subset's document list) is refused
+    before it writes any of them; then, with the lock free, a folder it cannot write to (a file in
+    the way: the same OSError as a full or read-only disk) is one error line, exit 1."""
+    from test_user_benchmark import write_user_benchmark
+
+    from reguide_tasks.data.benchmarks import BENCHMARKS
+    from reguide_tasks.testing.make_fixtures import main as make_fixtures
+
+    bench_file = write_user_benchmark(tmp_path)
+    try:
+        assert make_fixtures(["--data_root", str(tmp_path / "data"), "--benchmark", str(bench_file), "--per-dataset", "100"]) == 0
+    finally:
+        BENCHMARKS.pop("mybench", None)
+        BENCHMARKS.pop("mybench_fsood", None)
+    output = tmp_path / "output"
+    running = {  # what the running run wrote there (other contents than this run would write)
+        "benchmarks/mybench.yaml": "the running run's benchmark copy\n",
+        "benchmark_tasks/reguide_mybench/note.txt": "the running run's task folder\n",
+        "document_lists/reguide_baseline_mybench_5pct.jsonl": "the running run's list\n",
+    }
+    for name, text in running.items():
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_text(text, encoding="utf-8")
+    argv = ["--benchmark", str(bench_file), "--model", "openai", "--model_args", "model=m,base_url=http://127.0.0.1:9/v1",
+            "--tasks", "reguide_baseline_mybench_5pct", "--data_root", str(tmp_path / "data"), "--output_path", str(output)]
+    env = offline_env(tmp_path, drop=("REGUIDE_", "OPENAI_"), OPENAI_API_KEY="x")
+    before = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    holder = _hold(output)
+    try:
+        done = run_cli("reguide-eval", argv, cwd=tmp_path, env=env, timeout=180)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert done.returncode == 1 and "is in use by" in done.stderr.strip().splitlines()[-1], done.stderr[-3000:]
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == sorted([*before, LOCK_NAME])
+    for name, text in running.items():
+        assert (output / name).read_text(encoding="utf-8") == text, name
+
+    # the lock is free now; the document list's folder is a file: the write fails after the lock
+    for folder in ("benchmarks", "benchmark_tasks", "document_lists"):
+        subprocess.run(["rm", "-rf", str(output / folder)], check=True)
+    (output / "document_lists").write_text("in the way\n", encoding="utf-8")
+    done = run_cli("reguide-eval", argv, cwd=tmp_path, env=env, timeout=180)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert last.startswith(f"reguide-eval: error: cannot write {output / 'document_lists'}") and "give another --output_path" in last, last
+
+
+def test_output_writes_that_fail_are_output_guard_errors(tmp_path) -> None:
+    """The OSError of a full or read-only disk (here: a file where a folder goes) as one clear error."""
+    from test_user_benchmark import write_user_benchmark
+
+    from reguide_tasks.data.benchmarks import BENCHMARKS
+    from reguide_tasks.lmms.task_yamls import task_variants
+    from reguide_tasks.lmms.user_benchmarks import register_benchmarks, write_benchmarks, write_document_lists
+
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        benches = register_benchmarks([str(write_user_benchmark(tmp_path))])
+        (out / "benchmark_tasks").write_text("a file in the way", encoding="utf-8")
+        with pytest.raises(OutputGuardError, match="cannot write .*benchmark_tasks.*give another --output_path"):
+            write_benchmarks(benches, str(out))
+        (out / "document_lists").write_text("a file in the way", encoding="utf-8")
+        stratified = [v for v in task_variants() if v.name == "reguide_baseline_mybench_5pct"]
+        assert stratified and stratified[0].subset.startswith("stratified")
+        with pytest.raises(OutputGuardError, match="cannot write .*document_lists.*give another --output_path"):
+            write_document_lists(stratified, str(out))
+    finally:
+        BENCHMARKS.pop("mybench", None)
+        BENCHMARKS.pop("mybench_fsood", None)
 
 
 # ----------------------------------------------------------------------------- the answer cache's audit log
@@ -229,6 +309,78 @@ def test_a_full_disk_fails_the_report_clearly_and_keeps_the_previous_one(small_d
     with pytest.raises(SystemExit) as exited:
         report_main([str(runs), "--out", str(out), "--bootstrap", "30", "--no-plots"])
     assert exited.value.code == 1 and _snapshot(out) == before
+
+
+def _earlier_report(out: Path) -> dict[str, bytes]:
+    (out / "plots").mkdir(parents=True)
+    (out / "report.md").write_text("the earlier report\n", encoding="utf-8")
+    (out / "plots" / "roc.png").write_bytes(b"earlier plot")
+    return _snapshot(out)
+
+
+def _write_new_report(staging: Path) -> None:
+    for name in ("report.md", "report.tex", "plots/roc.png", "plots/new/hist.png"):
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_text(f"new {name}", encoding="utf-8")
+
+
+def _failing_replace(monkeypatch, fail_on: set[int]) -> None:
+    """os.replace raising ENOSPC on the given calls (1-based): a failure in the middle of moving the
+    report into place, which a tmpfs cannot be made to produce on cue."""
+    import errno
+
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) in fail_on:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_failure_while_moving_the_report_into_place_puts_the_earlier_one_back(tmp_path, monkeypatch) -> None:
+    from reguide_tasks.report.files import ReportError
+    from reguide_tasks.report.staging import staged
+
+    out = tmp_path / "report"
+    before = _earlier_report(out)
+    # moves: report.md aside (1), new report.md in (2), roc.png aside (3), new roc.png in (4),
+    # new/hist.png in (5: fails) -> every step undone
+    _failing_replace(monkeypatch, {5})
+    with pytest.raises(ReportError, match="No space left on device.*the files there before are untouched"):
+        with staged(out) as staging:
+            _write_new_report(staging)
+    monkeypatch.undo()
+    assert _snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["plots", "report.md"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["roc.png"]  # the new folder removed
+
+    # the undo fails as well: the message says so and where the earlier files are
+    _failing_replace(monkeypatch, {5, 6})
+    with pytest.raises(ReportError, match="partly replaced report; the replaced files are in (?P<kept>.*)$") as caught:
+        with staged(out) as staging:
+            _write_new_report(staging)
+    monkeypatch.undo()
+    kept = Path(str(caught.value).rsplit(" are in ", 1)[1])
+    assert kept == out / f".replaced-{os.getpid()}"  # (the roc.png move back was the one that failed)
+    assert (kept / "report.md").read_text(encoding="utf-8") == "the earlier report\n" and (kept / "plots" / "roc.png").read_bytes() == b"earlier plot"
+
+
+def test_a_staging_folder_that_cannot_be_made_is_a_report_error(tmp_path, monkeypatch) -> None:
+    """ENOSPC from making the staging folder (on ext4 / xfs a new folder needs a free block)."""
+    import errno
+
+    from reguide_tasks.report.files import ReportError
+    from reguide_tasks.report.staging import staged
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space)
+    with pytest.raises(ReportError, match="cannot write into .*No space left on device"):
+        with staged(tmp_path / "report"):
+            raise AssertionError("not reached")
 
 
 @pytest.mark.e2e

@@ -34,7 +34,7 @@ from reguide_tasks.report.files import (
 )
 from reguide_tasks.report.make import make_report
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.hostile_files]
 
 BASELINE = {"Which class?": {"./data/images_classic/cifar10/test/a.png": "Prediction: cat", "/data/openood/images_classic/cifar10/test/b.png": "Prediction: dog"}}
 
@@ -105,6 +105,77 @@ def test_release_duplicates_and_paths_out_of_the_root(tmp_path) -> None:
     load_answers.cache_clear()
 
 
+# ----------------------------------------------------------------------------- document files (image lists)
+
+DOC = {"doc_key": "cifar10/test/a.png", "image": "images_classic/cifar10/test/a.png", "benchmark": "cifar10",
+       "dataset": "cifar10", "role": "id", "label": 3, "label_name": "cat"}
+DOC_LINE = json.dumps(DOC).encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("corrupt.jsonl.gz", b"\x1f\x8b\x08\x00garbage" * 10, "cannot be read after line 0"),
+        ("truncated.jsonl.gz", gzip.compress(DOC_LINE * 50)[:-12], "cannot be read after line"),
+        ("latin1.jsonl", DOC_LINE + DOC_LINE.replace(b'"cat"', b'"caf\xe9"'), ":2: not UTF-8 text"),
+        ("ff_fe.jsonl", b"\xff\xfe\n", ":1: not UTF-8 text"),
+        ("null.jsonl", DOC_LINE + b"null\n", ":2: a JSON NoneType, not a document"),
+        ("number.jsonl", b"5\n", ":1: a JSON int, not a document"),
+        ("list.jsonl", DOC_LINE + b"\n[]\n", ":3: a JSON list, not a document"),
+        ("label_text.jsonl", json.dumps({**DOC, "label": "3"}).encode(), ":1: 'label' is str"),
+        ("image_null.jsonl", json.dumps({**DOC, "image": None}).encode(), ":1: 'image' is NoneType"),
+        ("truncated.jsonl", DOC_LINE[:-20], ":1: not a JSON document"),
+    ],
+)
+def test_broken_document_files_are_data_errors(tmp_path, name, data, message) -> None:
+    """Image lists (custom tasks, --benchmark lists, the pre-flight) end in a DataError naming the
+    file and line and saying what to do; reguide-eval prints DataErrors as one line and exits 1."""
+    from reguide_tasks.data.documents import DataError, read_documents
+
+    path = _write(tmp_path / name, data)
+    with pytest.raises(DataError) as caught:
+        read_documents(path)
+    text = str(caught.value)
+    assert str(path) in text and message in text, text
+    assert "again" in text or "fix" in text or "save it" in text  # says what to do
+
+
+def test_document_file_with_bom_and_blank_lines_reads_correctly(tmp_path) -> None:
+    from reguide_tasks.data.documents import read_documents
+
+    path = _write(tmp_path / "bom.jsonl.gz", gzip.compress(b"\xef\xbb\xbf" + DOC_LINE + b"\n" + DOC_LINE.replace(b"a.png", b"b.png")))
+    assert read_documents(path) == [DOC, {**DOC, "doc_key": "cifar10/test/b.png", "image": "images_classic/cifar10/test/b.png"}]
+
+
+def test_released_answers_for_images_not_in_the_list_are_ignored_and_counted(tmp_path) -> None:
+    """A release whose run folder also answers images the task does not list: the task's documents
+    get the same answers as from a release without them (so the same metrics), and the extra answers
+    are counted (ReplayModel.unlisted, logged once per task and stage). The model is the real
+    reguide_replay; lmms-eval's request objects are stood in for by their ``args``."""
+    from types import SimpleNamespace
+
+    from reguide_tasks.data.benchmarks import get_benchmark
+    from reguide_tasks.models.replay import ReplayModel
+    from reguide_tasks.prompts.render import load_examples, render_baseline
+
+    task, split = "reguide_baseline_cifar10_custom", "test"
+    docs = [{**DOC, "doc_key": f"images_classic/cifar10/test/{n}.png", "image": f"images_classic/cifar10/test/{n}.png"} for n in range(3)]
+    listed = {d["doc_key"]: f"Prediction: cat {n}" for n, d in enumerate(docs)}
+    extra = {"images_classic/cifar10/test/not_listed.png": "Prediction: dog", "images_classic/tin/test/x.png": "Prediction: frog"}
+    prompt = render_baseline(get_benchmark("cifar10").classes, load_examples("cifar10"))
+    requests = [SimpleNamespace(args=(prompt, {}, None, n, task, split)) for n in range(3)]
+    answers = {}
+    for name, release in (("plain", listed), ("extra", {**listed, **extra})):
+        _write(tmp_path / name / "baseline" / "cifar10-5%" / "gpt" / "cifar10.jsonl", json.dumps({prompt: release}).encode())
+        load_answers.cache_clear()
+        model = ReplayModel(responses=str(tmp_path / name), run="cifar10-5%")
+        model.task_dict = {task: {split: docs}}
+        answers[name] = model.generate_until(requests)
+        assert model.unlisted == {(task, split, "baseline"): len(release) - 3}
+    assert answers["extra"] == answers["plain"] == list(listed.values())
+    load_answers.cache_clear()
+
+
 # ----------------------------------------------------------------------------- lmms-eval output folders
 
 
@@ -136,6 +207,35 @@ def test_results_json_broken_or_of_wrong_types_is_one_clear_error(one_run, tmp_p
     results.write_bytes(b"\xef\xbb\xbf" + text.encode())  # a BOM: read as it is
     report = _report(out, tmp_path)
     assert len(report.tables["cifar10"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "key"),
+    [
+        (lambda data, task: data["n-samples"].update({task: 5}), "'n-samples' -> 'reguide_baseline_cifar10' is int"),
+        (lambda data, task: data["results"].update({task: "x"}), "'results' -> 'reguide_baseline_cifar10' is str"),
+        (lambda data, task: data["configs"].update({task: ["not", "a", "dict"]}), "'configs' -> 'reguide_baseline_cifar10' is list"),
+        (lambda data, task: data.update({"configs": "x"}), "'configs' is str"),
+    ],
+    ids=["n-samples of a task", "results of a task", "config of a task", "configs"],
+)
+def test_results_json_with_wrong_types_inside_is_a_clear_error(one_run, tmp_path, capsys, damage, key) -> None:
+    out, results, _ = one_run
+    data = json.loads(results.read_text(encoding="utf-8"))
+    data.setdefault("n-samples", {})
+    data.setdefault("configs", {})
+    damage(data, "reguide_baseline_cifar10")
+    results.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ReportError) as caught:
+        _report(out, tmp_path)
+    assert str(results) in str(caught.value) and key in str(caught.value), caught.value
+    assert "run the task again" in str(caught.value)
+    # and through reguide-report: its one-line error, exit 1
+    from reguide_tasks.report.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([str(out), "--out", str(tmp_path / "cli"), "--no-plots", "--bootstrap", "0"])
+    assert exited.value.code == 1 and key in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def _lines(samples: Path) -> list[str]:
@@ -173,6 +273,22 @@ def test_records_of_datasets_not_in_the_benchmark_are_left_out_and_counted(one_r
     assert any("4 records" in n and "not_a_dataset: 4" in n for n in report.notes), report.notes
     scores, plain = report.loaded[0][1], baseline.loaded[0][1]
     assert set(scores.scores) == set(plain.scores) and scores.fail_rate_all == plain.fail_rate_all
+
+
+def test_samples_of_images_not_in_the_run_omit_their_cis_with_a_note(one_run, tmp_path) -> None:
+    """A record of a known dataset whose image is none of the run's documents (the results JSON
+    counted n; the file has n + 1): the figures of that file are not the run's. The results-JSON
+    metrics are kept, the CIs and plots omitted, and a note says why. So is a file with a record lost."""
+    out, results, samples = one_run
+    lines = _lines(samples)
+    extra = json.loads(lines[0])
+    extra["oodd"] = {**extra["oodd"], "image": "images_classic/cifar10/test/not_in_the_list.png", "ood_score": 0.0}
+    for damaged in ([*lines, json.dumps(extra)], lines[1:]):
+        samples.write_text("\n".join(damaged) + "\n", encoding="utf-8")
+        report = _report(out, tmp_path)
+        n = len(damaged)
+        assert any(f"has {n} records of cifar10's datasets but {results.name} counted {len(lines)} documents" in note for note in report.notes), report.notes
+        assert report.loaded[0][1] is None and len(report.tables["cifar10"]) == 1
 
 
 def test_runs_of_two_benchmarks_in_one_folder_stay_apart(tmp_path) -> None:

@@ -32,7 +32,7 @@ from reguide_tasks.report.escape import FILE_PART_MAX, file_part
 from reguide_tasks.report.files import samples_path_for
 from reguide_tasks.testing.fixtures import make_fixture
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.hostile_paths]
 
 
 def _doc(image: str) -> dict:

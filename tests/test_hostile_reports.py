@@ -23,7 +23,7 @@ from reguide_tasks.report.escape import csv_cell, latex_escape, md_text
 from reguide_tasks.report.html import _SCRIPT, markdown_to_html
 from reguide_tasks.report.make import make_report
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.hostile_reports]
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
@@ -36,15 +36,19 @@ HOSTILE_MODEL = f"@SUM(1+1){SCRIPT}{LATEX}"
 HOSTILE_ARGS = f"pretrained=org/{IMG}{TABLE_BREAK}[click](javascript:alert(1)) `code` ![i](x.png) <svg>={FORMULA},note=+1+1,api=-2+3,x={LATEX}{MARKDOWN}"
 HOSTILE_TASK_SUFFIX = f" <svg onload=alert(2)>{IMG}|{LATEX} $x$"
 KEY = f"{SCRIPT}{FORMULA}|\n{LATEX}"
+# Answer keys that start a cell of audit_keys.csv with each formula sign
+SIGNED_KEYS = ("+cmd|' /C calc'!A0", "=1+1", "-2+3", "@SUM(A1)")
 # The parts of the payloads that must come out as visible text (not dropped, not run).
 VISIBLE = ("alert(1)", "onerror=alert(1)", "input{secret}", "javascript:alert(1)")
 
 
-def _write(out: Path, model: tuple[str, str], suffix: str, key: str) -> None:
+def _write(out: Path, model: tuple[str, str], suffix: str, key: str, signed: tuple[str, ...]) -> None:
     rng = np.random.default_rng(3)
     tasks = {}
     for task in ("reguide_baseline_cifar10", "reguide_cifar10"):
         records = synth_records("cifar10", rng, quality=0.5, n_id=20, n_ood=12)
+        for r, extra in zip(records[5:], signed):
+            r["unknown_keys"] = [extra]
         for r in records[:5]:
             r["unknown_keys"] = [key]
             r["repaired_keys"] = {key: "cat"}
@@ -58,12 +62,12 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     """``plain`` and ``hostile`` report folders (report + audit) of the same records."""
     base = tmp_path_factory.mktemp("hostile_reports")
     # the plain task names are no task of ours either, so both reports have the same sections
-    cases = {"plain": (("modelA", "pretrained=org/plain,note=x"), "_plain", "plainkey"),
-             "hostile": ((HOSTILE_MODEL, HOSTILE_ARGS), HOSTILE_TASK_SUFFIX, KEY)}
+    cases = {"plain": (("modelA", "pretrained=org/plain,note=x"), "_plain", "plainkey", tuple(f"plain{n}" for n in range(len(SIGNED_KEYS)))),
+             "hostile": ((HOSTILE_MODEL, HOSTILE_ARGS), HOSTILE_TASK_SUFFIX, KEY, SIGNED_KEYS)}
     out = {}
-    for name, (model, suffix, key) in cases.items():
+    for name, (model, suffix, key, signed) in cases.items():
         runs = base / name / "runs"
-        _write(runs, model, suffix, key)
+        _write(runs, model, suffix, key, signed)
         report = base / name / "report"
         make_report([runs], report, n_boot=20, seed=0, plots=True)
         make_audit([runs], report / "audit")
@@ -173,7 +177,7 @@ def _csv_files(folder: Path) -> list[Path]:
 def test_csv_cells_never_start_a_formula(reports) -> None:
     files = _csv_files(reports["hostile"])
     assert files == _csv_files(reports["plain"]) and len(files) >= 4
-    seen_model = False
+    seen_model, signed = False, set()
     for name in files:
         with open(reports["hostile"] / name, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
@@ -184,7 +188,9 @@ def test_csv_cells_never_start_a_formula(reports) -> None:
             for cell in row:
                 assert csv_cell(cell) == cell, (name, cell)  # every formula start already neutralised
                 seen_model |= cell.startswith("'@SUM(1+1)<script>")
+                signed |= {key for key in SIGNED_KEYS if cell == "'" + key}
     assert seen_model  # the hostile model name is there, as text
+    assert signed == set(SIGNED_KEYS)  # an answer key starting with each of = + - @, there and neutralised
 
 
 def test_escapers_one_by_one() -> None:
@@ -193,6 +199,7 @@ def test_escapers_one_by_one() -> None:
     assert md_text("<b>[x](y)`z`\\") == "\\<b>[x\\](y)\\`z\\`\\\\"
     assert latex_escape("[x]\n\\y") == "{[}x{]} \\textbackslash{}y"
     assert csv_cell("=1+1") == "'=1+1" and csv_cell("-cmd|x") == "'-cmd|x" and csv_cell("@A1") == "'@A1"
+    assert csv_cell("+cmd") == "'+cmd" and csv_cell("+1+1") == "'+1+1" and csv_cell("\t=1") == "'\t=1"
     assert csv_cell("-1.5") == "-1.5" and csv_cell("+3.1 [1.0, 5.2]*") == "+3.1 [1.0, 5.2]*" and csv_cell(2.0) == 2.0
     # the HTML page resolves the Markdown escapes and escapes the rest
     page = markdown_to_html("| " + md_text(SCRIPT + "|x") + " |\n|:---|\n| " + md_text(IMG) + " |")

@@ -15,7 +15,6 @@ model is a stand-in (the test server, reguide_tasks/testing/server.py).
 from __future__ import annotations
 
 import csv
-import itertools
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -38,12 +37,14 @@ FAULTS = [
     # persistent (the same image on every attempt): the 1st image always 500, the 2nd always reset
     "status:500,per=image,first=1,retry_after_ms=1",
     "reset,per=image,after=1,first=1",
-    # transient (counted over all requests): retried away. Each fault that breaks a request happens
-    # once: a periodic one (every=7) lined up with the retries of a document whose retries came about
-    # one period later under concurrency, and exhausted it (a third failed record in one CI run).
-    "status:429,first=3,retry_after_s=1",
-    "malformed,after=6,first=1",
-    "reset,after=10,first=1",
+    # transient: the first attempt of a chosen image is faulted, its retry answered. Keyed by image
+    # (in order of first arrival, the same in every rule), not by a global request counter: a counter
+    # let the persistent images' quick retries take all three 429s in one CI run (no 429 on another
+    # image, so no Retry-After wait to check), and a periodic fault once lined up with one document's
+    # retries and exhausted them. Images 3-5 get a 429, image 6 invalid JSON, image 10 a reset.
+    "status:429,per=image,after=2,first=3,attempts=1,retry_after_s=1",
+    "malformed,per=image,after=5,first=1,attempts=1",
+    "reset,per=image,after=9,first=1,attempts=1",
     "sleep:0.4,every=5",
 ]
 RUN_TIMEOUT_S = 240
@@ -87,6 +88,7 @@ def served(tmp_path_factory) -> Served:
     return Served(done.returncode, log, seconds, run_dir, output, report, server)
 
 
+@pytest.mark.hostile_secrets
 def test_no_written_file_or_log_holds_a_key(served) -> None:
     assert served.returncode == 0, served.describe()
     written = [p for p in served.run_dir.rglob("*") if p.is_file() and "hf_datasets" not in p.parts]
@@ -100,6 +102,7 @@ def test_no_written_file_or_log_holds_a_key(served) -> None:
     assert {e.authorization for e in served.server.log} == {f"Bearer {ARG_KEY}"}
 
 
+@pytest.mark.hostile_served
 def test_faults_are_retried_within_bounds_and_exhausted_requests_are_failed_records(served) -> None:
     assert served.returncode == 0, served.describe()
     rows = read_samples(served.output, TASK)
@@ -126,14 +129,17 @@ def test_faults_are_retried_within_bounds_and_exhausted_requests_are_failed_reco
     # the two persistently faulted images (server digests): every attempt faulted, all of them spent
     persistent = {image for image, tries in attempts.items() if len(tries) > 2 and all(e.fault for e in tries)}
     assert len(persistent) == 2 and all(len(attempts[i]) == bound for i in persistent), {i: [e.fault for e in attempts[i]] for i in persistent}
-    # a 429 with Retry-After: 1 (a status fault on another image) is retried after about a second,
-    # as the header asks, not at once
-    waits = [b.started - a.ended for image, tries in attempts.items() if image not in persistent
-             for a, b in itertools.pairwise(tries) if a.fault == "status"]
-    assert waits and min(waits) >= 0.9, waits
+    # each transiently faulted image: its first attempt faulted, a later one answered
+    transient = {image: tries for image, tries in attempts.items() if image not in persistent and tries[0].fault in ("status", "malformed", "reset")}
+    assert Counter(tries[0].fault for tries in transient.values()) == {"status": 3, "malformed": 1, "reset": 1}, transient
+    assert all(not tries[-1].fault or tries[-1].fault == "sleep" for tries in transient.values()), transient
+    # a 429 with Retry-After: 1 is retried after about a second, as the header asks, not at once
+    waits = [tries[1].started - tries[0].ended for tries in transient.values() if tries[0].fault == "status"]
+    assert len(waits) == 3 and min(waits) >= 0.9, waits
     assert served.seconds < RUN_TIMEOUT_S
 
 
+@pytest.mark.hostile_served
 def test_failed_records_are_counted_in_the_report(served) -> None:
     metrics = read_metrics(served.output, TASK)
     records = [row["oodd"] for row in read_samples(served.output, TASK)]
@@ -148,6 +154,7 @@ def test_failed_records_are_counted_in_the_report(served) -> None:
     assert "Fail" in markdown and "50.0" in markdown  # one of the two documents of a dataset failed
 
 
+@pytest.mark.hostile_secrets
 def test_secret_model_args_are_split_out_of_the_command_line() -> None:
     from reguide_tasks.lmms.secrets import split_secret_model_args, with_secrets
 
@@ -156,3 +163,23 @@ def test_secret_model_args_are_split_out_of_the_command_line() -> None:
     assert kept == ["--model", "openai", "--model_args", "model=m,max_new_tokens=9,key_reading=strict", "--model_args=x=1"]
     assert secrets == {"api_key": "sk-1", "hf_token": "t", "password": "p"}
     assert with_secrets("model=m", {"api_key": "sk-1"}) == "model=m,api_key=sk-1" and with_secrets("", {"k": "v"}) == "k=v"
+
+
+@pytest.mark.hostile_secrets
+def test_an_abbreviated_model_args_flag_does_not_carry_a_secret_past_the_split(monkeypatch) -> None:
+    """lmms-eval's argparse accepts abbreviations: --model_arg / --model_a=... are --model_args to it."""
+    import sys
+
+    import lmms_eval.__main__ as lmms_main
+
+    from reguide_tasks.lmms.secrets import split_secret_model_args
+
+    for argv in (["--model", "openai", "--model_arg", "model=m,api_key=sk-1"], ["--model", "openai", "--model_a=model=m,api_key=sk-1"]):
+        monkeypatch.setattr(sys, "argv", ["lmms-eval", *argv])
+        assert lmms_main.parse_eval_args()[1].model_args == "model=m,api_key=sk-1"  # what lmms-eval would have written
+        kept, secrets = split_secret_model_args(argv)
+        assert secrets == {"api_key": "sk-1"} and "sk-1" not in " ".join(kept)
+        monkeypatch.setattr(sys, "argv", ["lmms-eval", *kept])
+        assert lmms_main.parse_eval_args()[1].model_args == "model=m"
+    # --model is the model's name, not an abbreviation of --model_args
+    assert split_secret_model_args(["--model", "api_key=x"]) == (["--model", "api_key=x"], {})

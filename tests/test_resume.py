@@ -211,6 +211,8 @@ def test_stable_cache_run_id() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.processes
+@pytest.mark.hostile
+@pytest.mark.hostile_concurrency  # issue 29 group 4: kill -9, then resume
 def test_reference_run_answers_every_request_once(outcomes: dict[str, Outcome]) -> None:
     reference = _ok(outcomes["reference"])
     stages = Counter((row[0], row[2]) for row in reference.second)
@@ -221,6 +223,8 @@ def test_reference_run_answers_every_request_once(outcomes: dict[str, Outcome]) 
 
 @pytest.mark.e2e
 @pytest.mark.processes
+@pytest.mark.hostile
+@pytest.mark.hostile_concurrency  # issue 29 group 4: kill -9, then resume
 def test_batched_restart_regenerates_only_the_lost_chunk_and_what_followed(outcomes: dict[str, Outcome]) -> None:
     """Killed in the baseline's third chunk of 5: both batched ReGuide stages and two baseline chunks
     were cached; the restart answers the other 11 baseline requests."""
@@ -245,6 +249,8 @@ def test_batched_restart_regenerates_only_the_lost_chunk_and_what_followed(outco
 
 @pytest.mark.e2e
 @pytest.mark.processes
+@pytest.mark.hostile
+@pytest.mark.hostile_concurrency  # issue 29 group 4: kill -9, then resume
 def test_sequential_restart_regenerates_only_uncached_requests(outcomes: dict[str, Outcome]) -> None:
     """Killed half-way through lmms-eval's per-document loop: the baseline and the ReGuide requests already
     answered (both stages, request by request) are served from the cache; the restart answers the rest."""

@@ -300,16 +300,21 @@ def load_image(doc: Mapping, root: Path | None = None):
 
 
 def write_documents(docs: Iterable[Mapping], path: str | os.PathLike) -> Path:
-    """Write documents as JSON lines (gzipped when the name ends in .gz)."""
+    """Write documents as JSON lines (gzipped when the name ends in .gz); the file is replaced whole."""
     import gzip
     import json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wt", encoding="utf-8") as handle:
-        for doc in docs:
-            handle.write(json.dumps({field: doc[field] for field in DOCUMENT_FIELDS}, ensure_ascii=False) + "\n")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # renamed over path when complete
+    try:
+        with opener(partial, "wt", encoding="utf-8") as handle:
+            for doc in docs:
+                handle.write(json.dumps({field: doc[field] for field in DOCUMENT_FIELDS}, ensure_ascii=False) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -319,7 +324,7 @@ MAX_DOCUMENT_LINE = 1024 * 1024
 def read_documents(path: str | os.PathLike, root: Path | None = None) -> list[dict]:
     """Read a JSON-lines document file; a relative path is taken under the data root."""
     import gzip
-    import json
+    import zlib
 
     path = Path(path)
     if not path.is_absolute() and not path.exists():
@@ -334,24 +339,49 @@ def read_documents(path: str | os.PathLike, root: Path | None = None) -> list[di
             f"or reguide-build-documents --data_root {root_dir} --out {path} (OpenOOD's full lists)"
         )
     opener = gzip.open if path.name.endswith(".gz") else open
-    docs = []
-    with opener(path, "rt", encoding="utf-8-sig") as handle:
-        # lines read with a length limit: a document is a few hundred characters, and a file with a
-        # 200 MB line is refused without holding it in memory
-        for number, line in enumerate(iter(lambda: handle.readline(MAX_DOCUMENT_LINE + 1), ""), 1):
-            if len(line) > MAX_DOCUMENT_LINE:
-                raise DataError(f"{path}:{number}: over {MAX_DOCUMENT_LINE // 2**20} M characters, not one document: is this a document file?")
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path}:{number}: not a JSON document ({exc})") from None
-            absent = [f for f in DOCUMENT_FIELDS if f not in doc]
-            if absent:
-                raise DataError(f"{path}:{number}: document lacks {', '.join(absent)}")
-            docs.append(doc)
+    docs: list[dict] = []
+    number = 0
+    redo = "write it again (reguide-build-documents or reguide-make-fixtures), or copy it again if it came from elsewhere"
+    try:
+        with opener(path, "rb") as handle:
+            # lines read with a length limit: a document is a few hundred bytes, and a file with a
+            # 200 MB line is refused without holding it in memory
+            for raw in iter(lambda: handle.readline(MAX_DOCUMENT_LINE + 1), b""):
+                number += 1
+                if len(raw) > MAX_DOCUMENT_LINE:
+                    raise DataError(f"{path}:{number}: over {MAX_DOCUMENT_LINE // 2**20} MB, not one document: is this a document file?")
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line): save it as UTF-8, or {redo}") from None
+                if line.strip():
+                    docs.append(_document_of(line, f"{path}:{number}"))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot be read after line {number} ({exc or type(exc).__name__}): a truncated or corrupt file? {redo}") from None
     return docs
+
+
+def _document_of(line: str, where: str) -> dict:
+    """One line of a document file as a document, or a DataError naming ``where`` (file:line)."""
+    import json
+
+    try:
+        doc = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{where}: not a JSON document ({exc}): fix or remove this line") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{where}: a JSON {type(doc).__name__}, not a document (an object with the fields {', '.join(DOCUMENT_FIELDS)}): fix or remove this line")
+    absent = [f for f in DOCUMENT_FIELDS if f not in doc]
+    if absent:
+        raise DataError(f"{where}: document lacks {', '.join(absent)}: fix this line")
+    wrong = [f"'{f}' is {type(doc[f]).__name__}" for f, kind in _FIELD_TYPES.items()
+             if not isinstance(doc[f], kind) or isinstance(doc[f], bool)]
+    if wrong:
+        raise DataError(f"{where}: {', '.join(wrong)} ('label' is an integer, the other fields text): fix this line")
+    return doc
+
+
+_FIELD_TYPES = {**{f: str for f in DOCUMENT_FIELDS if f != "label"}, "label": int}
 
 
 def bad_image_policy() -> str:

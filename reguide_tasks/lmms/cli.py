@@ -36,7 +36,7 @@ from reguide_tasks.lmms.run_state import RUN
 from reguide_tasks.lmms.output_guard import OutputGuardError, check_output_names, check_results_written, hold_run_lock, is_first_rank
 from reguide_tasks.lmms.secrets import split_secret_model_args
 from reguide_tasks.lmms.task_yamls import TAGGED_BENCHMARKS, task_variants
-from reguide_tasks.lmms.user_benchmarks import output_path_of, prepare_benchmarks, write_document_lists
+from reguide_tasks.lmms.user_benchmarks import output_path_of, register_benchmarks, write_benchmarks, write_document_lists
 from reguide_tasks.paths import TASKS_DIR
 
 TAGS = {"reguide_all": ("reguide",), "reguide_baseline_all": ("baseline",)}
@@ -294,7 +294,7 @@ def run(argv: Sequence[str]) -> None:
 
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     early = early_args(rest)
-    benchmark_folders = prepare_benchmarks(own.benchmark or [], output_path_of(rest))  # a user's benchmark: checked, tasks written
+    benches = register_benchmarks(own.benchmark or [])  # a user's benchmark: checked now, its tasks written after the run lock
     if early.tasks == "list":  # ours only, described, without importing lmms-eval
         from reguide_tasks.lmms.task_list import task_listing
 
@@ -309,12 +309,10 @@ def run(argv: Sequence[str]) -> None:
         return
     if not listing:  # every document and image checked before lmms-eval (seconds) and any model loads
         preflight(our_tasks(early.tasks), check_images=model_needs_images(early.model))
-        write_document_lists(our_tasks(early.tasks), output_path_of(rest))  # a stratified subset's, next to the results
     import lmms_eval.__main__ as lmms_main
 
     sys.argv = ["lmms-eval", *rest]
     _, args = lmms_main.parse_eval_args()
-    args.include_path = _include_path(args.include_path, benchmark_folders)
     if not _given("--timezone", rest):
         args.timezone = local_timezone_name()
     if only_our_tasks(args.tasks) and not _given("--process_docs_parallel", rest):
@@ -332,6 +330,8 @@ def run(argv: Sequence[str]) -> None:
         check_output_names(args.model_args, [t.strip() for t in (args.tasks or "").split(",") if t.strip()])
         if is_first_rank():
             hold_run_lock([getattr(args, "output_path", None), getattr(args, "use_cache", None)], ["reguide-eval", *rest])
+        write_document_lists(our_tasks(early.tasks), output_path_of(rest))  # after the lock: a refused run writes nothing
+    args.include_path = _include_path(args.include_path, write_benchmarks(benches, None if listing else output_path_of(rest)))
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
         runtime.install_cache_audit_check()

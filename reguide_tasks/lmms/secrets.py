@@ -32,25 +32,27 @@ def split_model_args(model_args: str) -> tuple[str, dict[str, str]]:
     return ",".join(kept), secrets
 
 
+def is_model_args_flag(flag: str) -> bool:
+    """``--model_args`` or an abbreviation argparse accepts for it (lmms-eval's parser allows them:
+    ``--model_arg``, ``--model_a``; ``--model`` itself is the model's name)."""
+    return len("--model") < len(flag) <= len(_FLAG) and _FLAG.startswith(flag)
+
+
 def split_secret_model_args(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """``argv`` with the secrets taken out of every ``--model_args`` value, and the secrets."""
+    """``argv`` with the secrets taken out of every ``--model_args`` value (however abbreviated;
+    written out in full), and the secrets."""
     out, secrets = [], {}
     args = list(argv)
     i = 0
     while i < len(args):
-        arg = args[i]
-        if arg == _FLAG and i + 1 < len(args):
-            kept, found = split_model_args(args[i + 1])
-            out += [arg, kept]
+        flag, eq, value = args[i].partition("=")
+        if is_model_args_flag(flag) and (eq or i + 1 < len(args)):
+            kept, found = split_model_args(value if eq else args[i + 1])
+            out += [f"{_FLAG}={kept}"] if eq else [_FLAG, kept]
             secrets.update(found)
-            i += 2
+            i += 1 if eq else 2
             continue
-        if arg.startswith(_FLAG + "="):
-            kept, found = split_model_args(arg[len(_FLAG) + 1 :])
-            out.append(f"{_FLAG}={kept}")
-            secrets.update(found)
-        else:
-            out.append(arg)
+        out.append(args[i])
         i += 1
     return out, secrets
 

@@ -28,6 +28,7 @@ from reguide_tasks.data.benchmarks import (
     resolved_benchmark_yaml,
 )
 from reguide_tasks.data.documents import DataError, write_documents
+from reguide_tasks.lmms.output_guard import OutputGuardError
 from reguide_tasks.lmms.task_yamls import task_variants, write_benchmark_tasks
 
 TASKS_FOLDER = "benchmark_tasks"  # <output_path>/benchmark_tasks/reguide_<name>/: the generated task YAMLs
@@ -41,40 +42,60 @@ def output_path_of(argv: Sequence[str]) -> str | None:
     return peek.parse_known_args(list(argv))[0].output_path
 
 
-def prepare_benchmarks(files: Sequence[str], output_path: str | None) -> list[str]:
-    """Register ``files``, write their task folders and result-side copies; return the task folders
-    (for ``--include_path``). A malformed file is a :class:`DataError` naming the field."""
-    if not files:
-        return []
+def register_benchmarks(files: Sequence[str]) -> list[Benchmark]:
+    """Check and register ``files`` (named in ``REGUIDE_BENCHMARKS`` for every process of the run);
+    nothing is written. A malformed file is a :class:`DataError` naming the field."""
     try:
         benches = [register_benchmark_file(path) for path in files]
     except BenchmarkError as exc:
         raise DataError(str(exc)) from None
     known = [p for p in os.environ.get(BENCHMARK_FILES_ENV, "").split(os.pathsep) if p]
     os.environ[BENCHMARK_FILES_ENV] = os.pathsep.join(dict.fromkeys([*known, *(b.source for b in benches)]))
-    out = Path(output_path) if output_path else Path(tempfile.mkdtemp(prefix="reguide-benchmarks-"))
+    return benches
+
+
+def write_benchmarks(benches: Sequence[Benchmark], output_path: str | None) -> list[str]:
+    """The task folders of ``benches`` and their result-side copies (under ``output_path``, else a
+    temporary folder); returns the task folders (for ``--include_path``). ``reguide-eval`` calls it
+    after it holds the run lock: a refused second run writes nothing into the running run's folder."""
+    if not benches:
+        return []
     folders = []
-    for bench in benches:
-        folders += [str(folder) for folder in write_benchmark_tasks(bench, out / TASKS_FOLDER if output_path else out)]
-        if output_path:
-            copy = out / WRITTEN_FOLDER / f"{bench.name}.yaml"
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_text(resolved_benchmark_yaml(bench), encoding="utf-8")
+    try:
+        out = Path(output_path) if output_path else Path(tempfile.mkdtemp(prefix="reguide-benchmarks-"))
+        for bench in benches:
+            folders += [str(folder) for folder in write_benchmark_tasks(bench, out / TASKS_FOLDER if output_path else out)]
+            if output_path:
+                copy = out / WRITTEN_FOLDER / f"{bench.name}.yaml"
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_text(resolved_benchmark_yaml(bench), encoding="utf-8")
+    except OSError as err:
+        raise _write_error(err, output_path) from None
     return folders
 
 
 def write_document_lists(variants: Sequence, output_path: str | None) -> list[Path]:
     """Next to the results, the documents of every task on a seeded stratified subset (the list a
-    reader needs to run the same slice: a ``*_custom`` task reads this file); each path is printed."""
+    reader needs to run the same slice: a ``*_custom`` task reads this file); each path is printed.
+    Each file is replaced whole (written beside it, then renamed): never half a list."""
     from reguide_tasks.lmms.hooks import document_set
 
     written = []
     for variant in variants if output_path else ():
         if variant.subset.startswith("stratified"):
             path = Path(output_path) / DOCUMENT_LISTS_FOLDER / f"{variant.name}.jsonl"
-            written.append(write_documents(document_set(variant.benchmark, variant.subset), path))
+            try:
+                written.append(write_documents(document_set(variant.benchmark, variant.subset), path))
+            except OSError as err:
+                raise _write_error(err, output_path) from None
             print(f"{variant.name}: its stratified subset's documents are in {path}", flush=True)
     return written
+
+
+def _write_error(err: OSError, output_path: str | None) -> OutputGuardError:
+    where = err.filename or output_path or "a temporary folder"
+    return OutputGuardError(f"cannot write {where}: {err.strerror or err} (a full disk or a read-only folder?): "
+                            "free space there or give another --output_path; no evaluation was started")
 
 
 def describe_tasks(bench: Benchmark) -> list[str]:

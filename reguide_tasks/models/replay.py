@@ -138,6 +138,8 @@ class ReplayModel(lmms):
         self._runs: dict[tuple[str, str], list[str]] = {}
         self._answers: dict[tuple[str, str], dict[str, str]] = {}
         self._docs: dict[tuple[str, str], tuple] = {}
+        # (task, split, stage) -> released answers that name no document of the task: never scored
+        self.unlisted: dict[tuple[str, str, str], int] = {}
 
     @property
     def device(self):
@@ -192,6 +194,8 @@ class ReplayModel(lmms):
             context, _kwargs, _to_visual, doc_id, task, split = request.args
             doc = self._doc(task, split, doc_id)
             stage = prompt_stage(context)
+            if (task, split, stage) not in self.unlisted:
+                self._count_unlisted(task, split, stage, doc["benchmark"])
             answer = self.lookup(doc, stage, task)
             if answer is None:
                 missing[f"{stage}/{doc['dataset']}"] += 1
@@ -207,6 +211,18 @@ class ReplayModel(lmms):
             logger.warning(f"reguide_replay: {total} of {len(requests)} requests have no released answer ({summary}); left out of every metric and counted as not_in_release_<dataset> (missing=skip)")
             self.missing_counts.update(missing)
         return [answer if answer is not None else NO_ANSWER for answer in found]
+
+    def _count_unlisted(self, task: str, split: str, stage: str, benchmark: str) -> None:
+        """Count (and log once) the released answers of the runs this task reads that name an image
+        not in its document list: they answer no request, so no metric sees them. Expected when the
+        task is a subset of the release's run or --limit is given; a sign of the wrong run otherwise."""
+        listed = {row["doc_key"] for row in self._docs[(task, split)][1]}
+        runs = self._runs_for(benchmark, task)
+        released = set().union(*(self._run_answers(stage, run) for run in runs))
+        self.unlisted[(task, split, stage)] = n = len(released - listed)
+        if n and self.rank == 0:
+            logger.info(f"reguide_replay: {n} of the {len(released)} released {stage} answers in {', '.join(runs)} (model {self.model_name}) "
+                        f"name images not in {task}'s {len(listed)} documents: ignored, no metric reads them")
 
     def loglikelihood(self, requests):
         raise NotImplementedError("reguide_replay only replays generated answers")

@@ -54,12 +54,18 @@ def read_results_json(path: Path) -> dict[str, Any]:
             raise ReportError(f"{path}: over {MAX_RESULTS_BYTES // 2**20} MB, no lmms-eval results file is that big: check the path")
         data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (an editor's) is no error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReportError(f"cannot read {path}: {_one_line(err)}") from None
+        raise ReportError(f"cannot read {path}: {_one_line(err)}; a truncated or partly copied file? Copy it again, or run the task again") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ReportError(f"{path} is not an lmms-eval results file (no 'results' object)")
     for key in ("config", "configs", "group_subtasks", "n-samples"):
         if data.get(key) is not None and not isinstance(data[key], dict):
-            raise ReportError(f"{path}: '{key}' is {type(data[key]).__name__}, not an object: not lmms-eval's layout (edited by hand?)")
+            raise ReportError(f"{path}: '{key}' is {type(data[key]).__name__}, not an object: not lmms-eval's layout (edited by hand?); restore the file from the run, or run the task again")
+    # one object per task inside them (what the report reads with .get); None stands for absent
+    for key in ("results", "configs", "n-samples"):
+        for task, value in (data.get(key) or {}).items():
+            if value is not None and not isinstance(value, dict):
+                raise ReportError(f"{path}: '{key}' -> '{task:.80}' is {type(value).__name__}, not an object: not lmms-eval's layout "
+                                  "(edited by hand?); restore the file from the run, or run the task again")
     return data
 
 

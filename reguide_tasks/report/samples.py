@@ -142,6 +142,11 @@ def load_scores(run: Run) -> tuple[RunScores | None, list[str]]:
     if twice:
         return None, [f"{where}: {run.samples_path} has {len(twice)} documents more than once (e.g. {twice[0]}; two runs in one file?): CIs and plots omitted"]
     foreign = Counter(str(r.get("dataset")) for r in records if r.get("dataset") not in bench.datasets)
+    ours = len(records) - sum(foreign.values())
+    if run.n_docs is not None and run.n_docs not in (len(records), ours):
+        # a record whose image is not one of the run's documents (or a line lost) is no figure of that run
+        return None, [f"{where}: {run.samples_path} has {ours} records of {bench.name}'s datasets but {run.results_path.name} counted "
+                      f"{run.n_docs} documents (records added or lost: samples of another run, or edited?): CIs and plots omitted"]
     notes = []
     if foreign:
         records = [r for r in records if r.get("dataset") in bench.datasets]

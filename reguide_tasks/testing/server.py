@@ -43,8 +43,10 @@ the requests it sees (optionally of one ``stage``); with ``m = n - after`` for t
 request (1-based), it is faulted when ``m >= 1`` and (``m <= first`` or ``m % every == 0``; neither
 given: always). ``per="image"`` counts distinct images instead, in order of first arrival, so the
 same documents fail on every retry (a persistent fault; ``after`` lets several such rules share a
-stage without overlapping). The first matching rule wins; every rule's counter advances on every
-request it sees.
+stage without overlapping). ``attempts=k`` (with ``per="image"``) faults only the first ``k``
+attempts of each chosen image, so its retry is answered: a transient fault on a known document,
+whatever order concurrent requests arrive in. The first matching rule wins; every rule's counter
+advances on every request it sees.
 Kinds: ``status`` (HTTP ``status`` with an OpenAI-style error body; ``retry_after_ms`` adds a
 ``retry-after-ms`` header, which the openai SDK obeys; ``retry_after_s`` a standard ``Retry-After``
 header in seconds), ``sleep`` (wait ``seconds`` before a normal
@@ -291,6 +293,7 @@ class Fault:
     after: int = 0
     stage: str | None = None
     per: str = "request"
+    attempts: int = 0
     status: int = 500
     seconds: float = 0.0
     retry_after_ms: float | None = None
@@ -303,8 +306,10 @@ class Fault:
             raise ValueError(f"per must be 'request' or 'image', not {self.per!r}")
         if self.stage is not None and self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r} (known: {', '.join(STAGES)})")
-        if min(self.first, self.every, self.after) < 0:
-            raise ValueError("first, every and after must be >= 0")
+        if min(self.first, self.every, self.after, self.attempts) < 0:
+            raise ValueError("first, every, after and attempts must be >= 0")
+        if self.attempts and self.per != "image":
+            raise ValueError("attempts needs per=image (it counts the attempts of each image)")
 
     def hits(self, n: int) -> bool:
         """Whether the n-th (1-based) request / image this rule counts is faulted."""
@@ -332,7 +337,7 @@ def parse_fault(spec: str) -> Fault:
         if not sep:
             raise ValueError(f"fault spec {spec!r}: expected key=value, got {pair!r}")
         fields[key] = value
-    casts = {"first": int, "every": int, "after": int, "status": int, "seconds": float, "retry_after_ms": float, "retry_after_s": int, "stage": str, "per": str, "kind": str}
+    casts = {"first": int, "every": int, "after": int, "status": int, "seconds": float, "retry_after_ms": float, "retry_after_s": int, "stage": str, "per": str, "kind": str, "attempts": int}
     unknown = set(fields) - set(casts)
     if unknown:
         raise ValueError(f"fault spec {spec!r}: unknown keys {sorted(unknown)}")
@@ -344,12 +349,16 @@ class _Rule:
     fault: Fault
     seen: int = 0
     images: OrderedDict = field(default_factory=OrderedDict)
+    tries: Counter = field(default_factory=Counter)
 
     def fires(self, stage: str, digest: str) -> bool:
         if self.fault.stage is not None and self.fault.stage != stage:
             return False
         if self.fault.per == "image":
             n = self.images.setdefault(digest, len(self.images) + 1)
+            self.tries[digest] += 1
+            if self.fault.attempts and self.tries[digest] > self.fault.attempts:
+                return False
         else:
             self.seen += 1
             n = self.seen
