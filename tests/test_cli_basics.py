@@ -10,27 +10,13 @@ import sys
 from pathlib import Path
 
 import pytz
-from cli_runs import run_cli
+from cli_runs import run_cli, run_logging_imports
 
 from reguide_tasks.lmms.cli import local_timezone_name
 
-EVAL = str(Path(sys.executable).with_name("reguide-eval"))
-
-
-def _run_logging_imports(*args: str, env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
-    """reguide-eval with Python's import log on (PYTHONPROFILEIMPORTTIME): the run, the lmms-eval
-    modules it imported beyond the bare package (whose version reguide-eval reads), and its stderr
-    without the import log. "Before lmms-eval loads" is checked on imports, not on seconds, which a
-    loaded machine (two test workers on two cores) stretches."""
-    env = {**os.environ, **(env_extra or {}), "PYTHONPROFILEIMPORTTIME": "1"}
-    done = subprocess.run([EVAL, *args], capture_output=True, text=True, timeout=120, check=False, env=env)
-    lines = done.stderr.splitlines()
-    modules = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
-    return done, [m for m in modules if m.startswith("lmms_eval.")], [line for line in lines if not line.startswith("import time:")]
-
 
 def test_help_lists_our_options_first_and_is_fast():
-    done, lmms_eval_modules, stderr = _run_logging_imports("--help")
+    done, lmms_eval_modules, stderr = run_logging_imports("--help")
     assert done.returncode == 0, stderr[-20:]
     text = " ".join(done.stdout.split())  # argparse wraps lines
     for flag in ("--data_root", "--sequential", "--bad_images"):
@@ -42,7 +28,7 @@ def test_help_lists_our_options_first_and_is_fast():
 
 
 def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
-    done, lmms_eval_modules, stderr = _run_logging_imports("--tasks", "list")
+    done, lmms_eval_modules, stderr = run_logging_imports("--tasks", "list")
     assert done.returncode == 0, stderr[-20:]
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("reguide_")}
     assert len(rows) == 80  # 78 tasks (docs/benchmarks.md), 2 tags; no prompt template shows up as a task
@@ -142,14 +128,14 @@ def test_utilities_are_console_scripts_that_take_data_root_and_keep_the_old_spel
 
 
 def test_a_wrong_task_name_gets_our_closest_names_in_a_second():
-    done, lmms_eval_modules, stderr = _run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_imagenet_200,reguide_baseline_cifar10")
+    done, lmms_eval_modules, stderr = run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_imagenet_200,reguide_baseline_cifar10")
     assert done.returncode == 1
     assert stderr[-1].startswith("reguide-eval: error: unknown task 'reguide_imagenet_200' (did you mean 'reguide_imagenet200'")
     assert lmms_eval_modules == [], "the check should run before lmms-eval is imported"
 
 
 def test_a_data_root_error_comes_before_lmms_eval_loads(tmp_path):
-    done, lmms_eval_modules, stderr = _run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_baseline_imagenet200", "--data_root", str(tmp_path / "nowhere"))
+    done, lmms_eval_modules, stderr = run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_baseline_imagenet200", "--data_root", str(tmp_path / "nowhere"))
     assert done.returncode == 1
     assert f"data root {tmp_path / 'nowhere'} does not exist" in stderr[-1]
     assert lmms_eval_modules == []

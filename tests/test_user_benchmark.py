@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import FORKED_PROGRAMS, console_script, offline_env, read_metrics, read_samples, run_cli
+from cli_runs import FORKED_PROGRAMS, console_script, offline_env, read_metrics, read_samples, run_cli, run_logging_imports
 from sklearn.metrics import roc_auc_score
 from test_e2e_llava import expected_scripted_baseline
 
@@ -59,9 +59,9 @@ def write_user_benchmark(folder: Path) -> Path:
     return path
 
 
-def _run(program: str, *args: str, cwd: Path, forked: bool = True) -> subprocess.CompletedProcess:
+def _run(program: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The program's run (a fork of this process for reguide-eval / reguide-report: tests/cli_runs.py)."""
-    if forked and program in FORKED_PROGRAMS:
+    if program in FORKED_PROGRAMS:
         return run_cli(program, list(args), cwd=cwd, env=offline_env(cwd))
     return subprocess.run([console_script(program), *args], cwd=cwd, env=offline_env(cwd), capture_output=True, text=True, timeout=600, check=False)
 
@@ -173,10 +173,11 @@ def test_a_malformed_file_stops_reguide_eval_before_any_model(tmp_path: Path) ->
     spec = yaml.safe_load(bench_file.read_text(encoding="utf-8"))
     spec["datasets"]["sky"]["role"] = "distant"
     bench_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    done = _run("reguide-eval", "--benchmark", str(bench_file), "--model", "reguide_scripted", "--tasks", "reguide_baseline_mybench", cwd=tmp_path, forked=False)
+    done, lmms_eval_modules, stderr = run_logging_imports(
+        "--benchmark", str(bench_file), "--model", "reguide_scripted", "--tasks", "reguide_baseline_mybench", env=offline_env(tmp_path), cwd=tmp_path)
     assert done.returncode == 1
-    assert "datasets.sky.role: unknown dataset role 'distant'" in done.stderr
-    assert "lmms_eval" not in done.stderr  # stopped before lmms-eval (and any model) was imported
+    assert stderr[-1].startswith("reguide-eval: error:") and "datasets.sky.role: unknown dataset role 'distant'" in stderr[-1]
+    assert lmms_eval_modules == [], "the file should be refused before lmms-eval (and any model) is imported"
     with pytest.raises(BenchmarkError):
         load_benchmark_file(bench_file)
 
