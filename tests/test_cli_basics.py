@@ -12,6 +12,8 @@ from pathlib import Path
 import pytz
 from cli_runs import run_cli, run_logging_imports
 
+from reguide_tasks.data.benchmarks import BENCHMARKS
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 from reguide_tasks.lmms.cli import local_timezone_name
 
 
@@ -39,6 +41,42 @@ def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
     assert rows["reguide_imagenet200"].split()[1:] == ["=", "reguide_imagenet200_5pct"]
     assert "near ssb_hard, ninco; far inaturalist, textures, openimage_o" in done.stdout
     assert lmms_eval_modules == []  # lmms-eval's own listing indexes ~3,300 task YAMLs first
+
+
+def test_tasks_list_gives_every_shipped_benchmark_its_sizes_per_document_set():
+    """Per benchmark, the images of each dataset in each document set: the full lists (the counts a
+    file gives, else "size of your imglist"), each released subset (counted here straight from the
+    shipped release file) and the seeded stratified subsets."""
+    done, _, stderr = run_logging_imports("--tasks", "list")
+    assert done.returncode == 0, stderr[-20:]
+    blocks: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("  ") and not line.startswith("    "):
+            name = line.split(":")[0].strip()
+            blocks[name] = []
+        elif line.startswith("    "):
+            blocks[name].append(line.strip())
+    shipped = [name for name, bench in BENCHMARKS.items() if bench.shipped]
+    assert set(shipped) <= set(blocks) and len(shipped) == 8
+    for name in shipped:
+        bench, lines = BENCHMARKS[name], blocks[name]
+        full = next(line for line in lines if line.startswith("full lists"))
+        for dataset in bench.datasets:
+            assert (f"{dataset} {bench.sizes[dataset]:,}" if dataset in bench.sizes else "size of your imglist") in full, (name, dataset, full)
+        for subset, rel in bench.subsets.items():
+            released = read_release_file(RELEASE_DIR / rel)
+            counts = {bench.release_names.get(k, k): sum(map(len, v.values())) if isinstance(v, dict) else len(v) for k, v in released.items()}
+            line = next(line for line in lines if line.startswith(f"authors' {subset.removeprefix('subset')}% subset: "))
+            assert line.endswith(f"{sum(counts.values()):,} = " + ", ".join(f"{d} {counts[d]:,}" for d in bench.datasets)), line
+        for pct in bench.stratified or ():
+            assert any(line.startswith("seeded stratified") and f"{pct}%" in line for line in lines), (name, lines)
+    # The figures of docs/benchmarks.md, and OpenOOD v1.5's ImageNet-1K lists as imagenet1k.yaml counts them.
+    assert "authors' 5% subset: 4,170 = imagenet200 400, ssb_hard 1,970, ninco 249, inaturalist 500, textures 258, openimage_o 793" in blocks["imagenet200"]
+    assert blocks["cifar10"][1] == "authors' 25% subset: 40,568 = cifar10 2,250, cifar100 2,214, tin 1,948, mnist 17,497, svhn 6,504, texture 1,410, places365 8,745"
+    assert blocks["imagenet1k"][0] == (
+        "full lists (counts of imagenet1k.yaml): 130,908 = imagenet 45,000, ssb_hard 49,000, ninco 5,879, inaturalist 10,000, textures 5,160, openimage_o 15,869")
+    assert "ssb_hard 2,450, ninco 294, inaturalist 500" in blocks["imagenet1k"][1]  # 5% of each OoD list, rounded half up
+    assert blocks["cifar100"][0].startswith("full lists: size of your imglist for every dataset")
 
 
 def test_local_timezone_name_reads_tz_and_falls_back_to_a_real_zone(monkeypatch):
