@@ -152,6 +152,63 @@ def test_the_report_has_the_benchmarks_own_columns(user_run) -> None:
     assert (work / "report" / "mybench.csv").is_file()
 
 
+def test_an_include_path_folder_runs_like_the_file_and_is_reported(user_run, tmp_path: Path) -> None:
+    """reguide-new-benchmark's folder on reguide-eval --include_path (no --benchmark): the tasks run
+    on the same documents with the same figures, the stratified list and the benchmark copy are
+    written next to the results, and reguide-report names the benchmark's own columns; so it does for
+    a plain lmms-eval run of the folder. The programs run as processes of their own: this one has the
+    benchmark registered already."""
+    work, first_out = user_run
+    made = _run("reguide-new-benchmark", "my_bench.yaml", "--out", str(tmp_path / "tasks"), cwd=work)
+    assert made.returncode == 0, _describe(made)
+    out, tasks = tmp_path / "out", f"{TASKS[0]},{TASKS[3]}"
+    args = ["--include_path", str(tmp_path / "tasks"), "--model", "reguide_scripted", "--tasks", tasks, "--data_root", "data", "--output_path", str(out), "--log_samples"]
+    done = subprocess.run([console_script("reguide-eval"), *args], cwd=work, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, _describe(done)
+    assert (out / "benchmarks" / "mybench.yaml").is_file() and not (out / "benchmark_tasks").exists()  # the folder's own tasks ran
+    assert read_metrics(out, TASKS[0]) == read_metrics(first_out, TASKS[0])
+    written = (out / "document_lists" / f"{TASKS[3]}.jsonl").read_text(encoding="utf-8")
+    assert written == (first_out / "document_lists" / f"{TASKS[3]}.jsonl").read_text(encoding="utf-8")
+    report = subprocess.run([console_script("reguide-report"), str(out), "--out", str(tmp_path / "report"), "--no-plots"],
+                            cwd=work, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert report.returncode == 0, _describe(report)
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## mybench\n" in text and "ID: parts; near-OoD: scrap; far-OoD: sky" in text and "AUROC scrap" in text
+    # Plain lmms-eval on the folder: no copy next to its results; the report finds the file the task's metadata names.
+    plain = tmp_path / "plain"
+    done = subprocess.run([console_script("lmms-eval"), "--include_path", str(tmp_path / "tasks"), "--model", "reguide_scripted", "--tasks", TASKS[0],
+                           "--output_path", str(plain), "--log_samples"],
+                          cwd=work, env=offline_env(tmp_path, REGUIDE_DATA_ROOT=str(work / "data")), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, _describe(done)
+    assert not (plain / "benchmarks").exists() and read_metrics(plain, TASKS[0]) == read_metrics(first_out, TASKS[0])
+    report = subprocess.run([console_script("reguide-report"), str(plain), "--out", str(tmp_path / "plain_report"), "--no-plots"],
+                            cwd=work, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert report.returncode == 0, _describe(report)
+    text = (tmp_path / "plain_report" / "report.md").read_text(encoding="utf-8")
+    assert "## mybench\n" in text and "ID: parts; near-OoD: scrap; far-OoD: sky" in text and "AUROC scrap" in text
+
+
+def test_an_include_path_folder_gets_the_image_check_before_lmms_eval(user_run, tmp_path: Path) -> None:
+    work, _ = user_run
+    made = _run("reguide-new-benchmark", "my_bench.yaml", "--out", str(tmp_path / "tasks"), cwd=work)
+    assert made.returncode == 0, _describe(made)
+    done, lmms_eval_modules, stderr = run_logging_imports(
+        "--include_path", str(tmp_path / "tasks"), "--model", "reguide_scripted", "--tasks", TASKS[0], "--data_root", str(tmp_path / "no_images"),
+        env=offline_env(tmp_path), cwd=work)
+    assert done.returncode == 1
+    assert stderr[-1].startswith(f"reguide-eval: error: task {TASKS[0]}:"), stderr[-3:]
+    assert lmms_eval_modules == [], "the images should be checked before lmms-eval is imported"
+    # A folder whose benchmark file is gone: said before anything runs.
+    (work / "moved.yaml").write_text((work / "my_bench.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    made = _run("reguide-new-benchmark", "moved.yaml", "--out", str(tmp_path / "gone"), cwd=work)
+    assert made.returncode == 0, _describe(made)
+    (work / "moved.yaml").unlink()
+    done, lmms_eval_modules, stderr = run_logging_imports(
+        "--include_path", str(tmp_path / "gone"), "--model", "reguide_scripted", "--tasks", TASKS[0], env=offline_env(tmp_path), cwd=work)
+    assert done.returncode == 1 and "moved.yaml, which is not found: run reguide-new-benchmark FILE --out" in stderr[-1], stderr[-3:]
+    assert lmms_eval_modules == []
+
+
 def test_clip_ood_runs_the_users_baseline_task(user_run, tmp_path: Path) -> None:
     work, _ = user_run
     clip = build_tiny_clip(tmp_path / "clip", [*CLASSES, *ENSEMBLE_TEMPLATES, "a photo of a {}"])

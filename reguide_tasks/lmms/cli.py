@@ -294,7 +294,8 @@ def run(argv: Sequence[str]) -> None:
 
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     early = early_args(rest)
-    benchmark_folders = prepare_benchmarks(own.benchmark or [], output_path_of(rest))  # a user's benchmark: checked, tasks written
+    # A user's benchmark (--benchmark, or a reguide-new-benchmark folder on --include_path): checked, registered, copied next to the results
+    benchmark_folders = prepare_benchmarks(own.benchmark or [], output_path_of(rest), early.include_path)
     if early.tasks == "list":  # ours only, described, without importing lmms-eval
         from reguide_tasks.lmms.task_list import task_listing
 

@@ -17,6 +17,7 @@ per metric key: lmms-eval needs an entry for every key, and the two stages' list
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,9 @@ def _default_template(bench: Benchmark) -> str:
         # In the task config, so lmms-eval's answer cache (keyed by document position) never hands
         # an answer cached under another order to a different image.
         + f"  document_order: {DOCUMENT_ORDER}\n"
+        # A user's benchmark: its file, for a report of a plain lmms-eval run (no copy next to the
+        # results); lmms-eval writes a task's metadata into the results file. A JSON string is YAML.
+        + ("" if bench.shipped else f"  benchmark_file: {json.dumps(bench.source)}\n")
     )
 
 
@@ -150,8 +154,6 @@ def _task_yaml(variant: TaskVariant, bench: Benchmark) -> str:
 
 
 def _docset(variant: TaskVariant, bench: Benchmark) -> str:
-    import json
-
     row = {"benchmark": variant.benchmark, "subset": variant.subset, "path": custom_documents_path(variant.benchmark) if variant.subset == "file" else "", "data_root": ""}
     if not bench.shipped:  # the process that reads the documents registers the file (plain lmms-eval too)
         row["benchmark_file"] = bench.source

@@ -7,7 +7,9 @@ the full-spectrum view when the file has covariate-shifted sets) with the genera
 (:func:`reguide_tasks.lmms.task_yamls.write_benchmark_tasks`). ``reguide-eval`` puts them on
 lmms-eval's include path, names the file in ``REGUIDE_BENCHMARKS`` for every process of the run and
 writes a self-contained copy to ``<output_path>/benchmarks/``, which ``reguide-report`` reads.
-Each docset names the file too, so a plain ``lmms-eval --include_path DIR`` run knows the benchmark.
+Each docset names the file too, so a plain ``lmms-eval --include_path DIR`` run knows the benchmark,
+and ``reguide-eval --include_path DIR`` (a ``reguide-new-benchmark`` folder) finds the file there and
+treats the tasks as ``--benchmark``'s: documents and images checked first, copy for the report.
 """
 
 from __future__ import annotations
@@ -41,23 +43,50 @@ def output_path_of(argv: Sequence[str]) -> str | None:
     return peek.parse_known_args(list(argv))[0].output_path
 
 
-def prepare_benchmarks(files: Sequence[str], output_path: str | None) -> list[str]:
-    """Register ``files``, write their task folders and result-side copies; return the task folders
+def benchmark_files_in(include_path: str | None) -> list[str]:
+    """The benchmark files that the docsets of task folders under ``--include_path`` name (folders
+    written by ``reguide-new-benchmark``), so that ``reguide-eval --include_path DIR`` treats their
+    tasks as it treats ``--benchmark FILE``'s. A folder naming a file that is gone is a
+    :class:`DataError` (the tasks could not be read)."""
+    import json
+
+    files: dict[str, None] = {}
+    for folder in filter(None, (include_path or "").split(",")):
+        for docset in sorted(Path(folder).rglob("docsets/*.jsonl")) if Path(folder).is_dir() else []:
+            try:
+                first = docset.read_text(encoding="utf-8").split("\n", 1)[0]
+                named = json.loads(first).get("benchmark_file") if first.strip() else None
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+                continue  # not one of our docsets
+            if isinstance(named, str) and named:
+                if not Path(named).is_file():
+                    raise DataError(f"{docset} names the benchmark file {named}, which is not found: "
+                                    f"run reguide-new-benchmark FILE --out {folder} again with the file where it is now")
+                files[str(Path(named).resolve())] = None
+    return list(files)
+
+
+def prepare_benchmarks(files: Sequence[str], output_path: str | None, include_path: str | None = None) -> list[str]:
+    """Register ``files`` and the files named by task folders under ``include_path``, write the
+    task folders of ``files`` (not those the include path already holds) and, with an output path,
+    each benchmark's result-side copy (what ``reguide-report`` reads); return the written task folders
     (for ``--include_path``). A malformed file is a :class:`DataError` naming the field."""
-    if not files:
+    included = benchmark_files_in(include_path)
+    if not files and not included:
         return []
     try:
-        benches = [register_benchmark_file(path) for path in files]
+        benches = [register_benchmark_file(path) for path in dict.fromkeys([*files, *included])]
     except BenchmarkError as exc:
         raise DataError(str(exc)) from None
     known = [p for p in os.environ.get(BENCHMARK_FILES_ENV, "").split(os.pathsep) if p]
     os.environ[BENCHMARK_FILES_ENV] = os.pathsep.join(dict.fromkeys([*known, *(b.source for b in benches)]))
-    out = Path(output_path) if output_path else Path(tempfile.mkdtemp(prefix="reguide-benchmarks-"))
     folders = []
     for bench in benches:
-        folders += [str(folder) for folder in write_benchmark_tasks(bench, out / TASKS_FOLDER if output_path else out)]
+        if bench.source not in included:  # an include-path folder already holds its tasks
+            into = Path(output_path) / TASKS_FOLDER if output_path else Path(tempfile.mkdtemp(prefix="reguide-benchmarks-"))
+            folders += [str(folder) for folder in write_benchmark_tasks(bench, into)]
         if output_path:
-            copy = out / WRITTEN_FOLDER / f"{bench.name}.yaml"
+            copy = Path(output_path) / WRITTEN_FOLDER / f"{bench.name}.yaml"
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_text(resolved_benchmark_yaml(bench), encoding="utf-8")
     return folders
@@ -86,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reguide-new-benchmark",
         description="Validate a benchmark file and write its task folders (baseline and ReGuide, every document set) for lmms-eval's --include_path.",
-        epilog="Then: reguide-eval --benchmark FILE --tasks ... (no folder needed), or lmms-eval --include_path DIR --tasks ... . docs/benchmarks.md describes the file.",
+        epilog="Then: reguide-eval --benchmark FILE --tasks ... (no folder needed), or reguide-eval / lmms-eval --include_path DIR --tasks ... . docs/benchmarks.md describes the file.",
     )
     parser.add_argument("file", help="the benchmark YAML file")
     parser.add_argument("--out", required=True, help="folder to write the task folders into")
