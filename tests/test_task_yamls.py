@@ -6,7 +6,12 @@ import importlib.util
 import re
 from pathlib import Path
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, get_benchmark, load_benchmark_file, register_benchmark
+from reguide_tasks.data.benchmarks import (
+    BENCHMARKS,
+    get_benchmark,
+    load_benchmark_file,
+    register_benchmark,
+)
 from reguide_tasks.lmms import hooks as task_hooks
 from reguide_tasks.lmms.records import metric_keys
 from reguide_tasks.lmms.task_yamls import (

@@ -18,11 +18,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import FORKED_PROGRAMS, console_script, offline_env, read_metrics, read_samples, run_cli, run_logging_imports
+from cli_runs import (
+    FORKED_PROGRAMS,
+    console_script,
+    offline_env,
+    read_metrics,
+    read_samples,
+    run_cli,
+    run_logging_imports,
+)
 from sklearn.metrics import roc_auc_score
 from test_e2e_llava import expected_scripted_baseline
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, ID_ROLES, BenchmarkError, load_benchmark_file, register_benchmark_file
+from reguide_tasks.data.benchmarks import (
+    BENCHMARKS,
+    ID_ROLES,
+    BenchmarkError,
+    load_benchmark_file,
+    register_benchmark_file,
+)
 from reguide_tasks.data.documents import stratified_documents
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES
 from reguide_tasks.models.scripted import scripted_score

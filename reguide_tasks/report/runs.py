@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, BenchmarkError, register_benchmark_file, register_written_benchmarks
+from reguide_tasks.data.benchmarks import (
+    BENCHMARKS,
+    BenchmarkError,
+    register_benchmark_file,
+    register_written_benchmarks,
+)
 from reguide_tasks.lmms.task_yamls import task_benchmark
 from reguide_tasks.report.files import (
     RESULTS_SUFFIX,
