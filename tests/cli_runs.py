@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,19 @@ def console_script(name: str) -> str:
     if not found:
         pytest.fail(f"console script {name!r} not found: install the package (pip install -e .)")
     return found
+
+
+def run_logging_imports(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    """reguide-eval with Python's import log on (PYTHONPROFILEIMPORTTIME): the run, the lmms-eval
+    modules it imported beyond the bare package (whose version reguide-eval reads), and its stderr
+    without the import log. "Before lmms-eval loads" is checked on imports, not on seconds, which a
+    loaded machine (two test workers on two cores) stretches. ``env``: the run's environment (default:
+    this process's)."""
+    env = {**(os.environ if env is None else env), "PYTHONPROFILEIMPORTTIME": "1"}
+    done = subprocess.run([console_script("reguide-eval"), *args], capture_output=True, text=True, timeout=120, check=False, env=env, cwd=cwd)
+    lines = done.stderr.splitlines()
+    modules = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    return done, [m for m in modules if m.startswith("lmms_eval.")], [line for line in lines if not line.startswith("import time:")]
 
 
 def offline_env(run_dir: Path, drop: tuple[str, ...] = ("REGUIDE_",), **extra: str) -> dict[str, str]:

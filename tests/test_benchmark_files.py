@@ -23,12 +23,13 @@ from reguide_tasks.lmms.records import keys_of_dataset, metric_keys
 from reguide_tasks.lmms.task_yamls import task_variants
 from reguide_tasks.prompts.render import load_examples, render_baseline
 
-# OpenOOD v1.5's evaluation API (openood/evaluation_api/datasets.py, DATA_INFO): near / far / csid.
+# OpenOOD v1.5's evaluation API (openood/evaluation_api/datasets.py, DATA_INFO, tag v1.5): ID / near / far / csid.
+# CIFAR-100's csid is its fsood config's (that DATA_INFO lists none); ImageNet-ES came to OpenOOD in 2024, after v1.5.
 OPENOOD_V15 = {
     "cifar10": ("cifar10", ("cifar100", "tin"), ("mnist", "svhn", "texture", "places365"), ("cifar10c",)),
     "cifar100": ("cifar100", ("cifar10", "tin"), ("mnist", "svhn", "texture", "places365"), ("cifar100c",)),
     "imagenet200": ("imagenet200", ("ssb_hard", "ninco"), ("inaturalist", "textures", "openimage_o"), ("imagenet_v2", "imagenet_c", "imagenet_r")),
-    "imagenet1k": ("imagenet", ("ssb_hard", "ninco"), ("inaturalist", "textures", "openimage_o"), ("imagenet_v2", "imagenet_c", "imagenet_r", "imagenet_es")),
+    "imagenet1k": ("imagenet", ("ssb_hard", "ninco"), ("inaturalist", "textures", "openimage_o"), ("imagenet_v2", "imagenet_c", "imagenet_r")),
 }
 
 

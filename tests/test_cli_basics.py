@@ -10,27 +10,15 @@ import sys
 from pathlib import Path
 
 import pytz
-from cli_runs import run_cli
+from cli_runs import run_cli, run_logging_imports
 
+from reguide_tasks.data.benchmarks import BENCHMARKS
+from reguide_tasks.data.release import RELEASE_DIR, read_release_file
 from reguide_tasks.lmms.cli import local_timezone_name
-
-EVAL = str(Path(sys.executable).with_name("reguide-eval"))
-
-
-def _run_logging_imports(*args: str, env_extra: dict | None = None) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
-    """reguide-eval with Python's import log on (PYTHONPROFILEIMPORTTIME): the run, the lmms-eval
-    modules it imported beyond the bare package (whose version reguide-eval reads), and its stderr
-    without the import log. "Before lmms-eval loads" is checked on imports, not on seconds, which a
-    loaded machine (two test workers on two cores) stretches."""
-    env = {**os.environ, **(env_extra or {}), "PYTHONPROFILEIMPORTTIME": "1"}
-    done = subprocess.run([EVAL, *args], capture_output=True, text=True, timeout=120, check=False, env=env)
-    lines = done.stderr.splitlines()
-    modules = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
-    return done, [m for m in modules if m.startswith("lmms_eval.")], [line for line in lines if not line.startswith("import time:")]
 
 
 def test_help_lists_our_options_first_and_is_fast():
-    done, lmms_eval_modules, stderr = _run_logging_imports("--help")
+    done, lmms_eval_modules, stderr = run_logging_imports("--help")
     assert done.returncode == 0, stderr[-20:]
     text = " ".join(done.stdout.split())  # argparse wraps lines
     for flag in ("--data_root", "--sequential", "--bad_images"):
@@ -42,7 +30,7 @@ def test_help_lists_our_options_first_and_is_fast():
 
 
 def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
-    done, lmms_eval_modules, stderr = _run_logging_imports("--tasks", "list")
+    done, lmms_eval_modules, stderr = run_logging_imports("--tasks", "list")
     assert done.returncode == 0, stderr[-20:]
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("reguide_")}
     assert len(rows) == 80  # 78 tasks (docs/benchmarks.md), 2 tags; no prompt template shows up as a task
@@ -53,6 +41,42 @@ def test_tasks_list_shows_ours_only_with_a_description_each_and_is_fast():
     assert rows["reguide_imagenet200"].split()[1:] == ["=", "reguide_imagenet200_5pct"]
     assert "near ssb_hard, ninco; far inaturalist, textures, openimage_o" in done.stdout
     assert lmms_eval_modules == []  # lmms-eval's own listing indexes ~3,300 task YAMLs first
+
+
+def test_tasks_list_gives_every_shipped_benchmark_its_sizes_per_document_set():
+    """Per benchmark, the images of each dataset in each document set: the full lists (the counts a
+    file gives, else "size of your imglist"), each released subset (counted here straight from the
+    shipped release file) and the seeded stratified subsets."""
+    done, _, stderr = run_logging_imports("--tasks", "list")
+    assert done.returncode == 0, stderr[-20:]
+    blocks: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("  ") and not line.startswith("    "):
+            name = line.split(":")[0].strip()
+            blocks[name] = []
+        elif line.startswith("    "):
+            blocks[name].append(line.strip())
+    shipped = [name for name, bench in BENCHMARKS.items() if bench.shipped]
+    assert set(shipped) <= set(blocks) and len(shipped) == 8
+    for name in shipped:
+        bench, lines = BENCHMARKS[name], blocks[name]
+        full = next(line for line in lines if line.startswith("full lists"))
+        for dataset in bench.datasets:
+            assert (f"{dataset} {bench.sizes[dataset]:,}" if dataset in bench.sizes else "size of your imglist") in full, (name, dataset, full)
+        for subset, rel in bench.subsets.items():
+            released = read_release_file(RELEASE_DIR / rel)
+            counts = {bench.release_names.get(k, k): sum(map(len, v.values())) if isinstance(v, dict) else len(v) for k, v in released.items()}
+            line = next(line for line in lines if line.startswith(f"authors' {subset.removeprefix('subset')}% subset: "))
+            assert line.endswith(f"{sum(counts.values()):,} = " + ", ".join(f"{d} {counts[d]:,}" for d in bench.datasets)), line
+        for pct in bench.stratified or ():
+            assert any(line.startswith("seeded stratified") and f"{pct}%" in line for line in lines), (name, lines)
+    # The figures of docs/benchmarks.md, and OpenOOD v1.5's ImageNet-1K lists as imagenet1k.yaml counts them.
+    assert "authors' 5% subset: 4,170 = imagenet200 400, ssb_hard 1,970, ninco 249, inaturalist 500, textures 258, openimage_o 793" in blocks["imagenet200"]
+    assert blocks["cifar10"][1] == "authors' 25% subset: 40,568 = cifar10 2,250, cifar100 2,214, tin 1,948, mnist 17,497, svhn 6,504, texture 1,410, places365 8,745"
+    assert blocks["imagenet1k"][0] == (
+        "full lists (counts of imagenet1k.yaml): 130,908 = imagenet 45,000, ssb_hard 49,000, ninco 5,879, inaturalist 10,000, textures 5,160, openimage_o 15,869")
+    assert "ssb_hard 2,450, ninco 294, inaturalist 500" in blocks["imagenet1k"][1]  # 5% of each OoD list, rounded half up
+    assert blocks["cifar100"][0].startswith("full lists: size of your imglist for every dataset")
 
 
 def test_local_timezone_name_reads_tz_and_falls_back_to_a_real_zone(monkeypatch):
@@ -142,14 +166,14 @@ def test_utilities_are_console_scripts_that_take_data_root_and_keep_the_old_spel
 
 
 def test_a_wrong_task_name_gets_our_closest_names_in_a_second():
-    done, lmms_eval_modules, stderr = _run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_imagenet_200,reguide_baseline_cifar10")
+    done, lmms_eval_modules, stderr = run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_imagenet_200,reguide_baseline_cifar10")
     assert done.returncode == 1
     assert stderr[-1].startswith("reguide-eval: error: unknown task 'reguide_imagenet_200' (did you mean 'reguide_imagenet200'")
     assert lmms_eval_modules == [], "the check should run before lmms-eval is imported"
 
 
 def test_a_data_root_error_comes_before_lmms_eval_loads(tmp_path):
-    done, lmms_eval_modules, stderr = _run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_baseline_imagenet200", "--data_root", str(tmp_path / "nowhere"))
+    done, lmms_eval_modules, stderr = run_logging_imports("--model", "reguide_scripted", "--tasks", "reguide_baseline_imagenet200", "--data_root", str(tmp_path / "nowhere"))
     assert done.returncode == 1
     assert f"data root {tmp_path / 'nowhere'} does not exist" in stderr[-1]
     assert lmms_eval_modules == []

@@ -153,7 +153,7 @@ def test_output_writes_that_fail_are_output_guard_errors(tmp_path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     try:
-        benches = register_benchmarks([str(write_user_benchmark(tmp_path))])
+        benches, _ = register_benchmarks([str(write_user_benchmark(tmp_path))])
         (out / "benchmark_tasks").write_text("a file in the way", encoding="utf-8")
         with pytest.raises(OutputGuardError, match="cannot write .*benchmark_tasks.*give another --output_path"):
             write_benchmarks(benches, str(out))

@@ -6,7 +6,12 @@ import importlib.util
 import re
 from pathlib import Path
 
-from reguide_tasks.data.benchmarks import get_benchmark
+from reguide_tasks.data.benchmarks import (
+    BENCHMARKS,
+    get_benchmark,
+    load_benchmark_file,
+    register_benchmark,
+)
 from reguide_tasks.lmms import hooks as task_hooks
 from reguide_tasks.lmms.records import metric_keys
 from reguide_tasks.lmms.task_yamls import (
@@ -22,6 +27,31 @@ from reguide_tasks.vocab import split_metric_key
 
 def test_committed_yamls_are_up_to_date():
     assert write_task_yamls(TASKS_DIR, check=True) == [], "run: python utils/generate_task_yamls.py"
+
+
+def test_every_generated_file_names_the_benchmark_file_to_edit(tmp_path):
+    """The first line of a generated task file points at the benchmark file it comes from (a
+    full-spectrum folder: its benchmark's), not at the module that reads those files."""
+    folders = sorted(p for p in TASKS_DIR.glob("reguide_*") if p.is_dir())
+    assert len(folders) == 8
+    for folder in folders:
+        home = get_benchmark(folder.name.removeprefix("reguide_")).prompt_name
+        for path in [*folder.glob("*.yaml"), *folder.glob("_*_template_yaml")]:
+            first = path.read_text(encoding="utf-8").splitlines()[0]
+            named = re.search(r"from (\S+\.yaml) ", first)
+            assert named and named.group(1) == f"reguide_tasks/data/benchmark_files/{home}.yaml", (path, first)
+            assert (TASKS_DIR.parent / named.group(1)).is_file()
+    # A user's benchmark: its own file, wherever it is.
+    from test_benchmark_files import write_bench
+
+    bench = load_benchmark_file(write_bench(tmp_path))
+    register_benchmark(bench)
+    try:
+        written = render_task_yamls([bench])
+        assert {text.splitlines()[0] for rel, text in written.items() if rel.endswith(("yaml", "_yaml"))} == {
+            f"# Generated from {bench.source} by reguide-eval --benchmark / reguide-new-benchmark: edit that file, not this one."}
+    finally:
+        BENCHMARKS.pop("mybench", None)
 
 
 def test_task_names_are_guessable_and_unique():

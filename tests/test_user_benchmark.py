@@ -18,11 +18,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_runs import FORKED_PROGRAMS, console_script, offline_env, read_metrics, read_samples, run_cli
+from cli_runs import (
+    FORKED_PROGRAMS,
+    console_script,
+    offline_env,
+    read_metrics,
+    read_samples,
+    run_cli,
+    run_logging_imports,
+)
 from sklearn.metrics import roc_auc_score
 from test_e2e_llava import expected_scripted_baseline
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, ID_ROLES, BenchmarkError, load_benchmark_file, register_benchmark_file
+from reguide_tasks.data.benchmarks import (
+    BENCHMARKS,
+    ID_ROLES,
+    BenchmarkError,
+    load_benchmark_file,
+    register_benchmark_file,
+)
 from reguide_tasks.data.documents import stratified_documents
 from reguide_tasks.models.clip_ood import ENSEMBLE_TEMPLATES
 from reguide_tasks.models.scripted import scripted_score
@@ -59,9 +73,9 @@ def write_user_benchmark(folder: Path) -> Path:
     return path
 
 
-def _run(program: str, *args: str, cwd: Path, forked: bool = True) -> subprocess.CompletedProcess:
+def _run(program: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The program's run (a fork of this process for reguide-eval / reguide-report: tests/cli_runs.py)."""
-    if forked and program in FORKED_PROGRAMS:
+    if program in FORKED_PROGRAMS:
         return run_cli(program, list(args), cwd=cwd, env=offline_env(cwd))
     return subprocess.run([console_script(program), *args], cwd=cwd, env=offline_env(cwd), capture_output=True, text=True, timeout=600, check=False)
 
@@ -152,6 +166,63 @@ def test_the_report_has_the_benchmarks_own_columns(user_run) -> None:
     assert (work / "report" / "mybench.csv").is_file()
 
 
+def test_an_include_path_folder_runs_like_the_file_and_is_reported(user_run, tmp_path: Path) -> None:
+    """reguide-new-benchmark's folder on reguide-eval --include_path (no --benchmark): the tasks run
+    on the same documents with the same figures, the stratified list and the benchmark copy are
+    written next to the results, and reguide-report names the benchmark's own columns; so it does for
+    a plain lmms-eval run of the folder. The programs run as processes of their own: this one has the
+    benchmark registered already."""
+    work, first_out = user_run
+    made = _run("reguide-new-benchmark", "my_bench.yaml", "--out", str(tmp_path / "tasks"), cwd=work)
+    assert made.returncode == 0, _describe(made)
+    out, tasks = tmp_path / "out", f"{TASKS[0]},{TASKS[3]}"
+    args = ["--include_path", str(tmp_path / "tasks"), "--model", "reguide_scripted", "--tasks", tasks, "--data_root", "data", "--output_path", str(out), "--log_samples"]
+    done = subprocess.run([console_script("reguide-eval"), *args], cwd=work, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, _describe(done)
+    assert (out / "benchmarks" / "mybench.yaml").is_file() and not (out / "benchmark_tasks").exists()  # the folder's own tasks ran
+    assert read_metrics(out, TASKS[0]) == read_metrics(first_out, TASKS[0])
+    written = (out / "document_lists" / f"{TASKS[3]}.jsonl").read_text(encoding="utf-8")
+    assert written == (first_out / "document_lists" / f"{TASKS[3]}.jsonl").read_text(encoding="utf-8")
+    report = subprocess.run([console_script("reguide-report"), str(out), "--out", str(tmp_path / "report"), "--no-plots"],
+                            cwd=work, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert report.returncode == 0, _describe(report)
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## mybench\n" in text and "ID: parts; near-OoD: scrap; far-OoD: sky" in text and "AUROC scrap" in text
+    # Plain lmms-eval on the folder: no copy next to its results; the report finds the file the task's metadata names.
+    plain = tmp_path / "plain"
+    done = subprocess.run([console_script("lmms-eval"), "--include_path", str(tmp_path / "tasks"), "--model", "reguide_scripted", "--tasks", TASKS[0],
+                           "--output_path", str(plain), "--log_samples"],
+                          cwd=work, env=offline_env(tmp_path, REGUIDE_DATA_ROOT=str(work / "data")), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, _describe(done)
+    assert not (plain / "benchmarks").exists() and read_metrics(plain, TASKS[0]) == read_metrics(first_out, TASKS[0])
+    report = subprocess.run([console_script("reguide-report"), str(plain), "--out", str(tmp_path / "plain_report"), "--no-plots"],
+                            cwd=work, env=offline_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    assert report.returncode == 0, _describe(report)
+    text = (tmp_path / "plain_report" / "report.md").read_text(encoding="utf-8")
+    assert "## mybench\n" in text and "ID: parts; near-OoD: scrap; far-OoD: sky" in text and "AUROC scrap" in text
+
+
+def test_an_include_path_folder_gets_the_image_check_before_lmms_eval(user_run, tmp_path: Path) -> None:
+    work, _ = user_run
+    made = _run("reguide-new-benchmark", "my_bench.yaml", "--out", str(tmp_path / "tasks"), cwd=work)
+    assert made.returncode == 0, _describe(made)
+    done, lmms_eval_modules, stderr = run_logging_imports(
+        "--include_path", str(tmp_path / "tasks"), "--model", "reguide_scripted", "--tasks", TASKS[0], "--data_root", str(tmp_path / "no_images"),
+        env=offline_env(tmp_path), cwd=work)
+    assert done.returncode == 1
+    assert stderr[-1].startswith(f"reguide-eval: error: task {TASKS[0]}:"), stderr[-3:]
+    assert lmms_eval_modules == [], "the images should be checked before lmms-eval is imported"
+    # A folder whose benchmark file is gone: said before anything runs.
+    (work / "moved.yaml").write_text((work / "my_bench.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    made = _run("reguide-new-benchmark", "moved.yaml", "--out", str(tmp_path / "gone"), cwd=work)
+    assert made.returncode == 0, _describe(made)
+    (work / "moved.yaml").unlink()
+    done, lmms_eval_modules, stderr = run_logging_imports(
+        "--include_path", str(tmp_path / "gone"), "--model", "reguide_scripted", "--tasks", TASKS[0], env=offline_env(tmp_path), cwd=work)
+    assert done.returncode == 1 and "moved.yaml, which is not found: run reguide-new-benchmark FILE --out" in stderr[-1], stderr[-3:]
+    assert lmms_eval_modules == []
+
+
 def test_clip_ood_runs_the_users_baseline_task(user_run, tmp_path: Path) -> None:
     work, _ = user_run
     clip = build_tiny_clip(tmp_path / "clip", [*CLASSES, *ENSEMBLE_TEMPLATES, "a photo of a {}"])
@@ -173,10 +244,11 @@ def test_a_malformed_file_stops_reguide_eval_before_any_model(tmp_path: Path) ->
     spec = yaml.safe_load(bench_file.read_text(encoding="utf-8"))
     spec["datasets"]["sky"]["role"] = "distant"
     bench_file.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    done = _run("reguide-eval", "--benchmark", str(bench_file), "--model", "reguide_scripted", "--tasks", "reguide_baseline_mybench", cwd=tmp_path, forked=False)
+    done, lmms_eval_modules, stderr = run_logging_imports(
+        "--benchmark", str(bench_file), "--model", "reguide_scripted", "--tasks", "reguide_baseline_mybench", env=offline_env(tmp_path), cwd=tmp_path)
     assert done.returncode == 1
-    assert "datasets.sky.role: unknown dataset role 'distant'" in done.stderr
-    assert "lmms_eval" not in done.stderr  # stopped before lmms-eval (and any model) was imported
+    assert stderr[-1].startswith("reguide-eval: error:") and "datasets.sky.role: unknown dataset role 'distant'" in stderr[-1]
+    assert lmms_eval_modules == [], "the file should be refused before lmms-eval (and any model) is imported"
     with pytest.raises(BenchmarkError):
         load_benchmark_file(bench_file)
 

@@ -182,13 +182,18 @@ def full_documents(benchmark_name: str, imglist_dir: str | os.PathLike) -> list[
     return _ordered(benchmark, docs)
 
 
+def stratum_share(size: int, percent: int) -> int:
+    """How many of a stratum's ``size`` documents a seeded stratified ``percent``% keeps: ``size *
+    percent / 100`` rounded half up, at least one."""
+    return max(1, math.floor(size * percent / 100 + 0.5))
+
+
 def stratified_documents(benchmark_name: str, percent: int, imglist_dir: str | os.PathLike) -> list[dict]:
     """A seeded stratified ``percent``% of :func:`full_documents`: per dataset, and per class within the
     ID sets, the documents whose ``sha256("<seed>:<doc_key>")`` is smallest, ``round(n * percent / 100)``
     of each stratum of ``n`` (at least one). Independent of the lists' line order and of the machine:
     the same lists give everyone the same subset."""
     import hashlib
-    import math
     from collections import defaultdict
 
     benchmark = get_benchmark(benchmark_name)
@@ -202,7 +207,7 @@ def stratified_documents(benchmark_name: str, percent: int, imglist_dir: str | o
 
     chosen: set[str] = set()
     for members in strata.values():
-        take = max(1, math.floor(len(members) * percent / 100 + 0.5))
+        take = stratum_share(len(members), percent)
         chosen.update(doc["doc_key"] for doc in sorted(members, key=rank)[:take])
     return [doc for doc in docs if doc["doc_key"] in chosen]  # in the lists' order
 

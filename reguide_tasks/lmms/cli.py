@@ -294,7 +294,8 @@ def run(argv: Sequence[str]) -> None:
 
     runtime.check_lmms_eval_version()  # before any work: the patches below were written for it
     early = early_args(rest)
-    benches = register_benchmarks(own.benchmark or [])  # a user's benchmark: checked now, its tasks written after the run lock
+    # A user's benchmark (--benchmark, or a reguide-new-benchmark folder on --include_path): checked now, written after the run lock
+    benches, included = register_benchmarks(own.benchmark or [], early.include_path)
     if early.tasks == "list":  # ours only, described, without importing lmms-eval
         from reguide_tasks.lmms.task_list import task_listing
 
@@ -331,7 +332,7 @@ def run(argv: Sequence[str]) -> None:
         if is_first_rank():
             hold_run_lock([getattr(args, "output_path", None), getattr(args, "use_cache", None)], ["reguide-eval", *rest])
         write_document_lists(our_tasks(early.tasks), output_path_of(rest))  # after the lock: a refused run writes nothing
-    args.include_path = _include_path(args.include_path, write_benchmarks(benches, None if listing else output_path_of(rest)))
+    args.include_path = _include_path(args.include_path, write_benchmarks(benches, None if listing else output_path_of(rest), included))
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
         runtime.install_cache_audit_check()

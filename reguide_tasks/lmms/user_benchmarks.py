@@ -7,7 +7,9 @@ the full-spectrum view when the file has covariate-shifted sets) with the genera
 (:func:`reguide_tasks.lmms.task_yamls.write_benchmark_tasks`). ``reguide-eval`` puts them on
 lmms-eval's include path, names the file in ``REGUIDE_BENCHMARKS`` for every process of the run and
 writes a self-contained copy to ``<output_path>/benchmarks/``, which ``reguide-report`` reads.
-Each docset names the file too, so a plain ``lmms-eval --include_path DIR`` run knows the benchmark.
+Each docset names the file too, so a plain ``lmms-eval --include_path DIR`` run knows the benchmark,
+and ``reguide-eval --include_path DIR`` (a ``reguide-new-benchmark`` folder) finds the file there and
+treats the tasks as ``--benchmark``'s: documents and images checked first, copy for the report.
 """
 
 from __future__ import annotations
@@ -42,31 +44,58 @@ def output_path_of(argv: Sequence[str]) -> str | None:
     return peek.parse_known_args(list(argv))[0].output_path
 
 
-def register_benchmarks(files: Sequence[str]) -> list[Benchmark]:
-    """Check and register ``files`` (named in ``REGUIDE_BENCHMARKS`` for every process of the run);
-    nothing is written. A malformed file is a :class:`DataError` naming the field."""
+def benchmark_files_in(include_path: str | None) -> list[str]:
+    """The benchmark files that the docsets of task folders under ``--include_path`` name (folders
+    written by ``reguide-new-benchmark``), so that ``reguide-eval --include_path DIR`` treats their
+    tasks as it treats ``--benchmark FILE``'s. A folder naming a file that is gone is a
+    :class:`DataError` (the tasks could not be read)."""
+    import json
+
+    files: dict[str, None] = {}
+    for folder in filter(None, (include_path or "").split(",")):
+        for docset in sorted(Path(folder).rglob("docsets/*.jsonl")) if Path(folder).is_dir() else []:
+            try:
+                first = docset.read_text(encoding="utf-8").split("\n", 1)[0]
+                named = json.loads(first).get("benchmark_file") if first.strip() else None
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+                continue  # not one of our docsets
+            if isinstance(named, str) and named:
+                if not Path(named).is_file():
+                    raise DataError(f"{docset} names the benchmark file {named}, which is not found: "
+                                    f"run reguide-new-benchmark FILE --out {folder} again with the file where it is now")
+                files[str(Path(named).resolve())] = None
+    return list(files)
+
+
+def register_benchmarks(files: Sequence[str], include_path: str | None = None) -> tuple[list[Benchmark], list[str]]:
+    """Check and register ``files`` and the files named by task folders under ``include_path``
+    (named in ``REGUIDE_BENCHMARKS`` for every process of the run); nothing is written. Returns the
+    benchmarks and the sources whose task folders the include path already holds. A malformed file
+    is a :class:`DataError` naming the field."""
+    included = benchmark_files_in(include_path)
     try:
-        benches = [register_benchmark_file(path) for path in files]
+        benches = [register_benchmark_file(path) for path in dict.fromkeys([*files, *included])]
     except BenchmarkError as exc:
         raise DataError(str(exc)) from None
     known = [p for p in os.environ.get(BENCHMARK_FILES_ENV, "").split(os.pathsep) if p]
     os.environ[BENCHMARK_FILES_ENV] = os.pathsep.join(dict.fromkeys([*known, *(b.source for b in benches)]))
-    return benches
+    return benches, included
 
 
-def write_benchmarks(benches: Sequence[Benchmark], output_path: str | None) -> list[str]:
-    """The task folders of ``benches`` and their result-side copies (under ``output_path``, else a
-    temporary folder); returns the task folders (for ``--include_path``). ``reguide-eval`` calls it
-    after it holds the run lock: a refused second run writes nothing into the running run's folder."""
-    if not benches:
-        return []
+def write_benchmarks(benches: Sequence[Benchmark], output_path: str | None, included: Sequence[str] = ()) -> list[str]:
+    """The task folders of ``benches`` (not those whose folder the include path already holds: the
+    sources in ``included``) and, with an output path, each benchmark's result-side copy (what
+    ``reguide-report`` reads); returns the written task folders (for ``--include_path``).
+    ``reguide-eval`` calls it after it holds the run lock: a refused second run writes nothing into
+    the running run's folder."""
     folders = []
     try:
-        out = Path(output_path) if output_path else Path(tempfile.mkdtemp(prefix="reguide-benchmarks-"))
         for bench in benches:
-            folders += [str(folder) for folder in write_benchmark_tasks(bench, out / TASKS_FOLDER if output_path else out)]
+            if bench.source not in included:
+                into = Path(output_path) / TASKS_FOLDER if output_path else Path(tempfile.mkdtemp(prefix="reguide-benchmarks-"))
+                folders += [str(folder) for folder in write_benchmark_tasks(bench, into)]
             if output_path:
-                copy = out / WRITTEN_FOLDER / f"{bench.name}.yaml"
+                copy = Path(output_path) / WRITTEN_FOLDER / f"{bench.name}.yaml"
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 copy.write_text(resolved_benchmark_yaml(bench), encoding="utf-8")
     except OSError as err:
@@ -107,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="reguide-new-benchmark",
         description="Validate a benchmark file and write its task folders (baseline and ReGuide, every document set) for lmms-eval's --include_path.",
-        epilog="Then: reguide-eval --benchmark FILE --tasks ... (no folder needed), or lmms-eval --include_path DIR --tasks ... . docs/benchmarks.md describes the file.",
+        epilog="Then: reguide-eval --benchmark FILE --tasks ... (no folder needed), or reguide-eval / lmms-eval --include_path DIR --tasks ... . docs/benchmarks.md describes the file.",
     )
     parser.add_argument("file", help="the benchmark YAML file")
     parser.add_argument("--out", required=True, help="folder to write the task folders into")

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reguide_tasks.data.benchmarks import BENCHMARKS, BenchmarkError, register_written_benchmarks
+from reguide_tasks.data.benchmarks import (
+    BENCHMARKS,
+    BenchmarkError,
+    register_benchmark_file,
+    register_written_benchmarks,
+)
 from reguide_tasks.lmms.task_yamls import task_benchmark
 from reguide_tasks.report.files import (
     RESULTS_SUFFIX,
@@ -93,6 +98,19 @@ def detect_benchmark(task: str, metrics: Mapping[str, float], samples_path: Path
     return None
 
 
+def register_named_benchmark(task: str, task_config: Mapping[str, Any]) -> None:
+    """A user's task that no copy next to the results describes (a plain ``lmms-eval --include_path``
+    run of a ``reguide-new-benchmark`` folder): register the benchmark file its task metadata names,
+    when that file is still there. A malformed file is a :class:`ReportError` naming the field."""
+    named = (task_config.get("metadata") or {}).get("benchmark_file") if isinstance(task_config.get("metadata"), Mapping) else None
+    if task_benchmark(task) is not None or not isinstance(named, str) or not Path(named).is_file():
+        return
+    try:
+        register_benchmark_file(named)
+    except BenchmarkError as err:
+        raise ReportError(f"task {task}: {err}") from None
+
+
 def _is_reguide(task: str, metrics: Mapping[str, float]) -> bool:
     return task.startswith("reguide") or any(k.startswith("auroc_") for k in metrics)
 
@@ -120,6 +138,8 @@ def runs_from_results(path: Path, data: Mapping[str, Any]) -> tuple[list[Run], l
             others.append(task)
             continue
         samples = samples_path_for(path, task)
+        task_config = (data.get("configs") or {}).get(task) or {}
+        register_named_benchmark(task, task_config)
         benchmark = detect_benchmark(task, metrics, samples)
         if benchmark is None:
             others.append(task)
@@ -138,7 +158,7 @@ def runs_from_results(path: Path, data: Mapping[str, Any]) -> tuple[list[Run], l
                 metrics=metrics,
                 n_docs=int(effective) if isinstance(effective, (int, float)) else None,
                 n_docs_of_task=int(original) if isinstance(original, (int, float)) else None,
-                task_config=(data.get("configs") or {}).get(task) or {},
+                task_config=task_config,
             )
         )
     return runs, others
