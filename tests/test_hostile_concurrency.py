@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from cli_runs import console_script, offline_env, run_cli
 
+from reguide_tasks.lmms.cache_audit import CHECKSUM_FIELD
 from reguide_tasks.lmms.output_guard import (
     LOCK_NAME,
     OutputGuardError,
@@ -244,17 +245,36 @@ def test_audit_log_torn_line_is_cut_and_corrupted_lines_are_not_replayed(tmp_pat
         lines[1].replace('"doc_id": 1', '"doc_id": 5'),
         lines[2].replace('"idx": 0', '"idx": "zero"'),
         lines[3][:40] + "}",
-        lines[4],
+        _without_checksum(lines[4].replace("Prediction: cat 4", "Prediction: dog 4")),  # the checksum taken out too
         lines[5],
     ]
     audit.write_text("\n".join(edited) + "\n", encoding="utf-8")
     warnings.clear()
     _lose_database(tmp_path)
     _cache(tmp_path).close()
-    assert _rows(tmp_path) == {4: "Prediction: cat 4", 5: "Prediction: cat 5"}  # nothing edited was replayed
+    assert _rows(tmp_path) == {5: "Prediction: cat 5"}  # nothing edited was replayed
     (warning,) = [w for w in warnings if "failed their check" in w]
-    assert "4 lines" in warning and "checksum: 1" in warning and "cache key: 1" in warning and "schema: 1" in warning and "not JSON: 1" in warning
-    assert len((tmp_path / "rank_0.audit.jsonl.rejected.jsonl").read_text().splitlines()) == 4  # kept aside, not lost
+    assert "5 lines" in warning and "checksum: 2" in warning and "cache key: 1" in warning and "schema: 1" in warning and "not JSON: 1" in warning
+    assert len((tmp_path / "rank_0.audit.jsonl.rejected.jsonl").read_text().splitlines()) == 5  # kept aside, not lost
+
+
+def _without_checksum(line: str) -> str:
+    record = json.loads(line)
+    del record[CHECKSUM_FIELD]
+    return json.dumps(record)
+
+
+def test_a_log_written_before_checksums_is_replayed_as_it_is(tmp_path, warnings) -> None:
+    """Lines without a checksum pass where no line of the log has one (a cache of lmms-eval's own)."""
+    cache = _cache(tmp_path)
+    for doc_id in range(3):
+        _answer(cache, doc_id)
+    cache.close()
+    audit = tmp_path / "rank_0.audit.jsonl"
+    audit.write_text("".join(_without_checksum(line) + "\n" for line in audit.read_text(encoding="utf-8").splitlines()), encoding="utf-8")
+    _lose_database(tmp_path)
+    _cache(tmp_path).close()
+    assert _rows(tmp_path) == {d: f"Prediction: cat {d}" for d in range(3)} and not [w for w in warnings if "failed their check" in w]
 
 
 # ----------------------------------------------------------------------------- a full disk

@@ -34,9 +34,10 @@ def response_checksum(response: str) -> str:
     return hashlib.sha256(response.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def line_problem(line: str) -> str | None:
+def line_problem(line: str, require_checksum: bool = False) -> str | None:
     """Why an audit line must not be replayed (``"not JSON"``, ``"schema"``, ``"cache key"``,
-    ``"checksum"``), or None for a good line."""
+    ``"checksum"``), or None for a good line. ``require_checksum``: a line without one fails too
+    (its log holds checksummed lines, so a missing one was taken out by hand)."""
     from lmms_eval.caching.response_cache import compute_cache_key
 
     try:
@@ -52,6 +53,8 @@ def line_problem(line: str) -> str | None:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             return "schema"
     checksum = record.get(CHECKSUM_FIELD)
+    if checksum is None and require_checksum:
+        return "checksum"
     if checksum is not None and checksum != response_checksum(record["response"]):
         return "checksum"
     if record["deterministic"] and record["cache_key"]:
@@ -80,12 +83,15 @@ def check_audit_log(path: str | os.PathLike) -> tuple[int, Counter]:
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]
         torn = 1
+    # Lines without a checksum pass only in a log that has none (written before ChecksummedAudit):
+    # in one that has, a line without it lost it by hand (or came from plain lmms-eval: asked again).
+    require_checksum = f'"{CHECKSUM_FIELD}"'.encode() in data
     kept, rejected, reasons = [], [], Counter()
     for raw in data.splitlines(keepends=True):
         text = raw.decode("utf-8", "replace")
         if not text.strip():
             continue
-        problem = line_problem(text)
+        problem = line_problem(text, require_checksum)
         if problem:
             reasons[problem] += 1
             rejected.append(raw)
