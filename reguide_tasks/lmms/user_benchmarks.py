@@ -55,7 +55,8 @@ def benchmark_files_in(include_path: str | None) -> list[str]:
     for folder in filter(None, (include_path or "").split(",")):
         for docset in sorted(Path(folder).rglob("docsets/*.jsonl")) if Path(folder).is_dir() else []:
             try:
-                first = docset.read_text(encoding="utf-8").split("\n", 1)[0]
+                with open(docset, encoding="utf-8") as handle:
+                    first = handle.readline(1 << 20)  # a docset's first row names the file
                 named = json.loads(first).get("benchmark_file") if first.strip() else None
             except (OSError, UnicodeDecodeError, ValueError, AttributeError):
                 continue  # not one of our docsets
