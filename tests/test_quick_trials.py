@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -237,10 +238,11 @@ def test_rank_by_still_forces_one_metric(shipped_runs, tmp_path):
     assert "### Leaderboard\n" in report and "Ranked by AUROC far (--rank-by, best first)" in report
 
 
-def test_runs_without_samples_files_say_why_nothing_ranks(tmp_path):
-    args = ["--model", "reguide_replay", "--model_args", "model=gpt,missing=skip", "--tasks", TASK, "--limit", "60"]
-    done = run_cli("reguide-eval", [*args, "--output_path", str(tmp_path / "out")], env=offline_env(tmp_path), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_runs_without_samples_files_say_why_nothing_ranks(limited_run, tmp_path):
+    """The --limit run's output folder without its samples file: what a run without --log_samples leaves."""
+    shutil.copytree(limited_run[0], tmp_path / "out")
+    for samples in (tmp_path / "out").rglob("*_samples_*.jsonl"):
+        samples.unlink()
     done = run_cli("reguide-report", [str(tmp_path / "out"), "--out", str(tmp_path / "report"), "--no-plots", "--no-html"],
                    env=offline_env(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -351,8 +353,6 @@ def test_dry_run_of_an_image_model_checks_images_exist_and_opens_none(tmp_path, 
     """A model that reads images (lmms-eval's llava_hf, the tiny random LLaVA offline): the prompt tokens
     come from its tokenizer; an image that would not decode does not matter (nothing is opened), a
     missing one stops the run naming it."""
-    import shutil
-
     root = tmp_path / "data"
     shutil.copytree(fixture_data.root, root)
     docs = fixture_data.documents["imagenet200"]
