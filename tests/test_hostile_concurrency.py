@@ -216,12 +216,17 @@ def warnings():
     logger.remove(handler)
 
 
-def test_audit_log_torn_line_is_cut_and_corrupted_lines_are_not_replayed(tmp_path, warnings) -> None:
+def _answered_cache(tmp_path: Path, n: int) -> Path:
+    """A closed cache in ``tmp_path`` holding the answers of documents 0..n-1; its audit log's path."""
     cache = _cache(tmp_path)
-    for doc_id in range(6):
+    for doc_id in range(n):
         _answer(cache, doc_id)
     cache.close()
-    audit = tmp_path / "rank_0.audit.jsonl"
+    return tmp_path / "rank_0.audit.jsonl"
+
+
+def test_audit_log_torn_line_is_cut_and_corrupted_lines_are_not_replayed(tmp_path, warnings) -> None:
+    audit = _answered_cache(tmp_path, 6)
     lines = audit.read_text(encoding="utf-8").splitlines()
     assert all('"response_sha256"' in line for line in lines)  # new lines carry their checksum
 
@@ -266,11 +271,7 @@ def _without_checksum(line: str) -> str:
 
 def test_a_log_written_before_checksums_is_replayed_as_it_is(tmp_path, warnings) -> None:
     """Lines without a checksum pass where no line of the log has one (a cache of lmms-eval's own)."""
-    cache = _cache(tmp_path)
-    for doc_id in range(3):
-        _answer(cache, doc_id)
-    cache.close()
-    audit = tmp_path / "rank_0.audit.jsonl"
+    audit = _answered_cache(tmp_path, 3)
     audit.write_text("".join(_without_checksum(line) + "\n" for line in audit.read_text(encoding="utf-8").splitlines()), encoding="utf-8")
     _lose_database(tmp_path)
     _cache(tmp_path).close()
