@@ -20,7 +20,8 @@ files; not the interpreter start-up, which is the same for both and, on a loaded
 noise); with ``--subprocess`` each run is ``python -m lmms_eval`` (start-up included); with
 ``--route reguide-eval`` every run goes through ``reguide-eval``'s own entry in this process
 (:func:`reguide_tasks.lmms.cli.run`: its result-file trimming, batched runner and checks; answer cache
-off for all, as ``reguide_replay`` has none). In-process runs share one heap, so each starts from a
+off for all, as ``reguide_replay`` has none; ours without ``--include_path``, as a user types it, so
+lmms-eval indexes the task's own folder only). In-process runs share one heap, so each starts from a
 full collection; with ``--isolate`` each timed run has a worker process of its own (a warm-up run of
 the same task there first), so that no run inherits the heap another task left: the number of full
 collections a run pays (printed, ~0.5 s each) then depends on that run's own work only. Same flags for all (``--log_samples`` unless
@@ -112,8 +113,9 @@ def write_trivial_task(folder: Path) -> int:
 EXTRA_ARGS: list[str] = []  # lmms-eval flags given to every run (--process-docs-parallel)
 
 
-def cli_argv(task: str, model: str, model_args: str, include: Path, output: Path, log_samples: bool) -> list[str]:
-    argv = [*EXTRA_ARGS, "--include_path", str(include), "--model", model, "--tasks", task, "--output_path", str(output), "--verbosity", "WARNING"]
+def cli_argv(task: str, model: str, model_args: str, include: Path | None, output: Path, log_samples: bool) -> list[str]:
+    argv = [*EXTRA_ARGS, *(["--include_path", str(include)] if include else []), "--model", model, "--tasks", task,
+            "--output_path", str(output), "--verbosity", "WARNING"]
     if model_args:
         argv += ["--model_args", model_args]
     if log_samples:
@@ -157,7 +159,9 @@ def run_reguide_eval(task: str, model: str, model_args: str, include: Path, work
     replay.load_answers.cache_clear()
     output = workdir / f"out_{task}_{time.monotonic_ns()}"
     start = time.perf_counter()
-    cli.run(["--no_answer_cache", *cli_argv(task, model, model_args, include, output, log_samples)])
+    # ours as a user types it: reguide-eval finds our task folders itself (only the named task's)
+    own_folder = include == REPO_ROOT / "tasks_yaml"
+    cli.run(["--no_answer_cache", *cli_argv(task, model, model_args, None if own_folder else include, output, log_samples)])
     elapsed = time.perf_counter() - start
     _check_output(task, output, "")
     return elapsed

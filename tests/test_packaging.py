@@ -164,6 +164,12 @@ def test_our_task_folder_is_indexed_once_when_the_user_names_it_too(monkeypatch:
     assert _include_path("/mine") == ["/mine", str(TASKS_DIR)]
     assert _include_path(TASKS_DIR.name) == TASKS_DIR.name
     assert _include_path(["/mine", f"{TASKS_DIR}/"]) == ["/mine", f"{TASKS_DIR}/"]
+    # only the folders of the tasks of ours that --tasks names (lmms-eval parses every YAML it is given)
+    tasks = "reguide_baseline_cifar10,mme,reguide_imagenet200_5pct"
+    assert _include_path(None, task_arg=tasks) == [str(TASKS_DIR / "reguide_cifar10"), str(TASKS_DIR / "reguide_imagenet200")]
+    assert _include_path(None, task_arg="reguide_all") == [str(TASKS_DIR / "reguide_cifar10"), str(TASKS_DIR / "reguide_imagenet200")]
+    assert _include_path(None, task_arg="mme") == [str(TASKS_DIR)]
+    assert _include_path(TASKS_DIR.name, task_arg=tasks) == TASKS_DIR.name  # a folder inside one given is not added
 
 
 def test_plugin_task_folder_is_the_shipped_task_folder(monkeypatch: pytest.MonkeyPatch) -> None:

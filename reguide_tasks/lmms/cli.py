@@ -277,10 +277,14 @@ class BadArguments(ValueError):
     """Our own options do not fit together; the message says what to give."""
 
 
-def _include_path(user_value, benchmark_folders: Sequence[str] = ()):
-    """The user's ``--include_path`` folders, then those of ``--benchmark`` files and our task folder
-    unless one of them is it."""
-    return runtime.with_plugin_folders(user_value or None, [*benchmark_folders, str(TASKS_DIR)])
+def _include_path(user_value, benchmark_folders: Sequence[str] = (), task_arg: str | None = None):
+    """The user's ``--include_path`` folders, then those of ``--benchmark`` files and ours, unless one
+    of them holds it: of ours only the folders of the tasks ``--tasks`` names (lmms-eval parses every
+    YAML under its include path before it runs anything), all of them when it names none."""
+    variants = our_tasks(task_arg)  # a user's benchmark's folder is among benchmark_folders
+    named = {TASKS_DIR / f"reguide_{variant.benchmark}" for variant in variants}
+    ours = sorted(str(folder) for folder in named if folder.is_dir()) if variants else [str(TASKS_DIR)]
+    return runtime.with_plugin_folders(user_value or None, [*benchmark_folders, *ours])
 
 
 def run(argv: Sequence[str]) -> None:
@@ -332,7 +336,7 @@ def run(argv: Sequence[str]) -> None:
         if is_first_rank():
             hold_run_lock([getattr(args, "output_path", None), getattr(args, "use_cache", None)], ["reguide-eval", *rest])
         write_document_lists(our_tasks(early.tasks), output_path_of(rest))  # after the lock: a refused run writes nothing
-    args.include_path = _include_path(args.include_path, write_benchmarks(benches, None if listing else output_path_of(rest), included))
+    args.include_path = _include_path(args.include_path, write_benchmarks(benches, None if listing else output_path_of(rest), included), args.tasks)
     if getattr(args, "use_cache", None):
         runtime.install_cache_placeholder_policy()
         runtime.install_cache_audit_check()

@@ -196,12 +196,18 @@ def plugin_task_folders(plugins: list[str]) -> list[str]:
 def with_plugin_folders(include_path: str | list[str] | None, folders: list[str]) -> list[str] | str | None:
     """``include_path`` (None, one path or a list, as TaskManager takes it) plus the missing ``folders``.
 
-    A folder counts as present when a given path names the same folder (``tasks_yaml`` and
-    ``/repo/tasks_yaml/``): TaskManager does not deduplicate, and would parse every YAML in it twice.
+    A folder counts as present when a given path names it or a folder above it (``tasks_yaml`` and
+    ``/repo/tasks_yaml/``; ``tasks_yaml/reguide_cifar10`` under ``tasks_yaml``): TaskManager does not
+    deduplicate, and would parse every YAML in it twice.
     """
     paths = [] if include_path is None else [include_path] if isinstance(include_path, str) else list(include_path)
     present = {os.path.realpath(path) for path in paths}
-    missing = [folder for folder in folders if os.path.realpath(folder) not in present]
+
+    def indexed(folder: str) -> bool:
+        real = os.path.realpath(folder)
+        return any(real == path or real.startswith(path.rstrip(os.sep) + os.sep) for path in present)
+
+    missing = [folder for folder in folders if not indexed(folder)]
     if not missing:
         return include_path
     return paths + missing
